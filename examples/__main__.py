@@ -1,0 +1,3 @@
+from examples.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The exchange format: a flat mapping of PyTorch state_dict names to numpy arrays in
+PyTorch layout, stored as .npz (read without pickle) or .safetensors."""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+SUFFIXES = (".npz", ".safetensors")
+
+
+class WeightsError(ValueError):
+    """A weights file or mapping that does not fit the model."""
+
+
+def check_params(params: dict, expected: dict[str, tuple[int, ...]]) -> None:
+    """Raise WeightsError naming every missing, extra or mis-shaped parameter."""
+    problems = []
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    if extra:
+        problems.append("unexpected " + ", ".join(extra))
+    for name, shape in expected.items():
+        if name in params and tuple(np.shape(params[name])) != tuple(shape):
+            problems.append(f"{name} has shape {tuple(np.shape(params[name]))}, "
+                            f"expected {tuple(shape)}")
+    for name, value in params.items():
+        if name in expected and not np.issubdtype(np.asarray(value).dtype, np.floating):
+            problems.append(f"{name} has dtype {np.asarray(value).dtype}, expected floating point")
+    if problems:
+        raise WeightsError("parameters do not fit the model: " + "; ".join(problems))
+
+
+def load(path: str | os.PathLike, expected: dict[str, tuple[int, ...]] | None = None) -> dict:
+    """Read a weights file; with `expected`, also check names and shapes."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise WeightsError(f"{path}: unknown weights format (use .npz or .safetensors)")
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                params = {k: f[k] for k in f.files}
+        else:
+            from safetensors.numpy import load_file
+            params = load_file(str(path))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise WeightsError(f"{path}: not a readable {path.suffix} weights file ({e})") from None
+    except Exception as e:  # safetensors raises its own SafetensorError
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise WeightsError(f"{path}: not a readable .safetensors file ({e})") from None
+    if expected is not None:
+        check_params(params, expected)
+    return params
+
+
+def save(path: str | os.PathLike, params: dict) -> None:
+    """Write atomically: a failed write never leaves a partial file behind."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise WeightsError(f"{path}: unknown weights format (use .npz or .safetensors)")
+    arrays = {k: np.ascontiguousarray(v) for k, v in params.items()}
+
+    def write(tmp):
+        if path.suffix == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        else:
+            from safetensors.numpy import save_file
+            save_file(arrays, tmp)
+    atomic_write(path, write)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it over."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
