@@ -1,0 +1,222 @@
+"""Training with Optax, generic over the examples. `fit` compiles the whole run, every
+epoch and every batch, into one XLA program (two nested lax.scan); parameters and
+optimizer state cross this API as numpy mappings with PyTorch names, so the torch
+twin can be fed the same state. Twin: torchref/training.py.
+
+NNX modules are stateful Python objects; inside compiled code we use the functional
+form instead: nnx.split(model) -> (graphdef, state), and nnx.merge(graphdef, state)
+rebuilds the module from a state pytree at trace time, at no run-time cost.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from examples import specs
+from jaxport import example_module
+from jaxport.convert import load_numpy, to_numpy, to_state
+from jaxport.numerics import jax_device, jax_dtype
+
+# How many times fit has compiled its program: once per configuration (test_jaxport).
+compile_count = 0
+_programs = {}
+
+
+def build_model(example, params=None, *, dtype="float32", device="cpu", form="class", seed=0):
+    """The example's nnx.Module. Without params: torch's init distribution, JAX's PRNG."""
+    jax_dtype(dtype)
+    with jax.default_device(jax_device(device)):
+        model = example_module(example).build_model(form, seed=seed, dtype=dtype)
+        if params is not None:
+            load_numpy(model, params, example, form)
+    return model
+
+
+def default_params(example, seed=0, *, dtype="float32", form="class") -> dict:
+    """jaxport's default initial parameters for this seed, in the exchange format."""
+    return to_numpy(nnx.state(build_model(example, dtype=dtype, form=form, seed=seed)), example, form)
+
+
+def make_optimizer(config: specs.TrainConfig) -> optax.GradientTransformation:
+    if config.optimizer == "sgd":
+        # optax.sgd's trace is torch's momentum buffer with dampening 0.
+        return optax.sgd(config.lr, momentum=config.momentum or None)
+    if config.optimizer == "adam":
+        # Plain Adam matches torch: eps outside the square root, eps_root 0, no decay.
+        b1, b2 = config.betas
+        return optax.adam(config.lr, b1=b1, b2=b2, eps=config.eps, eps_root=0.0)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+def _put(array, dtype, device):
+    return jax.device_put(np.asarray(array, dtype=jax_dtype(dtype)), jax_device(device))
+
+
+def _split(example, params, dtype, device, form):
+    graphdef, state = nnx.split(build_model(example, params, dtype=dtype, device=device, form=form))
+    return graphdef, jax.device_put(state, jax_device(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_fn(example, graphdef):
+    loss_fn = example_module(example).loss_fn
+    return lambda state, x, y, weight=None: loss_fn(nnx.merge(graphdef, state)(x), y, weight)
+
+
+@functools.lru_cache(maxsize=None)
+def _value_and_grad(example, graphdef):
+    return jax.jit(jax.value_and_grad(_loss_fn(example, graphdef)))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward(graphdef):
+    return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+
+
+def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form="class"):
+    """(loss, {name: gradient}) of the example's loss on (x, y) at `params`."""
+    graphdef, state = _split(example, params, dtype, device, form)
+    loss, grads = _value_and_grad(example, graphdef)(state, _put(x, dtype, device), _put(y, dtype, device))
+    return float(loss), to_numpy(grads, example, form)
+
+
+def predict(example, params, x, *, dtype="float32", device="cpu", form="class") -> np.ndarray:
+    graphdef, state = _split(example, params, dtype, device, form)
+    return np.asarray(_forward(graphdef)(state, _put(x, dtype, device)))
+
+
+# Optax's state fields and torch's names for the same moments.
+_MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq", "trace": "momentum_buffer"}
+
+
+def opt_state_to_numpy(opt_state, example, form="class") -> dict:
+    out = {}
+    for field, torch_key in _MOMENTS.items():
+        moment = optax.tree_utils.tree_get(opt_state, field)
+        if moment is not None:
+            out.update({f"{torch_key}/{n}": v for n, v in to_numpy(moment, example, form).items()})
+    count = optax.tree_utils.tree_get(opt_state, "count")
+    if count is not None:
+        out["step"] = np.asarray(float(count))
+    return out
+
+
+def opt_state_from_numpy(template, state: dict, example, form="class", dtype=None):
+    """`template` (from tx.init) with the moments and step count of `state` put in."""
+    changes = {}
+    for field, torch_key in _MOMENTS.items():
+        moment = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(torch_key + "/")}
+        if moment:
+            changes[field] = to_state(moment, optax.tree_utils.tree_get(template, field), example, form, dtype)
+    if "step" in state:
+        changes["count"] = jax.numpy.asarray(int(state["step"]), dtype=jax.numpy.int32)
+    return optax.tree_utils.tree_set(template, **changes) if changes else template
+
+
+@functools.lru_cache(maxsize=None)
+def _step_fn(example, graphdef, config):
+    value_and_grad, tx = jax.value_and_grad(_loss_fn(example, graphdef)), make_optimizer(config)
+
+    @jax.jit
+    def step(state, opt_state, x, y):
+        loss, grads = value_and_grad(state, x, y)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        return loss, grads, optax.apply_updates(state, updates), opt_state
+    return step
+
+
+def train_step(example, params, opt_state, x, y, config, *, dtype="float32", device="cpu",
+               form="class"):
+    """One optimizer step from (params, opt_state) on the batch (x, y).
+
+    Returns (loss before the update, grads, new params, new opt_state), all numpy.
+    opt_state None or {} is a fresh optimizer.
+    """
+    graphdef, state = _split(example, params, dtype, device, form)
+    template = make_optimizer(config).init(state)
+    opt = opt_state_from_numpy(template, opt_state or {}, example, form, jax_dtype(dtype))
+    loss, grads, state, opt = _step_fn(example, graphdef, config)(
+        state, opt, _put(x, dtype, device), _put(y, dtype, device))
+    return (float(loss), to_numpy(grads, example, form), to_numpy(state, example, form),
+            opt_state_to_numpy(opt, example, form))
+
+
+def batch_indices(order: np.ndarray, batch_size: int):
+    """(epochs, N) order -> indices (epochs, steps, batch_size) and weights (steps, B, 1).
+
+    XLA needs static shapes, so the last partial batch is padded with index 0 and
+    weight 0; weights are None when batch_size divides N.
+    """
+    epochs, n = order.shape
+    steps = specs.steps_per_epoch(n, batch_size)
+    pad = steps * batch_size - n
+    idx = np.concatenate([order, np.zeros((epochs, pad), order.dtype)], axis=1)
+    weight = (np.arange(steps * batch_size) < n).reshape(steps, batch_size, 1) if pad else None
+    return idx.reshape(epochs, steps, batch_size).astype(np.int32), weight
+
+
+def _train_program(example, graphdef, config, frames):
+    """The whole run as one function of arrays: scan over epochs of scan over batches."""
+    ex, tx = example_module(example), make_optimizer(config)
+    value_and_grad = jax.value_and_grad(_loss_fn(example, graphdef))
+
+    def run(state, x, y, idx, weight):            # idx (epochs, steps, B)
+        def step(carry, batch):
+            state, opt_state = carry
+            ib, wb = batch                         # (B,), (B, 1) or None
+            loss, grads = value_and_grad(state, x[ib], y[ib], wb)
+            updates, opt_state = tx.update(grads, opt_state, state)
+            return (optax.apply_updates(state, updates), opt_state), loss
+
+        def epoch(carry, idx_e):
+            frame = ex.frame(nnx.merge(graphdef, carry[0]), x) if frames else None
+            carry, losses = jax.lax.scan(step, carry, (idx_e, weight))
+            return carry, (losses, frame)
+
+        (state, _), (losses, frame_stack) = jax.lax.scan(epoch, (state, tx.init(state)), idx)
+        return state, losses, frame_stack        # losses (epochs, steps)
+    return run
+
+
+def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", form="class",
+        frames=False, progress=False) -> specs.FitResult:
+    """The whole run from `params`, compiled once per configuration and then reused.
+
+    order: (epochs, N) sample indices (specs.batch_order). frames: record the
+    animation's state (module.frame) at the start of every epoch, as a scan output.
+    """
+    global compile_count
+    graphdef, state = _split(example, params, dtype, device, form)
+    idx, weight = batch_indices(np.asarray(order), config.batch_size)
+    args = jax.device_put((state, np.asarray(x, jax_dtype(dtype)), np.asarray(y, jax_dtype(dtype)),
+                           idx, weight), jax_device(device))
+    key = (example, graphdef, config.replace(shuffle=False), frames, dtype, device,
+           np.shape(x), np.shape(y), idx.shape)
+    start = time.perf_counter()
+    if key not in _programs:
+        if progress:
+            print(f"jax {example}: compiling the {len(order)}-epoch run ...", file=sys.stderr, flush=True)
+        _programs[key] = jax.jit(_train_program(example, graphdef, config, frames)).lower(*args).compile()
+        compile_count += 1
+    compile_seconds = time.perf_counter() - start
+    if progress:
+        print(f"jax {example}: running {len(order)} epochs in one XLA program ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    state, losses, frame_stack = jax.block_until_ready(_programs[key](*args))
+    train_seconds = time.perf_counter() - start
+    if progress:
+        print(f"jax {example}: compiled in {compile_seconds:.2f} s, trained in {train_seconds:.3f} s",
+              file=sys.stderr, flush=True)
+    losses = np.asarray(losses)
+    return specs.FitResult(
+        step_losses=losses.reshape(-1),
+        epoch_losses=losses.mean(axis=1) if losses.size else np.zeros(len(order)),
+        params=to_numpy(state, example, form),
+        frames=np.asarray(frame_stack) if frames else None,
+        train_seconds=train_seconds, compile_seconds=compile_seconds)
