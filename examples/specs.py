@@ -17,7 +17,14 @@ EXAMPLES = ("bce_from_primitives", "linear_regression", "logistic_regression",
 TRAINABLE = ("linear_regression", "logistic_regression", "neural_network")
 DEMOS = ("bce_from_primitives", "tensor_interop")
 DTYPES = ("float32", "float64")
-FORMS = ("class", "sequential")
+DEVICES = ("cpu", "gpu")
+BACKENDS = ("torch", "jax")
+
+# The BCE demo's logits and labels, and the interop demo's list (from the tutorial).
+BCE_LOGITS = (-4.5, 0.7, 3.3)
+BCE_LABELS = (1.0, 0.0, 1.0)
+BCE_EXPECTED = 1.8834                      # the tutorial's printed value, 4 decimals
+INTEROP_LIST = ((11, 12, 13), (21, 22, 23), (31, 32, 33))
 
 IRIS_CSV = Path(__file__).with_name("data") / "Iris.csv"
 
@@ -29,6 +36,11 @@ LAYERS = {
 }
 # nn.Sequential numbers its children; the ReLUs take indices 1 and 3.
 SEQUENTIAL_INDEX = {"hidden_1": 0, "hidden_2": 2, "output": 4}
+
+
+def forms(example: str) -> tuple[str, ...]:
+    """How the model can be built: as a class, and for the network also as a Sequential."""
+    return ("class", "sequential") if example == "neural_network" else ("class",)
 
 
 @dataclass(frozen=True)

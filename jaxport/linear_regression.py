@@ -4,11 +4,12 @@ Twin: torchref/linear_regression.py.
 """
 from flax import nnx
 
+from examples import specs
 from jaxport.layers import torch_linear
 from jaxport.losses import mse
 from jaxport.numerics import jax_dtype
 
-FORMS = ("class",)
+FORMS = specs.forms("linear_regression")
 
 
 class LinearRegression(nnx.Module):

@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from examples import specs
 from jaxport.layers import torch_linear
 from jaxport.losses import bce
 from jaxport.numerics import jax_dtype
 
-FORMS = ("class",)
+FORMS = specs.forms("logistic_regression")
 
 
 class LogisticRegression(nnx.Module):

@@ -5,11 +5,12 @@ parameters. Twin: torchref/neural_network.py.
 """
 from flax import nnx
 
+from examples import specs
 from jaxport.layers import torch_linear
 from jaxport.losses import mse
 from jaxport.numerics import jax_dtype
 
-FORMS = ("class", "sequential")
+FORMS = specs.forms("neural_network")
 
 
 class NeuralNetworks(nnx.Module):

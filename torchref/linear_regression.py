@@ -5,10 +5,11 @@ Twin: jaxport/linear_regression.py.
 import torch
 from torch import nn
 
+from examples import specs
 from torchref.numerics import torch_dtype
 from torchref.training import ArrayDataset
 
-FORMS = ("class",)
+FORMS = specs.forms("linear_regression")
 
 
 class SimpleData(ArrayDataset):

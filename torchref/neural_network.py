@@ -6,10 +6,11 @@ parameters. Twin: jaxport/neural_network.py.
 import torch
 from torch import nn
 
+from examples import specs
 from torchref.numerics import torch_dtype
 from torchref.training import ArrayDataset
 
-FORMS = ("class", "sequential")
+FORMS = specs.forms("neural_network")
 
 
 class ComplexeData(ArrayDataset):

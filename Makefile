@@ -1,0 +1,45 @@
+# `make demo` and `make test` each build .venv from constraints.txt on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= out
+TRAINABLE := linear_regression logistic_regression neural_network
+DEMOS     := bce_from_primitives tensor_interop
+
+.PHONY: demo test bench report docs clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+# Every example on both backends: GIF, plot and history JSON per trainable example.
+demo: $(STAMP)
+	@mkdir -p $(OUT)
+	@set -e; for be in torch jax; do \
+	  for ex in $(DEMOS); do echo "== $$ex ($$be)"; \
+	    $(PY) -m examples run $$ex --backend $$be --history $(OUT)/$$ex-$$be.json; done; \
+	  for ex in $(TRAINABLE); do echo "== $$ex ($$be)"; \
+	    $(PY) -m examples run $$ex --backend $$be --gif $(OUT)/$$ex-$$be.gif \
+	      --plot $(OUT)/$$ex-$$be.png --history $(OUT)/$$ex-$$be.json; done; \
+	done
+	@echo "== parity at a glance (float64, shared init)"
+	@$(PY) -m examples compare neural_network --dtype float64 --quiet
+	@echo "demo outputs in $(OUT)/"
+
+test: $(STAMP)
+	$(PY) -m pytest -q parity_tests
+
+bench: $(STAMP)
+	$(PY) -m examples bench --json $(OUT)/bench-cpu.json
+
+report: $(STAMP)
+	JAXPORT_REPORT=docs/parity-cpu.md $(PY) -m pytest -q parity_tests
+
+docs: $(STAMP)
+	$(PY) docs/build.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

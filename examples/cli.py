@@ -1,0 +1,102 @@
+"""`python -m examples`: list, data, run, compare, bench.
+
+The one place besides the tests that imports both backends, and only lazily, so each
+runs with the other missing. Bad input gets one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from examples import specs, weights
+
+
+class UsageError(Exception):
+    """A bad command line or input file: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):              # argparse prints usage too; we keep one line
+        raise UsageError(message)
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    p.add_argument("name", choices=specs.EXAMPLES, metavar="NAME", help="an example (see `list`)")
+    if backend:
+        p.add_argument("--backend", choices=specs.BACKENDS, required=True)
+    p.add_argument("--dtype", choices=specs.DTYPES, default="float32")
+    p.add_argument("--device", choices=specs.DEVICES, default="cpu")
+    p.add_argument("--epochs", type=non_negative_int, help="default: the tutorial's")
+    p.add_argument("--batch-size", type=positive_int, help="default: the tutorial's")
+    p.add_argument("--lr", type=positive_float, help="default: the tutorial's")
+    p.add_argument("--shuffle", action="store_true", help="one permutation per epoch, shared by both backends")
+    p.add_argument("--seed", type=int, default=specs.DEFAULT_SEED, help="data noise, init and shuffling")
+    p.add_argument("--model", choices=("class", "sequential"), default="class",
+                   help="the class model or (neural_network) its Sequential form")
+    p.add_argument("--init", type=Path, help="initial parameters, .npz or .safetensors, PyTorch names")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m examples", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub.add_parser("list", help="the example names, one a line")
+    p = sub.add_parser("data", help="write the arrays x and y both backends receive")
+    p.add_argument("name", choices=specs.TRAINABLE + ("bce_from_primitives",), metavar="NAME")
+    p.add_argument("--seed", type=int, default=specs.DEFAULT_SEED)
+    p.add_argument("--out", type=Path, required=True, help="a .npz file")
+    p = sub.add_parser("run", help="run one example on one backend")
+    add_run_flags(p)
+    p.add_argument("--save", type=Path, help="write the fitted parameters (.npz or .safetensors)")
+    p.add_argument("--history", type=Path, help="write losses, parameters and metrics as JSON")
+    p.add_argument("--gif", type=Path, help="write the animation of the fit (.gif)")
+    p.add_argument("--plot", type=Path, help="write the data with the fitted model (.png)")
+    p = sub.add_parser("compare", help="both backends from one initialisation: a parity table")
+    add_run_flags(p, backend=False)
+    from examples import bench
+    bench.configure(sub.add_parser("bench", help="time torch eager, torch.compile and jaxport"))
+    return parser
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            print("\n".join(specs.EXAMPLES))
+            return 0
+        if args.command == "bench":
+            from examples import bench
+            return bench.command(args)
+        from examples import commands
+        return getattr(commands, args.command)(args)
+    except (UsageError, weights.WeightsError) as e:
+        return fail(str(e))
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
