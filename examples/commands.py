@@ -52,6 +52,8 @@ def check_args(args) -> None:
             raise UsageError(f"{args.name} is a demo without training: {', '.join(used)} not applicable")
     elif args.model not in specs.forms(args.name):
         raise UsageError(f"{args.name} has no {args.model} form (only neural_network has sequential)")
+    if getattr(args, "gif", None) is not None and args.epochs == 0:
+        raise UsageError("--gif needs at least one epoch to animate")
 
 
 def config_of(args) -> specs.TrainConfig:

@@ -45,6 +45,7 @@ BAD_ARGS = [
     (["run", "linear_regression", "--backend", "jax", "--lr", "-0.1"], "--lr: must be a positive number"),
     (["run", "linear_regression", "--backend", "torch", "--model", "sequential"], "no sequential form"),
     (["run", "bce_from_primitives", "--backend", "torch", "--epochs", "3"], "--epochs not applicable"),
+    (["run", "linear_regression", "--backend", "jax", "--epochs", "0", "--gif", "x.gif"], "--gif needs at least one epoch"),
     (["compare", "tensor_interop"], "no numbers to compare"),
 ]
 
