@@ -1,0 +1,51 @@
+"""`python -m examples bench`: a smoke run that checks the report's shape and one-line
+errors. Speed is measured by the command, never asserted here."""
+import json
+
+import pytest
+
+from examples import bench
+from examples.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bench_writes_a_complete_report(tmp_path, capsys, monkeypatch):
+    # The smoke run needs the floor's arithmetic, not a precise peak: a small matmul.
+    monkeypatch.setattr(bench, "PEAK_N", 256)
+    path = tmp_path / "bench.json"
+    code, out, _ = run_cli(capsys, "bench", "linear_regression", "--repeats", 1, "--sizes", "tutorial",
+                           "--no-compile", "--json", path)
+    assert code == 0 and "linear_regression" in out and "eager/jax" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]      # no temporary left
+    report = json.loads(path.read_text())
+    assert {"results", "device", "versions"} <= set(report) and report["device"]
+    assert set(report["versions"]) == {"torch", "jax", "jaxlib", "flax", "optax", "numpy"}
+    [row] = report["results"]
+    assert (row["example"], row["size"], row["steps"]) == ("linear_regression", "tutorial", 100)
+    assert row["torch_compile_s"] is None                              # --no-compile
+    for key in ("torch_eager_s", "jax_s", "jax_compile_s", "floor_s"):
+        assert isinstance(row[key], float) and row[key] > 0, (key, row[key])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["no_such_example"], "unknown example 'no_such_example'"),
+    (["tensor_interop"], "unknown example 'tensor_interop'"),
+    (["--sizes", "huge"], "--sizes"),
+    (["--repeats", "0"], "--repeats"),
+])
+def test_bad_arguments_fail_in_one_line(argv, message, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "bench", *argv, "--json", tmp_path / "b.json")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err and list(tmp_path.iterdir()) == []
+
+
+def test_large_workload_is_the_tutorial_data_tiled():
+    x, y, order, config = bench.workload("logistic_regression", "large")
+    assert x.shape == (bench.LARGE_N, 2) and y.shape == (bench.LARGE_N, 1)
+    assert order.shape == (bench.LARGE_EPOCHS, bench.LARGE_N) and config.batch_size == bench.LARGE_BATCH
+    assert bench.matmul_flops("neural_network", 100) == 3 * 2 * 100 * (200 + 200 * 100 + 100)
