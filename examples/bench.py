@@ -10,6 +10,7 @@ this module to build its parser).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ import statistics
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +45,10 @@ def configure(p) -> None:
     p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: tutorial,large")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    # On a small shared machine torch's default (one thread a core) can stall for seconds
+    # when another process takes a core; 1 gives torch eager its steadiest times there.
+    p.add_argument("--torch-threads", type=int, default=0, metavar="N",
+                   help="torch's intra-op threads (default: torch's own choice)")
 
 
 def workload(example: str, size: str, seed: int = specs.DEFAULT_SEED):
@@ -63,14 +69,10 @@ def matmul_flops(example: str, samples: int) -> int:
     return 3 * 2 * samples * sum(n_in * n_out for _, n_in, n_out in specs.LAYERS[example])
 
 
-def _best_seconds(fn, repeats: int) -> float:
-    fn()                                                     # warm-up: threads, pages
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def _elapsed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def peak_flops(dtype: str, device: str, repeats: int = 3) -> float:
@@ -80,11 +82,15 @@ def peak_flops(dtype: str, device: str, repeats: int = 3) -> float:
     if device == "cpu":
         a = np.random.default_rng(0).random((PEAK_N, PEAK_N)).astype(dtype)
         t = torch.from_numpy(a)
-        seconds = min(_best_seconds(lambda: a @ a, repeats), _best_seconds(lambda: t @ t, repeats))
+        fns = (lambda: a @ a, lambda: t @ t)
     else:
         t = torch.rand(PEAK_N, PEAK_N, dtype=torch_dtype(dtype), device=torch_device(device))
-        seconds = _best_seconds(lambda: (t @ t, torch.cuda.synchronize()), repeats)
-    return 2 * PEAK_N ** 3 / seconds
+        fns = (lambda: (t @ t, torch.cuda.synchronize()),)
+    best = float("inf")
+    for fn in fns:
+        fn()                                                 # warm-up: threads, pages, clocks
+        best = min(best, *(_elapsed(fn) for _ in range(repeats)))
+    return 2 * PEAK_N ** 3 / best
 
 
 def time_torch_eager(example, params, x, y, order, config, dtype, device, repeats):
@@ -94,12 +100,23 @@ def time_torch_eager(example, params, x, y, order, config, dtype, device, repeat
                                           device=device).train_seconds for _ in range(repeats))
 
 
-class _OverBudget(Exception):
-    pass
+@contextlib.contextmanager
+def _time_limit(seconds: int):
+    """TimeoutError after `seconds` via SIGALRM, where the main thread may own the alarm."""
+    if not (hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)):
+        yield
+        return
 
-
-def _on_alarm(signum, frame):
-    raise _OverBudget(f"compiling took over {COMPILE_BUDGET_S} s")
+    def expire(signum, frame):
+        raise TimeoutError(f"compiling took over {seconds} s")
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 def time_torch_compile(example, params, x, y, order, config, dtype, device, repeats):
@@ -142,21 +159,12 @@ def time_torch_compile(example, params, x, y, order, config, dtype, device, repe
                         value.zero_()
 
     # Three one-batch steps compile everything: Adam traces once without state, once with.
-    alarm = (hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
-             and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None))
     try:
-        if alarm:
-            signal.signal(signal.SIGALRM, _on_alarm)
-            signal.alarm(COMPILE_BUDGET_S)
-        compile_seconds = run(order[:3, :config.batch_size])
+        with _time_limit(COMPILE_BUDGET_S):
+            compile_seconds = run(order[:3, :config.batch_size])
     except Exception as e:     # inductor without a compiler, an unsupported op, the budget
-        print(f"bench: torch.compile failed for {example}: {type(e).__name__}: "
-              f"{str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr, flush=True)
+        _say(f"torch.compile failed for {example}: {type(e).__name__}: {(str(e) or '-').splitlines()[0]}")
         return None, None
-    finally:
-        if alarm:
-            signal.alarm(0)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
     times = []
     for _ in range(repeats):
         reset()
@@ -178,12 +186,11 @@ def device_name(device: str) -> str:
     if device == "gpu":
         import torch
         return torch.cuda.get_device_name(0)
-    model = platform.processor() or platform.machine()
-    try:
+    try:                                  # platform.processor() is often empty on Linux
         with open("/proc/cpuinfo") as f:
             model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        model = platform.processor() or platform.machine()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model}, {cores} cores"
 
@@ -194,36 +201,53 @@ def versions() -> dict:
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: bench: {message}", file=sys.stderr)
     return 2
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
 def command(args) -> int:
     names = list(args.names) or list(specs.TRAINABLE)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    for name in names:
-        if name not in specs.TRAINABLE:
-            return _fail(f"bench: unknown example {name!r} (trainable: {', '.join(specs.TRAINABLE)})")
+    unknown = [n for n in names if n not in specs.TRAINABLE]
+    if unknown:
+        return _fail(f"unknown example {unknown[0]!r} (trainable: {', '.join(specs.TRAINABLE)})")
     if not sizes or any(s not in SIZES for s in sizes):
-        return _fail(f"bench: --sizes {args.sizes!r}: use a comma-separated subset of {','.join(SIZES)}")
-    if args.repeats < 1:
-        return _fail(f"bench: --repeats must be at least 1, got {args.repeats}")
+        return _fail(f"--sizes {args.sizes!r}: use a comma-separated subset of {','.join(SIZES)}")
+    if args.repeats < 1 or args.torch_threads < 0:
+        return _fail("--repeats must be at least 1 and --torch-threads 0 or more")
     if args.dtype == "float64":
         from jaxport.numerics import enable_x64
         enable_x64()                          # before any jax array exists
+    import torch
     from jaxport import numerics as jnum
     from torchref import numerics as tnum
     try:
         tnum.torch_device(args.device), jnum.jax_device(args.device)
     except (tnum.NoGPUError, jnum.NoGPUError) as e:
         return _fail(str(e))
-    if args.device == "gpu":                  # full float32 on both sides, as the floor's matmul
+    if args.device == "gpu":                  # full float32 on both sides, like the floor's matmul
         tnum.pin_numerics(), jnum.pin_numerics()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.torch_threads or threads)
+    try:
+        report = measure(names, sizes, args)
+    finally:
+        torch.set_num_threads(threads)
+    print(table(report))
+    if args.json:
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+    return 0
 
-    def say(message):
-        print(f"bench: {message}", file=sys.stderr, flush=True)
 
-    say(f"measuring the {args.dtype} matmul peak on {args.device} ...")
+def measure(names, sizes, args) -> dict:
+    import torch
+    # Other processes on a small machine distort every timing: record how busy it was.
+    load = os.getloadavg()[0]
+    _say(f"measuring the {args.dtype} matmul peak on {args.device} ...")
     peak = peak_flops(args.dtype, args.device)
     results = []
     for name in names:
@@ -232,60 +256,52 @@ def command(args) -> int:
             x, y, order, config = workload(name, size)
             run = (name, params, x, y, order, config, args.dtype, args.device, args.repeats)
             steps = len(order) * specs.steps_per_epoch(len(x), config.batch_size)
-            say(f"{name} {size} ({steps} steps): torch eager ...")
+            _say(f"{name} {size} ({steps} steps): torch eager ...")
             eager = time_torch_eager(*run)
             compiled = compile_s = None
             if not args.no_compile:
-                say(f"{name} {size}: torch.compile (compiling can take minutes) ...")
+                _say(f"{name} {size}: torch.compile (compiling can take minutes) ...")
                 compiled, compile_s = time_torch_compile(*run)
-            say(f"{name} {size}: jaxport ...")
+            _say(f"{name} {size}: jaxport ...")
             jax_s, jax_compile_s = time_jax(*run)
-            results.append({"example": name, "size": size, "steps": steps, "n": len(x),
-                            "batch_size": config.batch_size, "epochs": config.epochs,
-                            "torch_eager_s": eager, "torch_compile_s": compiled,
-                            "torch_compile_compile_s": compile_s, "jax_s": jax_s,
-                            "jax_compile_s": jax_compile_s,
-                            "flops": matmul_flops(name, len(order) * len(x)), "floor_s": None})
-    # The peak again at the end, best of both: one noisy moment must not set the floor.
+            results.append(dict(example=name, size=size, steps=steps, n=len(x), epochs=config.epochs,
+                                batch_size=config.batch_size, torch_eager_s=eager,
+                                torch_compile_s=compiled, torch_compile_compile_s=compile_s,
+                                jax_s=jax_s, jax_compile_s=jax_compile_s,
+                                flops=matmul_flops(name, len(order) * len(x))))
+    # The peak again at the end, the better of both: one busy moment must not set the floor.
     peak = max(peak, peak_flops(args.dtype, args.device))
     for r in results:
         r["floor_s"] = r["flops"] / peak
-    print(table(results, peak, args))
-    if args.json:
-        report = {"results": results, "device": device_name(args.device), "versions": versions(),
-                  "dtype": args.dtype, "device_kind": args.device, "repeats": args.repeats,
-                  "peak_gflops": peak / 1e9, "load_average": list(os.getloadavg())}
-        atomic_write(args.json, lambda tmp: _write_text(tmp, json.dumps(report, indent=2) + "\n"))
-    return 0
-
-
-def _write_text(path, text):
-    with open(path, "w") as f:
-        f.write(text)
+    return {"results": results, "device": device_name(args.device), "versions": versions(),
+            "dtype": args.dtype, "device_kind": args.device, "repeats": args.repeats,
+            "peak_gflops": peak / 1e9, "torch_threads": torch.get_num_threads(),
+            "load_average": [load, os.getloadavg()[0]]}
 
 
 def _ratio(a, b):
     return f"{a / b:.1f}x" if a is not None and b else "-"
 
 
-def table(results, peak, args) -> str:
+def table(report: dict) -> str:
     """The measurements and their ratios: eager/jax is jaxport's speed-up."""
     def sec(s, c=None):
         return "-" if s is None else f"{s:.3g}" + ("" if c is None else f" ({c:.2g})")
-    head = ("example", "size", "steps", "eager s", "compile s (build)", "jax s (build)", "floor s",
+    head = ("example", "size", "steps", "torch eager s", "torch.compile s", "jax s", "floor s",
             "eager/jax", "jax/floor", "compile/jax")
     rows = [head] + [(r["example"], r["size"], str(r["steps"]), sec(r["torch_eager_s"]),
                       sec(r["torch_compile_s"], r["torch_compile_compile_s"]),
                       sec(r["jax_s"], r["jax_compile_s"]), sec(r["floor_s"]),
                       _ratio(r["torch_eager_s"], r["jax_s"]), _ratio(r["jax_s"], r["floor_s"]),
-                      _ratio(r["torch_compile_s"], r["jax_s"])) for r in results]
+                      _ratio(r["torch_compile_s"], r["jax_s"])) for r in report["results"]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
-    lines.append(f"{args.dtype} on {device_name(args.device)}; peak {peak / 1e9:.1f} GFLOP/s; "
-                 f"median of {args.repeats}; build = compile seconds")
-    for r in results:
-        if (r["example"], r["size"], args.dtype, args.device) == \
+    lines.append(f"{report['dtype']} on {report['device']}; peak {report['peak_gflops']:.1f} GFLOP/s; "
+                 f"median of {report['repeats']}; torch threads {report['torch_threads']}; "
+                 f"(n): seconds spent compiling; load average {report['load_average'][0]:.1f} at start")
+    for r in report["results"]:
+        if (r["example"], r["size"], report["dtype"], report["device_kind"]) == \
                 ("neural_network", "tutorial", "float32", "cpu"):
             speedup, floor = r["torch_eager_s"] / r["jax_s"], r["jax_s"] / r["floor_s"]
             lines.append(f"targets: eager/jax {speedup:.1f}x (>= {TARGET_SPEEDUP:g}x: "

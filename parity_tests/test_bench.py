@@ -37,6 +37,7 @@ def test_bench_writes_a_complete_report(tmp_path, capsys, monkeypatch):
     (["tensor_interop"], "unknown example 'tensor_interop'"),
     (["--sizes", "huge"], "--sizes"),
     (["--repeats", "0"], "--repeats"),
+    (["--torch-threads", "-1"], "--torch-threads"),
 ])
 def test_bad_arguments_fail_in_one_line(argv, message, tmp_path, capsys):
     code, _, err = run_cli(capsys, "bench", *argv, "--json", tmp_path / "b.json")
@@ -49,3 +50,12 @@ def test_large_workload_is_the_tutorial_data_tiled():
     assert x.shape == (bench.LARGE_N, 2) and y.shape == (bench.LARGE_N, 1)
     assert order.shape == (bench.LARGE_EPOCHS, bench.LARGE_N) and config.batch_size == bench.LARGE_BATCH
     assert bench.matmul_flops("neural_network", 100) == 3 * 2 * 100 * (200 + 200 * 100 + 100)
+
+
+def test_gpu_without_one_fails_in_one_line(capsys):
+    import jax
+    import torch
+    if torch.cuda.is_available() or any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("this machine has a GPU")
+    code, _, err = run_cli(capsys, "bench", "linear_regression", "--device", "gpu")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "GPU" in err, err
