@@ -45,10 +45,11 @@ def configure(p) -> None:
     p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: tutorial,large")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    # On a small shared machine torch's default (one thread a core) can stall for seconds
-    # when another process takes a core; 1 gives torch eager its steadiest times there.
-    p.add_argument("--torch-threads", type=int, default=0, metavar="N",
-                   help="torch's intra-op threads (default: torch's own choice)")
+    # torch's default, a thread per core, gains nothing on these small matmuls and, when
+    # another process takes a core, stalls at every barrier: the network's tutorial run
+    # went from 0.8 s to 17-46 s on a shared 2-core machine. One thread is steady.
+    p.add_argument("--torch-threads", type=int, default=1, metavar="N",
+                   help="torch's intra-op threads (default 1; 0: torch's own choice)")
 
 
 def workload(example: str, size: str, seed: int = specs.DEFAULT_SEED):
@@ -231,24 +232,30 @@ def command(args) -> int:
         return _fail(str(e))
     if args.device == "gpu":                  # full float32 on both sides, like the floor's matmul
         tnum.pin_numerics(), jnum.pin_numerics()
-    threads = torch.get_num_threads()
+    load = os.getloadavg()[0]     # other processes distort every timing: say how busy it was
+    # The peak with torch's own threads, before and after (the better of both): the
+    # machine's, whatever --torch-threads gives the runs, and no one busy moment's.
+    _say(f"measuring the {args.dtype} matmul peak on {args.device} ...")
+    peak, threads = peak_flops(args.dtype, args.device), torch.get_num_threads()
     torch.set_num_threads(args.torch_threads or threads)
     try:
-        report = measure(names, sizes, args)
+        results = measure(names, sizes, args)
     finally:
         torch.set_num_threads(threads)
+    peak = max(peak, peak_flops(args.dtype, args.device))
+    for r in results:
+        r["floor_s"] = r["flops"] / peak
+    report = {"results": results, "device": device_name(args.device), "versions": versions(),
+              "dtype": args.dtype, "device_kind": args.device, "repeats": args.repeats,
+              "peak_gflops": peak / 1e9, "torch_threads": args.torch_threads or threads,
+              "load_average": [load, os.getloadavg()[0]]}
     print(table(report))
     if args.json:
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
     return 0
 
 
-def measure(names, sizes, args) -> dict:
-    import torch
-    # Other processes on a small machine distort every timing: record how busy it was.
-    load = os.getloadavg()[0]
-    _say(f"measuring the {args.dtype} matmul peak on {args.device} ...")
-    peak = peak_flops(args.dtype, args.device)
+def measure(names, sizes, args) -> list[dict]:
     results = []
     for name in names:
         params = specs.shared_init(name)
@@ -269,14 +276,7 @@ def measure(names, sizes, args) -> dict:
                                 torch_compile_s=compiled, torch_compile_compile_s=compile_s,
                                 jax_s=jax_s, jax_compile_s=jax_compile_s,
                                 flops=matmul_flops(name, len(order) * len(x))))
-    # The peak again at the end, the better of both: one busy moment must not set the floor.
-    peak = max(peak, peak_flops(args.dtype, args.device))
-    for r in results:
-        r["floor_s"] = r["flops"] / peak
-    return {"results": results, "device": device_name(args.device), "versions": versions(),
-            "dtype": args.dtype, "device_kind": args.device, "repeats": args.repeats,
-            "peak_gflops": peak / 1e9, "torch_threads": torch.get_num_threads(),
-            "load_average": [load, os.getloadavg()[0]]}
+    return results
 
 
 def _ratio(a, b):
