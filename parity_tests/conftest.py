@@ -1,0 +1,163 @@
+"""The one place where the parity suite pins numerics and defines its grid.
+
+Imported by pytest before any test module, so:
+- x64 is switched on before any JAX array exists (every function takes an explicit
+  dtype; without x64 JAX would silently compute "float64" in float32);
+- float32 matmuls run at full precision on both sides (no TF32, deterministic cuDNN);
+- XLA's GPU kernels are deterministic (no atomics in reductions), so that jaxport can be
+  compared with itself bit for bit on a GPU as on a CPU;
+- torch uses one CPU thread: the same reduction order on every run, and on this small
+  shared 2-core machine two threads made the tiny models' eager steps ~10x slower;
+- the versions and the device are recorded for the report (and printed in the header).
+
+The grid: example (and the network's two forms) x dtype x device, written once here
+(`pytest_generate_tests` parametrizes every test that takes `cell`). GPU cells run where
+both torch and JAX see a GPU, and skip with the reason otherwise.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))    # the helpers beside this file
+# Read when JAX first initialises its backends, which is later than this.
+if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+
+import jaxport.numerics  # noqa: E402
+
+jaxport.numerics.enable_x64()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import torchref.numerics  # noqa: E402
+
+jaxport.numerics.pin_numerics()
+torchref.numerics.pin_numerics()
+torch.set_num_threads(1)
+
+import parity  # noqa: E402
+from examples import specs  # noqa: E402
+from runs import Cell  # noqa: E402
+
+DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "gpu")
+
+
+def _jax_gpu():
+    try:
+        return jax.devices("gpu")[0]
+    except RuntimeError:
+        return None
+
+
+def _gpu_skip_reason() -> str | None:
+    missing = []
+    if not torch.cuda.is_available():
+        missing.append("torch.cuda.is_available() is False")
+    if _jax_gpu() is None:
+        missing.append(f"JAX sees no GPU (backends: {', '.join(sorted({d.platform for d in jax.devices()}))})")
+    return ("GPU cell needs a GPU in both frameworks: " + "; ".join(missing)) if missing else None
+
+
+GPU_SKIP = _gpu_skip_reason()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict:
+    import flax
+    import jaxlib
+    import numpy
+    import optax
+    devices = {"cpu": f"{_cpu_name()}, {os.cpu_count()} cores (torch threads: {torch.get_num_threads()})"}
+    if GPU_SKIP is None:
+        devices["gpu"] = f"{torch.cuda.get_device_name(0)} (JAX: {_jax_gpu().device_kind})"
+    return {"python": platform.python_version(), "torch": torch.__version__, "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "numpy": numpy.__version__, "devices": devices,
+            "pinned": "jax_enable_x64 on; jax_default_matmul_precision=highest; "
+                      "XLA_FLAGS --xla_gpu_deterministic_ops=true; torch TF32 off (matmul, cuDNN), "
+                      "cudnn.deterministic, cudnn.benchmark off; torch.set_num_threads(1)"}
+
+
+parity.SESSION.update(versions=_versions(), outcomes={}, skips={}, failures=[])
+
+
+def pytest_report_header(config):
+    v = parity.SESSION["versions"]
+    return [f"parity: torch {v['torch']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
+            f"optax {v['optax']}, numpy {v['numpy']}",
+            "parity devices: " + "; ".join(f"{k}: {d}" for k, d in v["devices"].items())
+            + ("" if GPU_SKIP is None else f"; gpu cells skip ({GPU_SKIP})")]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "parity_cells(examples=..., forms=..., dtypes=...): "
+                            "restrict the parity grid that parametrizes `cell`")
+
+
+def cells(examples=specs.TRAINABLE, forms=None, dtypes=DTYPES, devices=DEVICES):
+    """The grid as pytest params: example x form x dtype x device."""
+    out = []
+    for example in examples:
+        for form in specs.forms(example):
+            if forms is not None and form not in forms:
+                continue
+            for dtype in dtypes:
+                for device in devices:
+                    cell = Cell(example, form, dtype, device)
+                    marks = [pytest.mark.skip(reason=GPU_SKIP)] if device == "gpu" and GPU_SKIP else []
+                    out.append(pytest.param(cell, id=str(cell), marks=marks))
+    return out
+
+
+def pytest_generate_tests(metafunc):
+    if "cell" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("parity_cells")
+        metafunc.parametrize("cell", cells(**(marker.kwargs if marker else {})))
+
+
+@pytest.fixture(autouse=True)
+def _name_the_comparisons(request):
+    parity.current_test[0] = request.node.name
+    yield
+    parity.current_test[0] = ""
+
+
+def pytest_sessionstart(session):
+    parity.SESSION["start"] = time.perf_counter()
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.outcome != "passed":
+        outcomes = parity.SESSION["outcomes"]
+        outcomes[report.outcome] = outcomes.get(report.outcome, 0) + 1
+        if report.skipped:
+            reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            parity.SESSION["skips"][reason] = parity.SESSION["skips"].get(reason, 0) + 1
+        elif report.failed:
+            parity.SESSION["failures"].append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    target = os.environ.get("JAXPORT_REPORT")
+    if not target:
+        return
+    import report
+    parity.SESSION["seconds"] = time.perf_counter() - parity.SESSION.get("start", time.perf_counter())
+    path = report.write(target, gpu=GPU_SKIP is None)
+    print(f"\nparity report written to {path}", file=sys.stderr)

@@ -1,0 +1,118 @@
+"""The suite can fail: small bugs planted in jaxport by monkeypatching, each of which the
+ladder's own comparisons (parity.check) must catch, in float32 and in float64.
+
+jaxport caches compiled functions and programs, so every planted bug starts and ends by
+clearing them (ladder.clear_jax_caches); torch's cached reference runs stay valid, since
+no bug touches torchref. Rungs run in order until the first one catches the bug; the
+report lists, per bug and dtype, the rungs that passed and the one that caught it.
+"""
+import functools
+
+import numpy as np
+import pytest
+
+import jaxport.convert as jc
+import jaxport.losses as jl
+import jaxport.training as jt
+import ladder
+import parity
+from saturated import check_saturated_bce
+
+
+def _optimizer_bug(monkeypatch, **changes):
+    """jaxport's make_optimizer, given a config with some fields changed (SGD ignores betas)."""
+    make = jt.make_optimizer
+
+    def planted(config):
+        return make(config.replace(**{k: change(config) for k, change in changes.items()}))
+    monkeypatch.setattr(jt, "make_optimizer", planted)
+
+
+def lr_off(monkeypatch):
+    _optimizer_bug(monkeypatch, lr=lambda c: c.lr * (1 + 1e-4))
+
+
+def adam_b2(monkeypatch):
+    _optimizer_bug(monkeypatch, betas=lambda c: (c.betas[0], 0.998))
+
+
+def _reshaped(weight: np.ndarray) -> np.ndarray:
+    """A (out, in) weight from the (in, out) kernel by reshape instead of transpose."""
+    return np.ascontiguousarray(weight.T).reshape(weight.shape)
+
+
+def transpose_on_export(monkeypatch):
+    to_numpy = jc.to_numpy
+
+    @functools.wraps(to_numpy)
+    def planted(state, example, form="class"):
+        return {n: _reshaped(v) if n.endswith(".weight") else v for n, v in to_numpy(state, example, form).items()}
+    for module in (jc, jt):
+        monkeypatch.setattr(module, "to_numpy", planted)
+
+
+def transpose_on_import(monkeypatch):
+    to_state = jc.to_state
+
+    @functools.wraps(to_state)
+    def planted(params, template, example, form="class", dtype=None):
+        # to_state transposes; hand it what makes the kernel the weight merely reshaped
+        params = {n: np.asarray(v).reshape(np.shape(v)[::-1]).T if n.endswith(".weight") else v
+                  for n, v in params.items()}
+        return to_state(params, template, example, form, dtype)
+    for module in (jc, jt):
+        monkeypatch.setattr(module, "to_state", planted)
+
+
+def no_bce_clamp(monkeypatch):
+    monkeypatch.setattr(jl, "LOG_CLAMP", -np.inf)
+
+
+# name -> (plant, examples whose ladder runs, extra checks run first)
+BUGS = {
+    "learning rate 1e-4 relative too high": (lr_off, ("linear_regression", "neural_network"), ()),
+    "Adam b2 0.998 instead of 0.999": (adam_b2, ("neural_network",), ()),
+    "missing transpose, weights out (convert.to_numpy)": (transpose_on_export, ("neural_network",), ()),
+    "missing transpose, weights in (convert.to_state)": (transpose_on_import, ("neural_network",), ()),
+    "BCE log clamp removed (losses.LOG_CLAMP)": (no_bce_clamp, ("logistic_regression",), ("bce",)),
+}
+RUNGS = {1: ladder.rung1_identical_inputs, 2: ladder.rung2_loss_at_init, 3: ladder.rung3_gradients_at_init,
+         4: ladder.rung4_one_step, 5: functools.partial(ladder.rung5_teacher_forced, max_steps=20),
+         6: ladder.rung6_free_running, 7: ladder.rung7_fitted_model, "bce": check_saturated_bce}
+
+
+def hunt(cell, rungs, full=False) -> list:
+    """Run the rungs in order; [(rung, None or the ParityError's message)] up to the first
+    catch (or all of them with full=True)."""
+    results = []
+    for rung in rungs:
+        try:
+            with parity.recording_into({}):
+                RUNGS[rung](cell)
+            results.append((rung, None))
+        except parity.ParityError as error:
+            results.append((rung, str(error)))
+            if not full:
+                break
+    return results
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_planted_bugs_are_caught(bug, dtype, monkeypatch):
+    plant, examples, extra = BUGS[bug]
+    ladder.clear_jax_caches()
+    try:
+        plant(monkeypatch)
+        found = {}
+        for example in examples:
+            cell = ladder.Cell(example, "class", dtype, "cpu")
+            # the clamp bug: show the whole ladder is blind to it, only the BCE check sees it
+            found[example] = hunt(cell, [*extra, 2, 3, 4, 5, 6, 7], full=bool(extra))
+    finally:
+        monkeypatch.undo()
+        ladder.clear_jax_caches()
+    parity.SESSION.setdefault("planted", []).append((bug, dtype, found))
+    for example, results in found.items():
+        caught = [rung for rung, error in results if error]
+        assert caught, f"{bug} ({dtype}) passed every rung of {example}: {results}"
