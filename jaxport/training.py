@@ -141,6 +141,9 @@ def train_step(example, params, opt_state, x, y, config, *, dtype="float32", dev
     graphdef, state = _split(example, params, dtype, device, form)
     template = make_optimizer(config).init(state)
     opt = opt_state_from_numpy(template, opt_state or {}, example, form, jax_dtype(dtype))
+    # Committed to the device like `state`, so the jitted step sees the same input
+    # placement every call and compiles once.
+    opt = jax.device_put(opt, jax_device(device))
     loss, grads, state, opt = _step_fn(example, graphdef, config)(
         state, opt, _put(x, dtype, device), _put(y, dtype, device))
     return (float(loss), to_numpy(grads, example, form), to_numpy(state, example, form),

@@ -108,7 +108,9 @@ def _state_from_numpy(optimizer, named, state: dict) -> None:
         entry = {}
         for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
             if f"{key}/{name}" in state:
-                entry[key] = torch.as_tensor(state[f"{key}/{name}"], dtype=p.dtype, device=p.device)
+                # A copy: the optimizer updates its moments in place, and the
+                # caller's arrays must stay as they were.
+                entry[key] = torch.tensor(state[f"{key}/{name}"], dtype=p.dtype, device=p.device)
         if "step" in state:
             entry["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
         if entry:
