@@ -58,8 +58,18 @@ def _put(array, dtype, device):
     return jax.device_put(np.asarray(array, dtype=jax_dtype(dtype)), jax_device(device))
 
 
+@functools.lru_cache(maxsize=None)
+def _skeleton(example, form, dtype, device):
+    """(graphdef, template state) of a model: built once, since building draws an
+    initialisation that `_split` would throw away."""
+    return nnx.split(build_model(example, dtype=dtype, device=device, form=form))
+
+
 def _split(example, params, dtype, device, form):
-    graphdef, state = nnx.split(build_model(example, params, dtype=dtype, device=device, form=form))
+    """(graphdef, state holding `params`, or a copy of the template for None)."""
+    graphdef, template = _skeleton(example, form, dtype, device)
+    state = (jax.tree.map(lambda leaf: leaf, template) if params is None
+             else to_state(params, template, example, form, jax_dtype(dtype)))
     return graphdef, jax.device_put(state, jax_device(device))
 
 
