@@ -36,6 +36,19 @@ def adam_b2(monkeypatch):
     _optimizer_bug(monkeypatch, betas=lambda c: (c.betas[0], 0.998))
 
 
+def adam_eps_inside_root(monkeypatch):
+    """optax.adam(eps=0, eps_root=eps): eps moved under the square root."""
+    import optax
+    make = jt.make_optimizer
+
+    def planted(config):
+        if config.optimizer != "adam":
+            return make(config)
+        b1, b2 = config.betas
+        return optax.adam(config.lr, b1=b1, b2=b2, eps=0.0, eps_root=config.eps)
+    monkeypatch.setattr(jt, "make_optimizer", planted)
+
+
 def _reshaped(weight: np.ndarray) -> np.ndarray:
     """A (out, in) weight from the (in, out) kernel by reshape instead of transpose."""
     return np.ascontiguousarray(weight.T).reshape(weight.shape)
@@ -72,6 +85,7 @@ def no_bce_clamp(monkeypatch):
 BUGS = {
     "learning rate 1e-4 relative too high": (lr_off, ("linear_regression", "neural_network"), ()),
     "Adam b2 0.998 instead of 0.999": (adam_b2, ("neural_network",), ()),
+    "Adam eps moved inside the square root": (adam_eps_inside_root, ("neural_network",), ()),
     "missing transpose, weights out (convert.to_numpy)": (transpose_on_export, ("neural_network",), ()),
     "missing transpose, weights in (convert.to_state)": (transpose_on_import, ("neural_network",), ()),
     "BCE log clamp removed (losses.LOG_CLAMP)": (no_bce_clamp, ("logistic_regression",), ("bce",)),
