@@ -1,5 +1,5 @@
-"""jax.Array <-> torch.Tensor through DLPack. The one place outside the tests that
-imports both frameworks, used by `python -m examples run tensor_interop --backend jax`.
+"""jax.Array <-> torch.Tensor through DLPack, for `python -m examples run tensor_interop
+--backend jax`. It imports both frameworks, so only the command line imports it, lazily.
 """
 import jax
 import jax.numpy as jnp
