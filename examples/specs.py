@@ -43,6 +43,11 @@ def forms(example: str) -> tuple[str, ...]:
     return ("class", "sequential") if example == "neural_network" else ("class",)
 
 
+def check_form(example: str, form: str) -> None:
+    if form not in forms(example):
+        raise ValueError(f"{example} has no {form!r} form (forms: {', '.join(forms(example))})")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of one training run. Frozen and hashable: jaxport keys its

@@ -25,8 +25,7 @@ loss_fn = mse
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nnx.Module:
     """The model with torch's init distribution, drawn from JAX's PRNG key `seed`."""
-    if form not in FORMS:
-        raise ValueError(f"linear_regression has no {form!r} form (forms: {', '.join(FORMS)})")
+    specs.check_form("linear_regression", form)
     return LinearRegression(rngs=nnx.Rngs(seed), dtype=jax_dtype(dtype))
 
 

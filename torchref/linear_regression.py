@@ -31,8 +31,7 @@ loss_fn = nn.MSELoss()
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nn.Module:
     """The model with nn.Linear's default init drawn under torch.manual_seed(seed)."""
-    if form not in FORMS:
-        raise ValueError(f"linear_regression has no {form!r} form (forms: {', '.join(FORMS)})")
+    specs.check_form("linear_regression", form)
     torch.manual_seed(seed)
     model = LinearRegression()
     return model.to(torch_dtype(dtype))

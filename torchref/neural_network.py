@@ -42,8 +42,7 @@ loss_fn = nn.MSELoss()
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nn.Module:
     """The model with nn.Linear's default init drawn under torch.manual_seed(seed)."""
-    if form not in FORMS:
-        raise ValueError(f"neural_network has no {form!r} form (forms: {', '.join(FORMS)})")
+    specs.check_form("neural_network", form)
     torch.manual_seed(seed)
     model = NeuralNetworks() if form == "class" else sequential()
     return model.to(torch_dtype(dtype))
