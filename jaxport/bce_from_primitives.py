@@ -10,12 +10,12 @@ import optax
 
 from examples import specs
 from jaxport.losses import bce
-from jaxport.numerics import jax_device, jax_dtype
+from jaxport.numerics import dtype_scope, jax_device, jax_dtype
 
 
 def run(dtype="float32", device="cpu") -> dict:
     """{'library': optax value, 'primitives': the formula, 'torch_semantics': losses.bce}."""
-    with jax.default_device(jax_device(device)):
+    with dtype_scope(dtype), jax.default_device(jax_device(device)):
         logits = jnp.asarray(specs.BCE_LOGITS, dtype=jax_dtype(dtype))
         y = jnp.asarray(specs.BCE_LABELS, dtype=jax_dtype(dtype))
         p = jax.nn.sigmoid(logits)

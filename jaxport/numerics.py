@@ -2,6 +2,8 @@
 
 Twin: torchref/numerics.py.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -31,6 +33,23 @@ def jax_device(device: str):
         except RuntimeError:
             raise NoGPUError("--device gpu: JAX sees no GPU on this machine") from None
     raise ValueError(f"unknown device {device!r} (use cpu or gpu)")
+
+
+def dtype_scope(dtype: str):
+    """jax_enable_x64 exactly as the dtype needs it, for one call: on for float64, off
+    for float32. So jaxport's numbers for a dtype never depend on a global flag that
+    its caller may or may not have set (with x64 on, Python scalars and integer
+    counters would be computed in 64 bits inside a float32 run)."""
+    return jax.enable_x64(dtype == "float64")
+
+
+def dtype_scoped(fn):
+    """Run `fn` inside dtype_scope(its `dtype` keyword, float32 by default)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with dtype_scope(kwargs.get("dtype", "float32")):
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def enable_x64() -> None:

@@ -21,13 +21,15 @@ from flax import nnx
 from examples import specs
 from jaxport import example_module
 from jaxport.convert import load_numpy, to_numpy, to_state
-from jaxport.numerics import jax_device, jax_dtype
+from jaxport.numerics import dtype_scoped, jax_device, jax_dtype
+from jaxport.optim import torch_adam
 
 # How many times fit has compiled its program: once per configuration (test_jaxport).
 compile_count = 0
 _programs = {}
 
 
+@dtype_scoped
 def build_model(example, params=None, *, dtype="float32", device="cpu", form="class", seed=0):
     """The example's nnx.Module. Without params: torch's init distribution, JAX's PRNG."""
     jax_dtype(dtype)
@@ -38,6 +40,7 @@ def build_model(example, params=None, *, dtype="float32", device="cpu", form="cl
     return model
 
 
+@dtype_scoped
 def default_params(example, seed=0, *, dtype="float32", form="class") -> dict:
     """jaxport's default initial parameters for this seed, in the exchange format."""
     return to_numpy(nnx.state(build_model(example, dtype=dtype, form=form, seed=seed)), example, form)
@@ -48,9 +51,10 @@ def make_optimizer(config: specs.TrainConfig) -> optax.GradientTransformation:
         # optax.sgd's trace is torch's momentum buffer with dampening 0.
         return optax.sgd(config.lr, momentum=config.momentum or None)
     if config.optimizer == "adam":
-        # Plain Adam matches torch: eps outside the square root, eps_root 0, no decay.
+        # optax.adam is the same algorithm (eps outside the root), but its bias
+        # corrections are computed in JAX's default float: see jaxport/optim.py.
         b1, b2 = config.betas
-        return optax.adam(config.lr, b1=b1, b2=b2, eps=config.eps, eps_root=0.0)
+        return torch_adam(config.lr, b1=b1, b2=b2, eps=config.eps)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
@@ -89,6 +93,7 @@ def _forward(graphdef):
     return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
 
 
+@dtype_scoped
 def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form="class"):
     """(loss, {name: gradient}) of the example's loss on (x, y) at `params`."""
     graphdef, state = _split(example, params, dtype, device, form)
@@ -96,6 +101,7 @@ def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form
     return float(loss), to_numpy(grads, example, form)
 
 
+@dtype_scoped
 def predict(example, params, x, *, dtype="float32", device="cpu", form="class") -> np.ndarray:
     graphdef, state = _split(example, params, dtype, device, form)
     return np.asarray(_forward(graphdef)(state, _put(x, dtype, device)))
@@ -141,6 +147,7 @@ def _step_fn(example, graphdef, config):
     return step
 
 
+@dtype_scoped
 def train_step(example, params, opt_state, x, y, config, *, dtype="float32", device="cpu",
                form="class"):
     """One optimizer step from (params, opt_state) on the batch (x, y).
@@ -197,6 +204,7 @@ def _train_program(example, graphdef, config, frames):
     return run
 
 
+@dtype_scoped
 def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", form="class",
         frames=False, progress=False) -> specs.FitResult:
     """The whole run from `params`, compiled once per configuration and then reused.
