@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import json
 import platform
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -175,45 +177,62 @@ def diff(a, b) -> tuple[float, float]:
     return abs_, abs_ / scale if scale > 0 else abs_
 
 
-def worst(da: dict, db: dict) -> tuple[float, float, str]:
-    rows = [(*diff(da[k], db[k]), k) for k in db]
-    return max(rows, key=lambda r: r[1])
+def _parity_suite():
+    """The suite's ladder (parity_tests/), which compare runs as it is: one verdict."""
+    suite = Path(__file__).resolve().parent.parent / "parity_tests"
+    if not (suite / "gate.py").is_file():
+        raise UsageError("compare needs the parity suite (parity_tests/ of the source tree)")
+    if str(suite) not in sys.path:
+        sys.path.insert(0, str(suite))
+    return importlib.import_module("gate")
 
 
 def compare(args) -> int:
+    """The parity ladder's rungs 2-7 for this configuration; exit 0 when jaxport agrees
+    with torch within rounding noise, 1 when it differs."""
     check_args(args)
     torch_be = load_backend("torch", args.dtype, args.device)
     jax_be = load_backend("jax", args.dtype, args.device)
     if args.name == "tensor_interop":
         raise UsageError("tensor_interop has no numbers to compare; run it with --backend")
-    rows = []
     if args.name == "bce_from_primitives":
-        t = torch_be.example_module(args.name).run(args.dtype, args.device)
-        j = jax_be.example_module(args.name).run(args.dtype, args.device)
-        rows = [(f"BCE {k}", t[k], j[k], *diff(j[k], t[k])) for k in t]
-    else:
-        x, y = specs.make_data(args.name, args.seed)
-        params = (weights.load(args.init, specs.param_shapes(args.name)) if args.init
-                  else specs.shared_init(args.name, args.seed))
-        kw = dict(dtype=args.dtype, device=args.device, form=args.model)
-        lt, gt = torch_be.training.loss_and_grads(args.name, params, x, y, **kw)
-        lj, gj = jax_be.training.loss_and_grads(args.name, params, x, y, **kw)
-        rows.append(("loss at init", lt, lj, *diff(lj, lt)))
-        a, r, k = worst(gj, gt)
-        rows.append((f"gradients at init (worst: {k})", "", "", a, r))
-        (rt, mt), (rj, mj) = train(args, torch_be, params), train(args, jax_be, params)
-        rows.append(("per-step losses", f"{len(rt.step_losses)} steps", "", *diff(rj.step_losses, rt.step_losses)))
-        a, r, k = worst(rj.params, rt.params)
-        rows.append((f"fitted parameters (worst: {k})", "", "", a, r))
-        for name in mt:
-            rows.append((name, mt[name], mj[name], *diff(mj[name], mt[name])))
-        rows.append(("train seconds", rt.train_seconds, rj.train_seconds, None, None))
-    print(f"{args.name}: torch vs jax, {args.dtype}, {args.device}, "
-          f"init {'from ' + str(args.init) if getattr(args, 'init', None) else 'shared (seed %d)' % args.seed}")
-    print(f"{'quantity':<42} {'torch':>14} {'jax':>14} {'max abs':>10} {'max rel':>10}")
-    fmt = lambda v: f"{v:14.8g}" if isinstance(v, float) else f"{v:>14}"
-    for name, t, j, a, r in rows:
-        tail = f" {a:10.2e} {r:10.2e}" if a is not None else ""
-        print(f"{name:<42} {fmt(t)} {fmt(j)}{tail}")
-    print("rel = max|jax - torch| / max|torch| over the quantity's entries")
-    return 0
+        return _compare_bce(args, torch_be, jax_be)
+    if args.init is not None:
+        weights.load(args.init, specs.param_shapes(args.name))      # bad files: exit 2 now
+    gate = _parity_suite()
+    import ladder  # noqa: PLC0415 (on the path once _parity_suite ran)
+    torch_be.numerics.pin_numerics()
+    cell = ladder.Cell(args.name, args.model, args.dtype, args.device)
+    run = ladder.Run("compare", config_of(args), seed=args.seed,
+                     init=str(args.init) if args.init else "shared")
+    verdict = gate.judge(cell, run, progress=not args.quiet)
+    init = f"from {args.init}" if args.init else f"shared (seed {args.seed})"
+    print(f"{args.name}: jaxport vs torch, {args.dtype}, {args.device}, {args.model} form, init {init}")
+    if not args.quiet:
+        print("\n".join(gate.table(verdict)))
+    chaotic = verdict.horizon < verdict.steps
+    print(f"horizon: step {verdict.horizon} of {verdict.steps}"
+          + (" (torch's own ensemble stays within the single-step tolerance to the end)" if not chaotic else
+             " (after it, torch runs 1 ulp apart differ beyond the single-step tolerance: the run is "
+             "chaotic there and is judged by outcome statistics)"))
+    print(f"last step's loss: jaxport - torch {verdict.diff_final:.3g}; torch's own spread {verdict.spread_final:.3g}")
+    if verdict.agree:
+        print("VERDICT: agree - jaxport matches torch within torch's own rounding noise at every rung")
+        return 0
+    rung, message = verdict.failures[0]
+    print(f"VERDICT: differ - first at rung {rung}: {message}")
+    return 1
+
+
+def _compare_bce(args, torch_be, jax_be) -> int:
+    t = torch_be.example_module(args.name).run(args.dtype, args.device)
+    j = jax_be.example_module(args.name).run(args.dtype, args.device)
+    rtol = 1e-10 if args.dtype == "float64" else 1.3e-6
+    print(f"{args.name}: torch vs jax, {args.dtype}, {args.device}")
+    ok = True
+    for k in t:
+        a, r = diff(j[k], t[k])
+        ok &= r <= rtol
+        print(f"BCE {k:<18} torch {t[k]:.10g}  jax {j[k]:.10g}  max abs {a:.2e}  rel {r:.2e}")
+    print(f"VERDICT: {'agree' if ok else 'differ'} (relative tolerance {rtol:g})")
+    return 0 if ok else 1

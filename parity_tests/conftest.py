@@ -1,8 +1,9 @@
 """The one place where the parity suite pins numerics and defines its grid.
 
 Imported by pytest before any test module, so:
-- x64 is switched on before any JAX array exists (every function takes an explicit
-  dtype; without x64 JAX would silently compute "float64" in float32);
+- x64 is left as users have it (off): jaxport scopes jax_enable_x64 to each call by
+  its dtype argument (jaxport.numerics.dtype_scope), so the suite's float32 numbers
+  are the command line's, bit for bit (test_x64_independence);
 - float32 matmuls run at full precision on both sides (no TF32, deterministic cuDNN);
 - XLA's GPU kernels are deterministic (no atomics in reductions), so that jaxport can be
   compared with itself bit for bit on a GPU as on a CPU;
@@ -28,9 +29,6 @@ if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
 
 import jaxport.numerics  # noqa: E402
-
-jaxport.numerics.enable_x64()
-
 import jax  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -89,7 +87,8 @@ def _versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "jax": jax.__version__,
             "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
             "numpy": numpy.__version__, "devices": devices,
-            "pinned": "jax_enable_x64 on; jax_default_matmul_precision=highest; "
+            "pinned": "jax_enable_x64 untouched (off; jaxport scopes it per call by dtype); "
+                      "jax_default_matmul_precision=highest; "
                       "XLA_FLAGS --xla_gpu_deterministic_ops=true; torch TF32 off (matmul, cuDNN), "
                       "cudnn.deterministic, cudnn.benchmark off; torch.set_num_threads(1)"}
 

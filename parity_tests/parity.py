@@ -31,7 +31,7 @@ class Tol:
         return "exact" if self.rtol == self.atol == 0 else f"rtol {self.rtol:.2g}, atol {self.atol:.2g}"
 
 
-# ---- THE tolerance table (DESIGN.md, "The parity ladder") ---------------------------
+# ---- THE tolerance table (docs/design.md, "The parity ladder") ----------------------
 # float64: relative 1e-10 at every rung, the whole free run included. A pure relative
 # bound cannot hold for entries that are sums cancelling to ~0 (the gradient of a
 # converged bias is ~1e-6, made of O(1) residuals, and differs by 1.4e-16 = 1.1e-10
@@ -44,52 +44,15 @@ FLOAT64 = Tol(rtol=1e-10, atol=1e-12)
 FLOAT32 = Tol(rtol=1.3e-6, atol=1e-5)
 # Rung 1 (the inputs) and self-consistency checks of one backend: bit for bit.
 EXACT = Tol(rtol=0.0, atol=0.0)
-# float32 free-running runs (rungs 6 and 7) are chaotic; their bound is measured, see
-# `Envelope`. jaxport may drift from torch by at most this multiple of how far torch
-# drifts from itself when its initial weights move by one ulp. 10 is DESIGN.md's cap:
-# the envelope is a maximum over only ENVELOPE_RUNS perturbation directions (an
-# underestimate of the worst direction), and jaxport's rounding differs from torch's at
-# every step, not only at the start, so it is a larger perturbation than one ulp of the
-# initial weights; measured, jaxport stays at <= 1x (neural_network) of the envelope,
-# while a learning rate 1e-4 relative off exceeds 10x within two steps.
-ENVELOPE_MULTIPLE = 10.0
-ENVELOPE_RUNS = 3
-TOLERANCES = {("float64", "single"): FLOAT64, ("float64", "run"): FLOAT64,
-              ("float32", "single"): FLOAT32, ("float32", "run"): "envelope"}
+# Rungs 6 and 7 (whole runs) are not judged by a fixed tolerance: see criterion.py.
+TOLERANCES = {"float64": FLOAT64, "float32": FLOAT32}
 
 
 def tolerance(dtype: str, rung: int) -> Tol:
-    """The table's entry for a rung: 1-5 are single computations, 6-7 whole runs."""
-    kind = "single" if rung <= 5 else "run"
-    tol = TOLERANCES[(dtype, kind)]
-    if tol == "envelope":
-        raise ValueError("float32 whole runs are bounded by a measured Envelope, not a Tol")
-    return tol
-
-
-@dataclass
-class Envelope:
-    """Bound of a float32 whole-run quantity: ENVELOPE_MULTIPLE x the measured noise, but
-    never below the single-computation tolerance FLOAT32. That floor guards the first
-    steps, where one ulp of initial weights has not yet moved the loss at all (envelope
-    0) while two implementations already round differently: without it, step 0 would
-    demand bit-equality.
-
-    noise: a scalar, an array broadcastable to the quantity (per step), or a dict of
-    those by parameter name.
-    """
-    noise: object
-    multiple: float = ENVELOPE_MULTIPLE
-    floor: Tol = FLOAT32
-
-    def allowed(self, expected, name=None, step_axis=False):
-        noise = self.noise[name] if isinstance(self.noise, dict) else self.noise
-        return np.maximum(self.multiple * np.asarray(noise), self.floor.allowed(expected))
-
-    def __str__(self):
-        values = self.noise.values() if isinstance(self.noise, dict) else [self.noise]
-        peak = max(float(np.max(v)) for v in values)
-        return f"{self.multiple:g}x envelope (peak {peak:.2g}), floor {self.floor}"
+    """The table's entry for a single computation (rungs 1-5)."""
+    if rung > 5:
+        raise ValueError("whole runs (rungs 6-7) are judged by parity_tests/criterion.py")
+    return TOLERANCES[dtype]
 
 
 @dataclass
@@ -236,16 +199,7 @@ RUNG_NAMES = {1: "identical inputs", 2: "loss at init", 3: "gradients at init",
               7: "fitted model", "bce": "saturated BCE", "init": "default init"}
 
 
-@dataclass
-class Curve:
-    """What the report plots for a float32 free run: per-step |loss diff| and its bound."""
-    diff: np.ndarray                  # |jaxport - torch| per step
-    envelope: np.ndarray              # running max over steps and ulp runs of |torch' - torch|
-    bound: np.ndarray                 # what rung 6 allowed at each step
-    runs: list                        # each ulp run's |torch' - torch| per step
-
-
-CURVES: dict[tuple, Curve] = {}        # (example, form, device, config) -> Curve
+CURVES: dict[tuple, dict] = {}         # (example, form, dtype, device, config) -> free-run verdict
 
 
 def recording_for_the_report() -> bool:

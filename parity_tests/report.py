@@ -11,50 +11,12 @@ from pathlib import Path
 import numpy as np
 
 import parity
-from parity import CURVES, RECORDS, RUNG_NAMES, SESSION
+import report_free_runs
+from parity import RECORDS, RUNG_NAMES, SESSION
 
 
 def _fmt(x: float) -> str:
     return "0" if x == 0 else ("inf" if not np.isfinite(x) else f"{x:.2e}")
-
-
-def _plot(path: Path, example: str, device: str, curves: dict) -> None:
-    """Per-step |loss diff| as dots (zeros cannot be drawn on a log axis: left out), its
-    running maximum as a line, against the envelope (itself a running maximum)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    colors = {"class": "tab:blue", "sequential": "tab:orange"}
-    same = len(curves) > 1 and all(np.array_equal(c.diff, curves["class"].diff) for c in curves.values())
-    shown = {"class": curves["class"]} if same and "class" in curves else curves
-    base = next(iter(shown.values()))
-    steps = np.arange(len(base.diff))
-    for i, run in enumerate(base.runs):
-        ax.plot(steps[run > 0], run[run > 0], ".", ms=1.5, color="0.65",
-                label="torch vs torch, initial weights 1 ulp away (3 runs)" if i == 0 else None)
-    ax.plot(steps, base.envelope, color="k", lw=1.8, label="noise envelope: running max of those")
-    ax.plot(steps, base.bound, color="tab:red", lw=1.2, ls="--",
-            label=f"bound: max({parity.ENVELOPE_MULTIPLE:g} x envelope, float32 single-step tol)")
-    for form, c in shown.items():
-        name = "class = sequential, identical" if same else form
-        ax.plot(steps[c.diff > 0], c.diff[c.diff > 0], ".", ms=2.5, color=colors.get(form, "tab:green"),
-                label=f"jaxport vs torch per step ({name})")
-        ax.plot(steps, np.maximum.accumulate(c.diff), color=colors.get(form, "tab:green"), lw=1.2,
-                label=f"jaxport vs torch, running max ({name})")
-    positive = np.concatenate([c.diff[c.diff > 0] for c in shown.values()] +
-                              [r[r > 0] for r in base.runs] + [base.bound])
-    ax.set_ylim(positive.min() / 3, base.bound.max() * 3)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("|loss difference| (zeros not drawn)")
-    ax.set_title(f"{example}, float32, {device}: free-running per-step loss, jaxport vs torch")
-    ax.legend(fontsize=7.5, loc="best", framealpha=0.9)
-    ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def write(target: str, gpu: bool) -> Path:
@@ -67,7 +29,7 @@ def write(target: str, gpu: bool) -> Path:
            f"Written by `JAXPORT_REPORT={target} pytest -q parity_tests` (`make report`) on "
            f"{datetime.date.today().isoformat()}. Every number below is a comparison of jaxport "
            "(JAX + Flax NNX + Optax) with the torch reference made by the suite's one helper, "
-           "`parity_tests/parity.py:check`; DESIGN.md's parity ladder is the spec.", "",
+           "`parity_tests/parity.py:check`; docs/design.md's parity ladder is the spec.", "",
            "## Environment", "", "| | |", "| --- | --- |"]
     for key in ("python", "torch", "jax", "jaxlib", "flax", "optax", "numpy"):
         out.append(f"| {key} | {v[key]} |")
@@ -84,20 +46,20 @@ def write(target: str, gpu: bool) -> Path:
     out += ["", f"{len(rows)} comparisons recorded, {len(failed_rows)} outside tolerance.", ""]
     out += ["## Tolerances (one table: `parity_tests/parity.py`)", "",
             "| dtype | rungs | allowed \\|jaxport - torch\\| (elementwise) |", "| --- | --- | --- |",
-            f"| float64 | 1-7, whole free run included | {parity.FLOAT64}: atol + rtol x \\|torch\\| "
+            f"| float64 | 1-5 (single computations) | {parity.FLOAT64}: atol + rtol x \\|torch\\| "
             "(the atol only matters for entries below 1e-2: sums that cancel, e.g. a converged "
             "gradient) |",
-            f"| float32 | 1-5 (single computations) | {parity.FLOAT32}: atol + rtol x \\|torch\\| "
-            "(torch.testing's defaults) |",
-            f"| float32 | 6-7 (whole runs) | max({parity.ENVELOPE_MULTIPLE:g} x measured noise envelope, "
-            f"the float32 single-computation bound) |",
+            "| float32 | 1 | exact or torch.testing's defaults (the inputs) |",
+            "| float32 | 2-5 (single computations) | measured per step in ulps of the summands "
+            "(`step_noise.py`, below) |",
+            "| both | 6-7 (whole runs) | the free-run criterion below (`criterion.py`) |",
             "| both | checks of a backend against itself, marked (self) | exact |", "",
             "*max rel* is elementwise \\|diff\\| / \\|torch\\|, so an entry that is ~0 in torch "
             "(a converged gradient, a subnormal that XLA flushes to zero) shows a large rel at a "
             "negligible absolute difference. *norm rel* is the largest \\|diff\\| of a tensor "
             "(at a step) over its largest \\|torch\\|. "
             "*used* is the largest \\|diff\\| / allowed: 1 would be the edge of the tolerance.", ""]
-    out += _envelope_section(path)
+    out += report_free_runs.section(path)
     out += _planted_section() + _kink_section()
     out += _summary_section(rows)
     out += ["## Every comparison", "",
@@ -114,35 +76,6 @@ def write(target: str, gpu: bool) -> Path:
 
 def _order(r):
     return (r.device, r.example, r.form, r.dtype, r.config != "default", r.config, str(r.rung), r.quantity)
-
-
-def _envelope_section(path: Path) -> list:
-    out = ["## float32 free runs against the measured noise envelope (rung 6)", "",
-           f"The envelope: torch against itself with every initial weight moved by one float32 ulp "
-           f"({parity.ENVELOPE_RUNS} runs: all up, all down, random directions), running maximum "
-           f"over steps of \\|loss difference\\|. jaxport must stay within "
-           f"{parity.ENVELOPE_MULTIPLE:g}x of it at every step, and never needs to beat the float32 "
-           "single-computation tolerance (the floor that guards the first steps, where the envelope "
-           "is still 0).", "",
-           "| example | form | device | config | steps | envelope at step 10 | envelope peak "
-           "| jaxport max \\|diff\\| | jaxport / envelope (max, where > 0) | used of bound |",
-           "| " + " | ".join(["---"] * 10) + " |"]
-    by_plot = {}
-    for (example, form, device, config), c in sorted(CURVES.items()):
-        positive = c.envelope > 0
-        ratio = f"{np.max(c.diff[positive] / c.envelope[positive]):.2f}" if positive.any() else "(envelope 0)"
-        out.append(f"| {example} | {form} | {device} | {config} | {len(c.diff)} "
-                   f"| {_fmt(c.envelope[min(10, len(c.diff) - 1)])} | {_fmt(c.envelope.max())} "
-                   f"| {_fmt(c.diff.max())} | {ratio} "
-                   f"| {np.max(c.diff / c.bound):.2f} |")
-        if config == "default":
-            by_plot.setdefault((example, device), {})[form] = c
-    out.append("")
-    for (example, device), curves in by_plot.items():
-        image = path.parent / "images" / f"{path.stem}-{example}-{device}-float32.png"
-        _plot(image, example, device, curves)
-        out += [f"![{example} float32 {device}](images/{image.name})", ""]
-    return out
 
 
 def _planted_section() -> list:

@@ -1,11 +1,12 @@
 """What the rungs run: the grid's cells, training configurations, the shared inputs, and
-session caches of both backends' runs and of the measured float32 noise envelope.
+session caches of both backends' runs and of the reference's perturbation ensemble.
 
 Torch's results are cached for the session (no planted bug touches torchref); jaxport's
 are cached too, and `clear_jax_caches` drops them together with jaxport's own caches.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -13,8 +14,8 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref.training as tt
-from examples import specs
-from parity import ENVELOPE_RUNS
+import ensemble
+from examples import specs, weights
 from teacher import JaxStepper
 
 SEED = specs.DEFAULT_SEED
@@ -41,12 +42,22 @@ class Cell:
 
 @dataclass(frozen=True)
 class Run:
-    """A training configuration and its label in the report; order from specs."""
+    """A training run: configuration, data seed, initial weights, and its label in the
+    report; order from specs.
+
+    init: "shared" (specs.shared_init of the seed), "torch-style:N" (nn.Linear's
+    distribution drawn with numpy.random.default_rng(N)) or a weights file's path.
+    jax_nudge: when not 0, jaxport starts from the initial weights moved by one ulp in
+    a random direction drawn from this seed (a simulated machine whose rounding starts
+    differing at once); torch always starts from the weights themselves."""
     label: str
     config: specs.TrainConfig
+    seed: int = SEED
+    init: str = "shared"
+    jax_nudge: int = 0
 
     def order(self, n: int) -> np.ndarray:
-        return specs.batch_order(n, self.config.epochs, self.config.shuffle, SEED)
+        return specs.batch_order(n, self.config.epochs, self.config.shuffle, self.seed)
 
 
 def default_run(example: str) -> Run:
@@ -54,12 +65,38 @@ def default_run(example: str) -> Run:
 
 
 @functools.lru_cache(maxsize=None)
-def data(example):
-    return specs.make_data(example, SEED)
+def data(example, seed=SEED):
+    return specs.make_data(example, seed)
 
 
-def init(example) -> dict:
-    return specs.shared_init(example, SEED)
+def torch_style_init(example: str, rng_seed: int) -> dict:
+    """nn.Linear's default distribution, U(+-1/sqrt(fan_in)) for weight and bias, drawn
+    layer by layer from numpy.random.default_rng(rng_seed)."""
+    rng, params = np.random.default_rng(rng_seed), {}
+    for name, shape in specs.param_shapes(example).items():
+        fan_in = specs.param_shapes(example)[name.rsplit(".", 1)[0] + ".weight"][1]
+        params[name] = rng.uniform(-1 / np.sqrt(fan_in), 1 / np.sqrt(fan_in), size=shape)
+    return params
+
+
+def init(example, run: Run | None = None) -> dict:
+    """The run's initial weights (float64, exchange format)."""
+    if run is None or run.init == "shared":
+        return specs.shared_init(example, SEED if run is None else run.seed)
+    if run.init.startswith("torch-style:"):
+        return torch_style_init(example, int(run.init.split(":", 1)[1]))
+    return weights.load(run.init, specs.param_shapes(example))
+
+
+def jax_init(example, run: Run, dtype: str) -> dict:
+    """jaxport's initial weights: the run's, or those moved one ulp (run.jax_nudge)."""
+    params = init(example, run)
+    if not run.jax_nudge:
+        return params
+    rng = np.random.default_rng([run.jax_nudge, 5])
+    inf = np.array(np.inf, dtype)
+    return {k: np.nextafter(v.astype(dtype), np.where(rng.random(v.shape) < 0.5, inf, -inf))
+            for k, v in params.items()}
 
 
 # A grid of inputs for the fitted model's predictions: the plots' axes, widened.
@@ -84,20 +121,19 @@ def batches(order: np.ndarray, batch_size: int):
 _TORCH, _JAX = {}, {}
 
 
-def torch_fit(cell: Cell, run: Run, params=None, key="shared") -> specs.FitResult:
-    k = (cell, run, key)
+def torch_fit(cell: Cell, run: Run) -> specs.FitResult:
+    k = (cell, dataclasses.replace(run, jax_nudge=0))
     if k not in _TORCH:
-        x, y = data(cell.example)
-        _TORCH[k] = tt.fit(cell.example, init(cell.example) if params is None else params,
-                           x, y, run.order(len(x)), run.config, **cell.kw)
+        x, y = data(cell.example, run.seed)
+        _TORCH[k] = tt.fit(cell.example, init(cell.example, run), x, y, run.order(len(x)), run.config, **cell.kw)
     return _TORCH[k]
 
 
 def jax_fit(cell: Cell, run: Run) -> specs.FitResult:
     if (cell, run) not in _JAX:
-        x, y = data(cell.example)
-        _JAX[(cell, run)] = jt.fit(cell.example, init(cell.example), x, y, run.order(len(x)),
-                                   run.config, **cell.kw)
+        x, y = data(cell.example, run.seed)
+        _JAX[(cell, run)] = jt.fit(cell.example, jax_init(cell.example, run, cell.dtype), x, y,
+                                   run.order(len(x)), run.config, **cell.kw)
     return _JAX[(cell, run)]
 
 
@@ -113,56 +149,33 @@ def clear_jax_caches() -> None:
     JaxStepper.cache.clear()
 
 
-def ulp_perturbations(params: dict, dtype: str) -> list[dict]:
-    """The initial weights moved by one ulp in `dtype`, ENVELOPE_RUNS ways: all up, all
-    down, then each weight up or down at random."""
-    cast = {k: v.astype(dtype) for k, v in params.items()}
-    inf = np.array(np.inf, dtype)
-    runs = [{k: np.nextafter(v, inf) for k, v in cast.items()},
-            {k: np.nextafter(v, -inf) for k, v in cast.items()}]
-    for i in range(ENVELOPE_RUNS - 2):
-        rng = np.random.default_rng([SEED, 99, i])
-        runs.append({k: np.nextafter(v, np.where(rng.random(v.shape) < 0.5, inf, -inf)) for k, v in cast.items()})
-    return runs[:ENVELOPE_RUNS]
-
-
-def envelope(cell: Cell, run: Run) -> dict:
-    """torch against itself with its initial weights one ulp away (ENVELOPE_RUNS runs):
-    per step the running maximum over steps of |loss diff|, and the largest difference
-    of each fitted parameter, of the final loss, the predictions and the accuracy."""
-    k = (cell, run, "envelope")
+def reference_noise(cell: Cell, run: Run) -> dict:
+    """The torch perturbation ensemble of this run (parity_tests/ensemble.py) and what
+    rungs 6-7 need of it: per-member step losses and fitted models. The Sequential
+    form reuses the class form's when torch's own runs of the two agree bit for bit."""
+    run = dataclasses.replace(run, jax_nudge=0)
+    k = (cell, run, "noise")
     if k in _TORCH:
         return _TORCH[k]
-    if cell.form != "class":           # the same arithmetic in another container: reuse
+    if cell.form != "class":
         base = Cell(cell.example, "class", cell.dtype, cell.device)
         ours, theirs = torch_fit(cell, run), torch_fit(base, run)
         if np.array_equal(ours.step_losses, theirs.step_losses) and \
                 all(np.array_equal(ours.params[n], theirs.params[n]) for n in ours.params):
-            _TORCH[k] = envelope(base, run)
+            _TORCH[k] = reference_noise(base, run)
             return _TORCH[k]
-    ref = torch_fit(cell, run)
-    ref_model = fitted_model(tt, cell, ref.params)
-    env = {"loss": np.zeros_like(ref.step_losses, dtype=np.float64),
-           "params": {n: 0.0 for n in ref.params}, "final loss": 0.0, "predictions": 0.0,
-           "accuracy": 0.0, "runs": []}
-    for i, params in enumerate(ulp_perturbations(init(cell.example), cell.dtype)):
-        r = torch_fit(cell, run, params, key=f"ulp{i}")
-        diff = np.abs(r.step_losses.astype(np.float64) - ref.step_losses)
-        env["loss"] = np.maximum(env["loss"], np.maximum.accumulate(diff))
-        env["runs"].append(diff)
-        for n in ref.params:
-            env["params"][n] = max(env["params"][n], float(np.abs(r.params[n] - ref.params[n]).max()))
-        model = fitted_model(tt, cell, r.params)
-        for q in ("final loss", "predictions", "accuracy"):
-            if q in model:
-                env[q] = max(env[q], float(np.max(np.abs(model[q] - ref_model[q]))))
-    _TORCH[k] = env
-    return env
+    x, y = data(cell.example, run.seed)
+    members = ensemble.run(cell.example, init(cell.example, run), x, y,
+                           run.order(len(x)), run.config, dtype=cell.dtype, device=cell.device,
+                           form=cell.form)
+    _TORCH[k] = {"step_losses": members.step_losses, "params": members.params,
+                 "models": [fitted_model(tt, cell, p, run) for p in members.params]}
+    return _TORCH[k]
 
 
-def fitted_model(backend, cell: Cell, params: dict) -> dict:
+def fitted_model(backend, cell: Cell, params: dict, run: Run | None = None) -> dict:
     """Rung 7's quantities, evaluated by `backend` at `params`."""
-    x, y = data(cell.example)
+    x, y = data(cell.example, SEED if run is None else run.seed)
     out = {"final loss": backend.loss_and_grads(cell.example, params, x, y, **cell.kw)[0],
            "predictions": backend.predict(cell.example, params, grid(cell.example), **cell.kw)}
     if cell.example == "logistic_regression":

@@ -26,7 +26,7 @@ import jaxport.training as jt
 import torchref
 import torchref.training as tt
 from examples import specs
-from jaxport.numerics import jax_device, jax_dtype
+from jaxport.numerics import dtype_scope, jax_device, jax_dtype
 
 # Optax's state fields and torch's names for the same moments.
 MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq", "trace": "momentum_buffer"}
@@ -110,15 +110,17 @@ class JaxStepper:
         return cls.cache[(cell, config)]
 
     def __init__(self, cell, config):
-        graphdef, state = jt._split(cell.example, None, cell.dtype, cell.device, cell.form)
-        self.params = Layout(state, cell.example, cell.form)
-        self.opt = Layout(jt.make_optimizer(config).init(state), cell.example, cell.form)
-        self.step = jt._step_fn(cell.example, graphdef, config)
-        self.device, self.dtype = jax_device(cell.device), jax_dtype(cell.dtype)
+        self.scope = cell.dtype
+        with dtype_scope(cell.dtype):
+            graphdef, state = jt._split(cell.example, None, cell.dtype, cell.device, cell.form)
+            self.params = Layout(state, cell.example, cell.form)
+            self.opt = Layout(jt.make_optimizer(config).init(state), cell.example, cell.form)
+            self.step = jt._step_fn(cell.example, graphdef, config)
+            self.device, self.dtype = jax_device(cell.device), jax_dtype(cell.dtype)
 
     def __call__(self, params, opt_state, xb, yb):
         # numpy in: jit's own transfer (per-leaf device_put costs ~1 ms a step).
-        with jax.default_device(self.device):
+        with dtype_scope(self.scope), jax.default_device(self.device):
             loss, grads, new, opt = self.step(self.params.tree(params), self.opt.tree(opt_state),
                                               np.asarray(xb, self.dtype), np.asarray(yb, self.dtype))
         return float(loss), self.params.arrays(grads), self.params.arrays(new), self.opt.arrays(opt)

@@ -165,14 +165,6 @@ def test_demos_run_and_record(backend, example, tmp_path, capsys):
         assert "shares memory" in stdout and "copies" in stdout
 
 
-def test_compare_prints_the_parity_table(capsys):
-    code, stdout, _ = run_cli(capsys, "compare", "linear_regression", "--dtype", "float64", "--epochs", 5, "--quiet")
-    assert code == 0
-    lines = {line.split("  ")[0]: line for line in stdout.splitlines()}
-    rel = float(lines["per-step losses"].split()[-1])
-    assert rel < 1e-12
-
-
 def test_errors_have_no_traceback_as_a_real_process(tmp_path):
     """The same as above, through `python -m examples`: stderr is exactly one line."""
     proc = subprocess.run([sys.executable, "-m", "examples", "run", "neural_network", "--backend", "torch",

@@ -1,0 +1,121 @@
+"""How a free-running run (rungs 6 and 7) is judged: the same rule for float32 and
+float64, a property of the code and not of the machine or of a trajectory's luck.
+
+Training runs are dynamical systems, and long ones are chaotic: two correct
+implementations differ by rounding at every step, and those differences can grow
+until they are as large as the signal. So a run is judged in two parts, against the
+reference's own noise, the perturbation ensemble of parity_tests/ensemble.py (torch
+runs moved by one ulp per parameter after every update):
+
+1. The predictable part. The horizon H is the first step at which the ensemble's
+   spread (the largest |member - torch| of the step's loss) exceeds the single-step
+   tolerance of a loss (LOSS_TOL). Before H, jaxport's loss must match torch's at
+   every step within SPREAD_MULTIPLE x the spread, never looser than LOSS_TOL, and never
+   tighter than the rounding of one loss evaluation (ROUNDING_FLOOR). A run whose
+   ensemble never spreads (H = the run's length) is judged this way to its end, the
+   fitted parameters and model included.
+2. The chaotic part. After H, per-step values are no longer comparable; the claim is
+   that jaxport's outcome is one more draw from the ensemble: each outcome statistic
+   (final loss, the median loss of the last tenth of the run, the model's accuracy)
+   lies in the ensemble's range (torch's own run included) widened by STAT_MARGIN of
+   that range on each side; vectors (fitted parameters, predictions) are judged by
+   their RMS distance from torch's, against the members' largest such distance x
+   (1 + STAT_MARGIN). The statistics are order-free: which run's loss spike comes
+   first moves no verdict.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from parity import Tol
+
+# The single-step tolerance of a loss value (rung 2's): float64 as the table's single
+# computations; float32 relative 1.3e-6 (22 ulps; measured: one float32 loss evaluation
+# differs between the backends by at most 8.2 ulps of the mean per-sample term over
+# every teacher-forced step of the three examples), and no absolute slack.
+LOSS_TOL = {"float64": Tol(rtol=1e-10, atol=1e-12), "float32": Tol(rtol=1.3e-6, atol=0.0)}
+# The rounding of one loss evaluation (relative): 16 ulps in float32 (2x the measured
+# 8.2), 64 in float64. Where the ensemble has not spread yet, it cannot ask for less.
+ROUNDING_FLOOR = {"float64": 64 * 2.0 ** -53, "float32": 16 * 2.0 ** -24}
+SPREAD_MULTIPLE = 4.0
+STAT_MARGIN = 1.0
+TAIL = 0.1                       # the last tenth of the run for the tail statistic
+
+
+@dataclass
+class Bound:
+    """A tolerance given as the allowed |diff| itself (an array broadcastable to the
+    quantity), for parity.check."""
+    allowed_values: object
+    text: str
+
+    def allowed(self, expected, name=None, step_axis=False):
+        values = self.allowed_values[name] if isinstance(self.allowed_values, dict) else self.allowed_values
+        return np.asarray(values, dtype=np.float64)
+
+    def __str__(self):
+        return self.text
+
+
+def spread(members: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """max over members of |member - reference|, entry by entry (members on axis 0)."""
+    return np.max(np.abs(np.asarray(members, np.float64) - np.asarray(reference, np.float64)), axis=0)
+
+
+def horizon(step_spread: np.ndarray, ref_losses: np.ndarray, dtype: str) -> int:
+    """The first step where the ensemble's spread exceeds the loss tolerance (or the
+    run's length when it never does)."""
+    over = step_spread > LOSS_TOL[dtype].allowed(np.abs(ref_losses))
+    return int(np.argmax(over)) if over.any() else len(step_spread)
+
+
+def per_step_allowed(noise: np.ndarray, reference: np.ndarray, dtype: str, tensorwise=False) -> np.ndarray:
+    """min(max(SPREAD_MULTIPLE x noise, rounding floor), LOSS_TOL), entry by entry.
+    tensorwise: relative to the tensor's largest entry, not each entry's own size: a
+    prediction w x + b or a weight that is a sum cancelling to ~0 is rounded at the
+    scale of its terms, not of its value."""
+    mag = np.abs(np.asarray(reference, np.float64))
+    if tensorwise and mag.size:
+        mag = np.full_like(mag, mag.max())
+    floor = ROUNDING_FLOOR[dtype] * mag
+    return np.minimum(np.maximum(SPREAD_MULTIPLE * np.asarray(noise), floor), LOSS_TOL[dtype].allowed(mag))
+
+
+def predictable_bound(noise, reference, dtype: str) -> Bound:
+    return Bound(per_step_allowed(noise, reference, dtype),
+                 f"min(max({SPREAD_MULTIPLE:g} x ensemble spread, {ROUNDING_FLOOR[dtype] / 2.0 ** -53 if dtype == 'float64' else ROUNDING_FLOOR[dtype] / 2.0 ** -24:g} ulps), "
+                 f"{LOSS_TOL[dtype]})")
+
+
+def tail_median(step_losses: np.ndarray) -> float:
+    n = len(step_losses)
+    return float(np.median(step_losses[n - max(1, int(round(TAIL * n))):])) if n else 0.0
+
+
+def interval(values) -> tuple[float, float]:
+    """The ensemble's range widened by STAT_MARGIN of itself on each side."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return lo - STAT_MARGIN * (hi - lo), hi + STAT_MARGIN * (hi - lo)
+
+
+def scalar_bound(reference: float, members) -> tuple[float, Bound]:
+    """(centre, Bound) such that |x - centre| <= allowed  <=>  x in interval(members + ref)."""
+    lo, hi = interval(np.append(np.asarray(members, np.float64), reference))
+    centre = (lo + hi) / 2
+    return centre, Bound((hi - lo) / 2, f"ensemble range [{lo:.6g}, {hi:.6g}] (margin {STAT_MARGIN:g})")
+
+
+def rms(a, b) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
+
+
+def distance_bound(members_distances) -> Bound:
+    top = float(np.max(members_distances))
+    return Bound(top * (1 + STAT_MARGIN),
+                 f"members' largest RMS distance from torch {top:.3g} x {1 + STAT_MARGIN:g}")
+
+
+def flat(params: dict) -> np.ndarray:
+    return np.concatenate([np.ravel(params[k]) for k in sorted(params)]).astype(np.float64)

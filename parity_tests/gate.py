@@ -1,0 +1,61 @@
+"""The ladder as one verdict, for `python -m examples compare` (and anyone who wants the
+suite's judgement of one configuration outside pytest): rungs 2-7 of one cell and run,
+every comparison recorded, and the horizon and the reference's own spread.
+
+Exit-status semantics are the caller's: `verdict.agree` is False as soon as any rung
+raised a ParityError (a bug that only one step shows fails the whole verdict).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import ladder
+import parity
+
+RUNGS = (2, 3, 4, 5, 6, 7)
+
+
+@dataclass
+class Verdict:
+    agree: bool
+    rows: list                        # parity.Row, in the order compared
+    failures: list = field(default_factory=list)   # (rung, message)
+    horizon: int = 0
+    steps: int = 0
+    spread_final: float = 0.0         # the ensemble's largest |member - torch| of the last step's loss
+    diff_final: float = 0.0           # |jaxport - torch| of the last step's loss
+
+
+def judge(cell: ladder.Cell, run: ladder.Run, progress=True) -> Verdict:
+    records, failures = {}, []
+    with parity.recording_into(records):
+        for rung in RUNGS:
+            if progress:
+                print(f"compare: rung {rung} ({parity.RUNG_NAMES[rung]}) ...", file=sys.stderr, flush=True)
+            try:
+                ladder.LADDER[rung](cell, run)
+            except parity.ParityError as error:
+                failures.append((rung, str(error)))
+    v = ladder.free_run_verdict(cell, run)
+    return Verdict(agree=not failures, rows=list(records.values()), failures=failures,
+                   horizon=v["horizon"], steps=v["steps"],
+                   spread_final=float(v["spread"][-1]) if v["steps"] else 0.0,
+                   diff_final=float(v["diff"][-1]) if v["steps"] else 0.0)
+
+
+def table(verdict: Verdict) -> list[str]:
+    """The comparisons as aligned text lines."""
+    lines = [f"{'rung':<5} {'quantity':<58} {'max abs':>9} {'max rel':>9} {'used':>6}  ok"]
+    for r in verdict.rows:
+        if str(r.quantity).startswith("(self)"):
+            continue
+        lines.append(f"{str(r.rung):<5} {str(r.quantity)[:58]:<58} {_fmt(r.max_abs)} {_fmt(r.max_rel)} "
+                     f"{r.used:6.2f}  {'yes' if r.passed else 'NO'}")
+    return lines
+
+
+def _fmt(x: float) -> str:
+    return f"{x:9.2e}" if np.isfinite(x) else f"{'inf':>9}"

@@ -1,0 +1,190 @@
+"""`make portability`: the free-run verdicts (rungs 6-7) on simulated machines, with 0
+false failures to show and every planted bug still caught.
+
+A simulated machine is a way to round differently from this one:
+- torch's float32 and float64 matmuls go through MKL, whose code path MKL_CBWR forces
+  (AUTO, AVX512, AVX2, COMPATIBLE): other CPUs take other paths;
+- torch on 1 or 2 threads (another reduction split);
+- jaxport starting from the initial weights moved by one ulp in a random direction
+  (NUDGES seeds; 0 = not moved): another implementation's first rounding.
+MKL_CBWR is read when MKL starts, so each torch configuration runs in its own process
+(`--worker`); the jaxport starts cost one jaxport fit each. Besides, at MKL AUTO and 1
+thread, INITS torch-style initial weights other than the shared one give other
+trajectories and horizons. The record (docs/portability-cpu.json) holds every verdict
+and a markdown section that the parity report (docs/parity-cpu.md) includes.
+
+    python parity_tests/portability.py [--quick]      # the driver
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CBWR = ("AUTO", "AVX512", "AVX2", "COMPATIBLE")
+THREADS = (1, 2)
+NUDGES = (0, 1, 2, 3, 4)
+INITS = tuple(f"torch-style:{n}" for n in range(100, 110))
+DTYPES = ("float32", "float64")
+
+
+def variants(example: str) -> list:
+    """The default run and test_parity_variants' runs (label, changes) for an example."""
+    from examples import specs
+    net = example == "neural_network"
+    epochs = 25 if net else specs.DEFAULTS[example].epochs
+    out = [("default", {}), ("batch 30, shuffled", dict(batch_size=30, shuffle=True, epochs=epochs)),
+           ("SGD momentum 0.9", dict(optimizer="sgd", momentum=0.9, epochs=100 if net else epochs))]
+    out.append(("SGD", dict(optimizer="sgd", epochs=100)) if net else ("Adam lr 0.1", dict(optimizer="adam", lr=0.1)))
+    return out
+
+
+def judge(cell, run) -> dict:
+    import ladder
+    import parity
+    row = dict(cell=str(cell), run=run.label, init=run.init, nudge=run.jax_nudge)
+    try:
+        with parity.recording_into({}):
+            ladder.rung6_free_running(cell, run)
+            ladder.rung7_fitted_model(cell, run)
+        row["passed"], row["error"] = True, ""
+    except parity.ParityError as error:
+        row["passed"], row["error"] = False, str(error)[:400]
+    v = ladder.free_run_verdict(cell, run)
+    row.update(horizon=v["horizon"], steps=v["steps"])
+    return row
+
+
+def worker(args) -> dict:
+    sys.path.insert(0, str(HERE))
+    import conftest  # noqa: F401  (the suite's pinned numerics)
+    import torch
+    torch.set_num_threads(args.threads)
+    import ladder
+    import test_parity_planted_bugs as planted
+    from examples import specs
+    runs, bugs = [], []
+    examples = ("neural_network",) if args.quick else specs.TRAINABLE
+    for example in examples:
+        for dtype in ("float32",) if args.quick else DTYPES:
+            cell = ladder.Cell(example, "class", dtype, "cpu")
+            for label, changes in variants(example)[:1 if args.quick else None]:
+                base = ladder.Run(label, specs.DEFAULTS[example].replace(**changes))
+                for nudge in NUDGES[:2 if args.quick else None]:
+                    runs.append(judge(cell, ladder.Run(label, base.config, jax_nudge=nudge)))
+            if args.inits and example == "neural_network":
+                for init in INITS:
+                    for nudge in (0, 1):
+                        runs.append(judge(cell, ladder.Run(init, specs.DEFAULTS[example], init=init, jax_nudge=nudge)))
+    if not args.quick:
+        import pytest
+        for bug, (plant, bug_examples, extra) in planted.BUGS.items():
+            for dtype in DTYPES:
+                ladder.clear_jax_caches()
+                with pytest.MonkeyPatch.context() as mp:
+                    plant(mp)
+                    for example in bug_examples:
+                        results = planted.hunt(ladder.Cell(example, "class", dtype, "cpu"), [*extra, 2, 3, 4, 5, 6, 7])
+                        caught = [r for r, e in results if e]
+                        bugs.append(dict(bug=bug, dtype=dtype, example=example, caught=caught[:1]))
+                ladder.clear_jax_caches()
+    return dict(cbwr=os.environ.get("MKL_CBWR", "unset"), threads=args.threads, runs=runs, bugs=bugs)
+
+
+def drive(quick: bool) -> dict:
+    """One worker process per torch configuration, two at a time (this machine's cores)."""
+    start = time.time()
+    configs = [(c, t) for c in CBWR for t in THREADS] if not quick else [("AVX2", 1), ("COMPATIBLE", 1)]
+    procs = []
+    for cbwr, threads in configs:
+        cmd = [sys.executable, __file__, "--worker", "--threads", str(threads)]
+        cmd += ["--quick"] if quick else []
+        cmd += ["--inits"] if (cbwr, threads) == ("AUTO", 1) and not quick else []
+        env = dict(os.environ, MKL_CBWR=cbwr, PYTHONUNBUFFERED="1")
+        procs.append(((cbwr, threads), cmd, env))
+    results, running = [], []
+    try:
+        while procs or running:
+            while procs and len(running) < 2:
+                config, cmd, env = procs.pop(0)
+                print(f"portability: MKL_CBWR={config[0]}, torch threads {config[1]} ...", file=sys.stderr, flush=True)
+                running.append((config, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)))
+            config, proc = running.pop(0)
+            out, _ = proc.communicate()
+            if proc.returncode:
+                raise RuntimeError(f"worker MKL_CBWR={config[0]} threads {config[1]} failed ({proc.returncode})")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for _, proc in running:
+            proc.kill()
+    return dict(results=results, seconds=time.time() - start)
+
+
+def markdown(record: dict) -> list:
+    runs = [dict(r, cbwr=w["cbwr"], threads=w["threads"]) for w in record["results"] for r in w["runs"]]
+    machines = {(r["cbwr"], r["threads"], r["nudge"]) for r in runs if r["init"] == "shared"}
+    failed = [r for r in runs if not r["passed"]]
+    out = ["## Portability: the verdicts on simulated machines (`make portability`)", "",
+           f"{len(machines)} simulated machines on the shared initial weights (MKL_CBWR "
+           f"{', '.join(CBWR)} x torch threads {', '.join(map(str, THREADS))} x jaxport from the "
+           f"weights or moved one ulp, {len(NUDGES) - 1} seeds), every trainable example, both dtypes, "
+           f"the default run and the variants; and {len(INITS)} torch-style initial weights "
+           "(numpy default_rng(100..109)) at MKL AUTO, 1 thread, with jaxport from the weights and "
+           f"moved one ulp. {len(runs)} free-run verdicts (rungs 6 and 7), "
+           f"**{len(failed)} false failures**; {record['seconds'] / 60:.0f} minutes on this machine.", "",
+           "The suite pins torch to 1 thread (steady timings on a 2-core machine) and MKL_CBWR to "
+           "nothing: the verdicts above hold with either thread count and every MKL path.", "",
+           "| example | dtype | run | verdicts | failed | horizon (min-max over machines) |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    groups = {}
+    for r in runs:
+        example, _, dtype, _ = r["cell"].split("-")
+        groups.setdefault((example, dtype, r["run"] if r["init"] == "shared" else "torch-style inits"), []).append(r)
+    for (example, dtype, run), rows in sorted(groups.items()):
+        hs = [r["horizon"] for r in rows]
+        fmt = lambda h, n: "never" if h >= n else str(h)   # noqa: E731
+        out.append(f"| {example} | {dtype} | {run} | {len(rows)} | {sum(not r['passed'] for r in rows)} "
+                   f"| {fmt(min(hs), rows[0]['steps'])} - {fmt(max(hs), rows[0]['steps'])} (of {rows[0]['steps']}) |")
+    out += ["", "Planted bugs on every torch configuration (jaxport's start does not enter rungs 2-5, "
+            "where they are caught):", "", "| bug | dtype | example | caught at rung, per configuration |",
+            "| --- | --- | --- | --- |"]
+    bugs = {}
+    for w in record["results"]:
+        for b in w["bugs"]:
+            bugs.setdefault((b["bug"], b["dtype"], b["example"]), []).append(
+                f"{w['cbwr']}/{w['threads']}: {b['caught'][0] if b['caught'] else '**missed**'}")
+    for (bug, dtype, example), where in bugs.items():
+        out.append(f"| {bug} | {dtype} | {example} | {'; '.join(where)} |")
+    out += [""] + [f"- FAILED: {r['cbwr']}/{r['threads']} nudge {r['nudge']} {r['cell']} {r['run']}: {r['error']}"
+                   for r in failed]
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worker", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--inits", action="store_true")
+    p.add_argument("--quick", action="store_true", help="network only, two MKL paths (the suite's slice)")
+    p.add_argument("--out", type=Path, default=HERE.parent / "docs" / "portability-cpu.json")
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    record = drive(args.quick)
+    record["markdown"] = markdown(record)
+    if not args.quick:
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print("\n".join(record["markdown"]))
+    bad = any(not r["passed"] for w in record["results"] for r in w["runs"]) or \
+        any(not b["caught"] for w in record["results"] for b in w["bugs"])
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

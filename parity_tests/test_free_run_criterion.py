@@ -1,0 +1,97 @@
+"""The free-run criterion (criterion.py) and the numbers it stands on: jaxport's float32
+is the command line's whatever the x64 flag, a learning rate 1e-4 off fails before
+the horizon, a chaotic float64 run is judged by its outcome, and the verdicts hold on
+other MKL code paths (a slice of `make portability`)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import ladder
+import parity
+from examples import specs
+from jaxport.optim import torch_adam
+from test_parity_planted_bugs import lr_off
+
+NETWORK = "neural_network"
+
+
+@pytest.mark.parametrize("x64", ["0", "1"])
+def test_the_command_lines_float32_is_the_suites_whatever_the_x64_flag(tmp_path, x64):
+    """Bit for bit: the CLI (x64 off, or JAX_ENABLE_X64=1 in its environment) and the
+    suite's cached run (the suite never touches the flag)."""
+    history = tmp_path / "h.json"
+    env = dict(os.environ, JAX_ENABLE_X64=x64)
+    subprocess.run([sys.executable, "-m", "examples", "run", NETWORK, "--backend", "jax", "--quiet",
+                    "--init", _shared_init_file(tmp_path), "--history", str(history)],
+                   check=True, env=env, capture_output=True, timeout=300)
+    cli = np.array(json.loads(history.read_text())["step_losses"], np.float32)
+    suite = ladder.jax_fit(ladder.Cell(NETWORK, "class", "float32", "cpu"), ladder.default_run(NETWORK))
+    assert jax.config.jax_enable_x64 is False
+    np.testing.assert_array_equal(cli, suite.step_losses)
+
+
+def _shared_init_file(tmp_path) -> str:
+    from examples import weights
+    path = tmp_path / "init.npz"
+    weights.save(path, specs.shared_init(NETWORK))
+    return str(path)
+
+
+def test_torch_adam_gives_the_same_bits_with_and_without_x64():
+    """optax.adam does not: its 1 - b2**t is float32 without x64 (1.3e-5 relative off)."""
+    rng = np.random.default_rng(0)
+    params, grads = rng.normal(size=(3, 50)).astype(np.float32), rng.normal(size=(4, 3, 50)).astype(np.float32)
+    results = []
+    for flag in (False, True):
+        with jax.enable_x64(flag):
+            tx, p = torch_adam(0.01), jax.numpy.asarray(params)
+            state = tx.init(p)
+            for g in grads:
+                updates, state = tx.update(jax.numpy.asarray(g), state)
+                p = p + updates
+            results.append(np.asarray(p))
+    assert results[0].dtype == results[1].dtype == np.float32
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_learning_rate_1e4_off_fails_the_free_run_in_its_first_steps(monkeypatch, dtype):
+    cell = ladder.Cell(NETWORK, "class", dtype, "cpu")
+    ladder.clear_jax_caches()
+    try:
+        lr_off(monkeypatch)
+        with parity.recording_into({}), pytest.raises(parity.ParityError, match="before the horizon") as caught:
+            ladder.rung6_free_running(cell)
+    finally:
+        monkeypatch.undo()
+        ladder.clear_jax_caches()
+    step = int(str(caught.value).split(" at step ")[1].split(",")[0])
+    assert step <= 3, str(caught.value)
+
+
+def test_a_chaotic_float64_run_has_a_horizon_and_agrees_by_its_outcome():
+    """numpy default_rng(100)'s torch-style init: jaxport and torch agree to ~1e-16 at the
+    start and differ by ~1e-3 at the end; torch's own ensemble does the same."""
+    cell = ladder.Cell(NETWORK, "class", "float64", "cpu")
+    run = ladder.Run("torch-style:100", specs.DEFAULTS[NETWORK], init="torch-style:100")
+    ladder.rung6_free_running(cell, run)
+    ladder.rung7_fitted_model(cell, run)
+    v = ladder.free_run_verdict(cell, run)
+    assert 200 < v["horizon"] < 600, v["horizon"]
+    assert v["diff"][0] < 1e-15 and v["diff"][-1] > 1e-6
+
+
+def test_the_verdicts_hold_on_two_other_mkl_code_paths():
+    """`portability.py --quick`: the network's float32 default run at MKL_CBWR AVX2 and
+    COMPATIBLE (which rounds differently from this machine's default), jaxport from the
+    weights and moved one ulp."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("portability.py")), "--quick"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "**0 false failures**" in proc.stdout
