@@ -27,9 +27,9 @@ def aligned(n, offset=0):
     return raw[start:start + 4 * n].view(np.float32)
 
 
-def run_python(code, env=None):
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=ROOT)
+def run_python(code, *args, env=None):
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.splitlines()[-1])
 
@@ -188,8 +188,7 @@ def test_ddp_averages_gradients_sharded_jit_computes_the_global_mean(tmp_path):
     weight, bias, ddp_grad = json.loads(proc.stdout.splitlines()[-1])
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=2")   # before JAX starts
-    devices, placed, jax_grad = run_python(SHARDED.replace("sys.argv[1]", repr(json.dumps(weight)))
-                                           .replace("sys.argv[2]", repr(json.dumps(bias))), env=env)
+    devices, placed, jax_grad = run_python(SHARDED, json.dumps(weight), json.dumps(bias), env=env)
     assert devices == 2 and len(placed) == 2
     # Equal shards: the average of the per-process means is the mean over the whole batch.
     np.testing.assert_allclose(jax_grad, ddp_grad, rtol=1e-13)
