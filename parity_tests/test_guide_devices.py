@@ -108,8 +108,11 @@ def test_device_put_shares_an_aligned_numpy_buffer_on_cpu():
     assert float(shared[0]) == 7.0          # a write to numpy changes the "immutable" jax.Array
     misaligned = aligned(1000, offset=8)
     assert jax.device_put(misaligned, cpu).unsafe_buffer_pointer() != misaligned.ctypes.data   # copied
-    copied = jnp.asarray(aligned(1000))     # jnp.asarray copies, aligned or not
+    copied = jnp.asarray(host)              # jnp.asarray (and jnp.array) copy, aligned or not
     assert copied.unsafe_buffer_pointer() != host.ctypes.data
+    # may_alias=False is documented to force a copy, but numpy inputs still alias
+    # (jax-ml/jax#37830, fix proposed in #38086). If this fails, JAX fixed it: update the guide.
+    assert jax.device_put(host, cpu, may_alias=False).unsafe_buffer_pointer() == host.ctypes.data
     # Small arrays too: numpy's own allocations are often aligned, so it depends on luck.
     small = aligned(6)
     assert jax.device_put(small, cpu).unsafe_buffer_pointer() == small.ctypes.data
