@@ -104,6 +104,33 @@ def test_nnx_optimizer_updates_the_model_in_place_like_the_functional_step(x64):
     np.testing.assert_allclose(np.asarray(model.kernel[...]), np.asarray(params["kernel"][...]), rtol=1e-13)
 
 
+def test_nnx_jit_remedies_cached_partial_and_graph_false_take_the_same_steps():
+    """Flax's remedies for nnx.jit's per-call graph walk change its cost, not its result."""
+    x, y = jnp.linspace(-1, 1, 16, dtype=jnp.float32)[:, None], jnp.ones((16, 1), jnp.float32)
+
+    def train_step(model, optimizer):
+        loss, grads = nnx.value_and_grad(lambda m: ((m(x) - y) ** 2).mean())(model)
+        optimizer.update(model, grads)
+        return loss
+
+    kernels = {}
+    for way in ("nnx.jit", "cached_partial", "graph=False"):
+        model = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
+        optimizer = nnx.Optimizer(model, optax.adam(0.1), wrt=nnx.Param)
+        if way == "cached_partial":                       # the graph walk done once, then cached
+            step = nnx.cached_partial(nnx.jit(train_step), model, optimizer)
+        else:
+            jitted = nnx.jit(train_step, graph=way == "nnx.jit")   # graph=False: modules as pytrees
+            step = lambda: jitted(model, optimizer)
+        for _ in range(5):
+            step()
+        assert int(optimizer.step[...]) == 5
+        kernels[way] = np.asarray(model.kernel[...])
+    initial = np.asarray(nnx.Linear(1, 1, rngs=nnx.Rngs(0)).kernel[...])
+    assert abs(kernels["nnx.jit"][0, 0] - initial[0, 0]) > 0.1           # 5 Adam steps of 0.1 moved it
+    assert kernels["cached_partial"].tolist() == kernels["nnx.jit"].tolist() == kernels["graph=False"].tolist()
+
+
 def torch_lrs(steps_per_epoch, epochs):
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)  # halve every 2 epochs
