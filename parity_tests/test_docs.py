@@ -1,5 +1,6 @@
-"""The docs stay true: docs/guide.md matches the code it quotes, every test it cites
-exists, and the pictures and links it shows are there."""
+"""The docs stay true: both editions of the guide (docs/guide.md, docs/guide.zh.md) match
+the code they quote, every test they cite exists, the two carry the same sections, code
+and table of differences, and the pictures and links they show are there."""
 import ast
 import importlib.util
 import re
@@ -9,7 +10,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "guide.md"
+GUIDE_ZH = ROOT / "docs" / "guide.zh.md"
+GUIDES = [GUIDE, GUIDE_ZH]
 README = ROOT / "README.md"
+# The heading above the differences table, per edition.
+TABLE_HEADING = {GUIDE: "## The differences at a glance", GUIDE_ZH: "## 差异一览"}
+TUTORIAL = "站在PyTorch的肩膀上去探索深度学习世界"
+TUTORIAL_URL = "https://weikunhan.github.io/blogs/technologies_learning/standing_on_the_shoulders_of_pytorch_to_study_deep_learning/"
+# What a porter needs most, each as a word that must appear in a cited test's name.
+TOPICS = ["dropout", "batchnorm", "conv2d", "lstm", "gru", "schedule", "donated", "vmap", "checkpoint"]
 CITATION = re.compile(r"`(parity_tests/test_\w+\.py)::([\w:]+)`")
 MAX_IMAGE_BYTES = 500_000
 # Written by `make report`, not by `make docs`: a link to them may come before them.
@@ -24,8 +33,15 @@ def load_build():
 
 
 def test_guide_is_up_to_date():
-    assert load_build().is_up_to_date(), \
-        "docs/guide.md is stale against the source or the template: run `make docs`"
+    stale = load_build().stale()
+    assert not stale, (f"{', '.join(p.name for p in stale)} stale against the source or the "
+                       "templates: run `make docs`")
+
+
+def test_build_covers_both_editions():
+    build = load_build()
+    assert set(build.EDITIONS) == {"en", "zh"}
+    assert {guide for _, guide in build.EDITIONS.values()} == set(GUIDES)
 
 
 def test_extract_cuts_definitions_by_name_with_their_comments():
@@ -51,25 +67,51 @@ def defined_tests(path: Path) -> set[str]:
     return names
 
 
-def differences_table() -> list[str]:
-    text = GUIDE.read_text().split("## The differences at a glance", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in text.splitlines() if line.startswith("| ")]
-    return rows[2:]                                                 # after header and ---
+def differences_table(doc: Path) -> list[list[str]]:
+    """The rows of a guide's differences table, as lists of cells."""
+    text = doc.read_text().split(TABLE_HEADING[doc] + "\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in text.splitlines() if line.startswith("| ")][2:]   # after header and ---
+    return [[c.strip() for c in row.strip().strip("|").split(" | ")] for row in rows]
 
 
-def test_every_table_row_cites_a_test():
-    rows = differences_table()
-    assert len(rows) >= 15
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split(" | ")]
-        assert len(cells) == 4, row
-        assert CITATION.search(cells[3]), f"no test cited for: {cells[0]}"
+def cited(cell: str) -> list[tuple[str, str]]:
+    return [m.groups() for m in CITATION.finditer(cell)]
+
+
+@pytest.mark.parametrize("doc", GUIDES, ids=lambda p: p.name)
+def test_every_table_row_cites_a_test(doc):
+    rows = differences_table(doc)
+    assert len(rows) >= 30, f"{doc.name}: {len(rows)} differences"
+    for cells in rows:
+        assert len(cells) == 4, cells
+        tests = cited(cells[3])
+        assert tests and all(name.split("::")[-1].startswith("test_") for _, name in tests), \
+            f"no test cited for: {cells[0]}"
+
+
+def test_both_editions_have_the_same_rows_sections_and_code():
+    en, zh = (differences_table(doc) for doc in GUIDES)
+    assert [cited(r[3]) for r in en] == [cited(r[3]) for r in zh]      # same tests, same order
+    headings = {doc: re.findall(r"^(#{2,3}) ", doc.read_text(), re.M) for doc in GUIDES}
+    assert headings[GUIDE] == headings[GUIDE_ZH] and headings[GUIDE].count("##") >= 15
+    # The same code, cut from the same places, in the same order.
+    blocks = {doc: re.findall(r"\[`([\w./-]+)`\]\(\.\./[\w./-]+\)( · [^\n]*)?", doc.read_text()) for doc in GUIDES}
+    assert blocks[GUIDE] == blocks[GUIDE_ZH] and len(blocks[GUIDE]) >= 40
+
+
+@pytest.mark.parametrize("doc", GUIDES, ids=lambda p: p.name)
+def test_guide_names_the_tutorial_and_covers_what_porters_meet(doc):
+    text = doc.read_text()
+    assert TUTORIAL in text and TUTORIAL_URL in text and "Weikun Han" in text
+    names = " ".join(name.lower() for row in differences_table(doc) for _, name in cited(row[3]))
+    missing = [topic for topic in TOPICS if topic not in names]
+    assert not missing, f"{doc.name}: no tested difference about {missing}"
 
 
 def test_every_cited_test_exists():
-    citations = {m.groups() for doc in (GUIDE, README) if doc.is_file()
+    citations = {m.groups() for doc in (*GUIDES, README) if doc.is_file()
                  for m in CITATION.finditer(doc.read_text())}
-    assert len(citations) >= 20
+    assert len(citations) >= 50
     missing = []
     for file, name in sorted(citations):
         path = ROOT / file
@@ -88,7 +130,7 @@ def local_links(doc: Path) -> list[tuple[str, Path]]:
     return out
 
 
-@pytest.mark.parametrize("doc", [GUIDE, README], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [*GUIDES, README], ids=lambda p: p.name)
 def test_links_and_images_resolve_and_images_are_small(doc):
     if not doc.is_file():
         pytest.skip(f"{doc.name} not written yet")
