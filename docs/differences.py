@@ -9,6 +9,7 @@ that both editions carry the same rows. No " | " inside a cell: it is a table co
 C, L, R = "test_guide_claims.py", "test_guide_layers.py", "test_guide_rnn.py"
 J, T, D = "test_guide_jit.py", "test_guide_training.py", "test_guide_devices.py"
 LADDER, JP, EX, CLI = "test_parity_ladder.py", "test_jaxport.py", "test_examples.py", "test_cli.py"
+FR = "test_free_run_criterion.py"
 
 
 def row(concept, torch, jax, tests):
@@ -51,8 +52,18 @@ ROWS = [
          f"{T}::test_nnx_jit_remedies_cached_partial_and_graph_false_take_the_same_steps"]),
     row(("Adam and weight decay", "Adam 与权重衰减"),
         ("`Adam(weight_decay=wd)` is L2; `decoupled_weight_decay=True` or `AdamW` (default 1e-2) decouples", "`Adam(weight_decay=wd)` 是 L2；`decoupled_weight_decay=True` 或 `AdamW`（默认 1e-2）是解耦衰减"),
-        ("`optax.adam(lr)` as it is (`eps_root` defaults to 0); L2: `chain(add_decayed_weights(wd), adam(lr))`; `optax.adamw` default 1e-4", "`optax.adam(lr)` 原样即可（`eps_root` 默认 0）；L2：`chain(add_decayed_weights(wd), adam(lr))`；`optax.adamw` 默认 1e-4"),
+        ("`optax.adam(lr)` (`eps_root` defaults to 0); L2: `chain(add_decayed_weights(wd), adam(lr))`; `optax.adamw` default 1e-4", "`optax.adam(lr)`（`eps_root` 默认 0）；L2：`chain(add_decayed_weights(wd), adam(lr))`；`optax.adamw` 默认 1e-4"),
         [f"{C}::test_adam_weight_decay_is_l2_unless_decoupled", f"{C}::test_optimizer_step_zero_grad_step_vs_update_apply_updates"]),
+    row(("Adam's bias corrections", "Adam 的偏差修正"),
+        ("`1 - beta**step` in Python double, applied as scalars", "`1 - beta**step` 用 Python 双精度计算，再作为标量使用"),
+        ("`optax.adam`: in JAX's default float (float32 without x64, 1.3e-5 relative off); jaxport's `torch_adam`: a double table", "`optax.adam`：用 JAX 默认浮点类型（不开 x64 时是 float32，相对偏离 1.3e-5）；jaxport 的 `torch_adam`：双精度的表"),
+        [f"{FR}::test_optax_adam_in_float32_is_off_torchs_step_and_torch_adam_is_not",
+         f"{FR}::test_torch_adam_gives_the_same_bits_with_and_without_x64"]),
+    row(("Judging a whole training run", "判断整个训练"),
+        ("one run is the reference", "一次运行就是参照"),
+        ("chaotic: per step before the horizon of torch's own one-ulp ensemble, by outcome statistics after it", "混沌：在 torch 自身单 ulp 系综的可预测期限前逐步比较，之后比较结果的统计量"),
+        [f"{FR}::test_a_learning_rate_1e4_off_fails_the_free_run_in_its_first_steps",
+         f"{FR}::test_a_chaotic_float64_run_has_a_horizon_and_agrees_by_its_outcome"]),
     row(("Learning-rate schedules", "学习率调度"),
         ("`StepLR(opt, 2, 0.5)`, `scheduler.step()` once per epoch", "`StepLR(opt, 2, 0.5)`，每个 epoch 调一次 `scheduler.step()`"),
         ("`optax.exponential_decay(lr, 2 * steps_per_epoch, 0.5, staircase=True)`: counted in steps", "`optax.exponential_decay(lr, 2 * steps_per_epoch, 0.5, staircase=True)`：按步数计"),

@@ -95,3 +95,35 @@ def test_the_verdicts_hold_on_two_other_mkl_code_paths():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "**0 false failures**" in proc.stdout
+
+
+def test_optax_adam_in_float32_is_off_torchs_step_and_torch_adam_is_not():
+    """One Adam step from the same float32 state, x64 off (as users run): optax.adam's
+    bias correction 1 - float32(0.999) is 1.3e-5 relative off torch's double, which moves
+    parameters by tens of ulps of the summands (the parameter and the three updates,
+    |.| <= 0.031 here); jaxport's torch_adam within 4 (measured 3: torch's
+    elementwise kernels, lerp among them, round in another order)."""
+    import optax
+    import torch
+    rng = np.random.default_rng(1)
+    p0 = rng.uniform(-1e-3, 1e-3, 1000).astype(np.float32)
+    grads = rng.normal(size=(3, 1000)).astype(np.float32)
+    ref = torch.tensor(p0, requires_grad=True)
+    opt = torch.optim.Adam([ref], lr=0.01)
+    for g in grads:
+        ref.grad = torch.tensor(g)
+        opt.step()
+    expected = ref.detach().numpy()
+
+    def ulps(a):                   # in ulps of the largest summand, not of the result
+        return np.abs(a.astype(np.float64) - expected) / np.spacing(np.float32(0.031))
+    results = {}
+    for name, tx in (("optax.adam", optax.adam(0.01)), ("torch_adam", torch_adam(0.01))):
+        p = jax.numpy.asarray(p0)
+        state = tx.init(p)
+        for g in grads:
+            updates, state = tx.update(jax.numpy.asarray(g), state, p)
+            p = optax.apply_updates(p, updates)
+        results[name] = ulps(np.asarray(p))
+    assert results["optax.adam"].max() > 20, results["optax.adam"].max()
+    assert results["torch_adam"].max() <= 4, results["torch_adam"].max()

@@ -91,7 +91,8 @@ def test_optimizer_step_zero_grad_step_vs_update_apply_updates(x64):
     np.testing.assert_allclose(torch_steps(torch.optim.SGD, steps=1, lr=0.1), expected, rtol=1e-15)
     np.testing.assert_allclose(optax_steps(optax.sgd(0.1), steps=1), expected, rtol=1e-15)
     # Adam: eps outside the square root on both sides. optax's eps_root already defaults
-    # to 0.0, so plain optax.adam(lr) is torch's Adam(lr): nothing to pass.
+    # to 0.0, so in float64 plain optax.adam(lr) is torch's Adam(lr). (In float32 without x64
+    # its bias corrections are float32: test_free_run_criterion.py, jaxport/optim.py.)
     assert inspect.signature(optax.adam).parameters["eps_root"].default == 0.0
     np.testing.assert_allclose(optax_steps(optax.adam(0.01)), torch_steps(torch.optim.Adam, lr=0.01), rtol=1e-13)
 
