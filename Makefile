@@ -7,7 +7,7 @@ OUT    ?= out
 TRAINABLE := linear_regression logistic_regression neural_network
 DEMOS     := bce_from_primitives tensor_interop
 
-.PHONY: demo test bench report docs clean
+.PHONY: demo test bench report portability docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ bench: $(STAMP)
 
 report: $(STAMP)
 	JAXPORT_REPORT=docs/parity-cpu.md $(PY) -m pytest -q parity_tests
+
+# The free-run verdicts on >= 40 simulated machines (MKL paths x threads x jaxport's
+# start, and 10 more initial weights), planted bugs on each: docs/portability-cpu.json,
+# which `make report` renders into docs/parity-cpu.md. About 30 minutes on 2 cores.
+portability: $(STAMP)
+	$(PY) parity_tests/portability.py
 
 docs: $(STAMP)
 	$(PY) docs/build.py
