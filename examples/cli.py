@@ -37,6 +37,16 @@ def non_negative_int(text):
     return value
 
 
+SEED_MAX = 2 ** 32 - 1      # torch.manual_seed, nnx.Rngs and numpy all take 0 .. 2**32 - 1
+
+
+def seed(text):
+    value = int(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_MAX}, got {value}")
+    return value
+
+
 def positive_float(text):
     value = float(text)
     if not value > 0 or not np.isfinite(value):
@@ -54,7 +64,7 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--batch-size", type=positive_int, help="default: the tutorial's")
     p.add_argument("--lr", type=positive_float, help="default: the tutorial's")
     p.add_argument("--shuffle", action="store_true", help="one permutation per epoch, shared by both backends")
-    p.add_argument("--seed", type=int, default=specs.DEFAULT_SEED, help="data noise, init and shuffling")
+    p.add_argument("--seed", type=seed, default=specs.DEFAULT_SEED, help="data noise, init and shuffling")
     p.add_argument("--model", choices=("class", "sequential"), default="class",
                    help="the class model or (neural_network) its Sequential form")
     p.add_argument("--init", type=Path, help="initial parameters, .npz or .safetensors, PyTorch names")
@@ -67,7 +77,7 @@ def build_parser() -> Parser:
     sub.add_parser("list", help="the example names, one a line")
     p = sub.add_parser("data", help="write the arrays x and y both backends receive")
     p.add_argument("name", choices=specs.TRAINABLE + ("bce_from_primitives",), metavar="NAME")
-    p.add_argument("--seed", type=int, default=specs.DEFAULT_SEED)
+    p.add_argument("--seed", type=seed, default=specs.DEFAULT_SEED)
     p.add_argument("--out", type=Path, required=True, help="a .npz file")
     p = sub.add_parser("run", help="run one example on one backend")
     add_run_flags(p)
@@ -95,6 +105,10 @@ def main(argv=None) -> int:
         return getattr(commands, args.command)(args)
     except (UsageError, weights.WeightsError) as e:
         return fail(str(e))
+    except KeyboardInterrupt:
+        # Ctrl-C: outputs are written atomically, so nothing half-written is left.
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def fail(message: str) -> int:

@@ -146,9 +146,14 @@ def batch_order(n: int, epochs: int, shuffle: bool, seed: int = DEFAULT_SEED) ->
     """
     if not shuffle:
         return np.tile(np.arange(n), (epochs, 1))
-    rng = _rng(seed, _ORDER)
+    rng = order_rng(seed)
     return np.stack([rng.permutation(n) for _ in range(epochs)]) if epochs else \
         np.zeros((0, n), dtype=np.int64)
+
+
+def order_rng(seed: int = DEFAULT_SEED) -> np.random.Generator:
+    """The generator of the shuffled batch order; schedule.EpochOrder draws from it lazily."""
+    return _rng(seed, _ORDER)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -169,3 +174,8 @@ class FitResult:
     frames: np.ndarray | None    # (epochs, k) the animation's state at each epoch's start
     train_seconds: float
     compile_seconds: float = 0.0
+    # Long runs (see examples/schedule.py) keep the rows above for these epochs only;
+    # None: every epoch.
+    recorded_epochs: np.ndarray | None = None
+    epochs_run: int | None = None            # fewer than asked when a diverged run stopped
+    nonfinite_loss_step: int | None = None   # first step whose loss is inf or NaN, kept or not
