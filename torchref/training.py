@@ -173,7 +173,7 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
                 bar.update()
             # One device-to-host copy per chunk, not per step.
             rec.add(torch.stack(losses).reshape(len(chunk), -1).cpu().numpy(),
-                    np.stack(frame_list) if frames else None)
+                    np.stack(frame_list) if frame_list else None)
             if stop_on_divergence and rec.nonfinite_loss_step is not None:
                 break
     return rec.result(to_numpy(model, example, form), time.perf_counter() - start)
