@@ -105,6 +105,11 @@ def main(argv=None) -> int:
         return getattr(commands, args.command)(args)
     except (UsageError, weights.WeightsError) as e:
         return fail(str(e))
+    except BrokenPipeError:
+        raise                   # `| head`: __main__ ends quietly
+    except OSError as e:
+        # Outputs are checked before training, but a disk can still fill up during it.
+        return fail(f"{e.filename or 'output'}: {e.strerror or e}")
     except KeyboardInterrupt:
         # Ctrl-C: outputs are written atomically, so nothing half-written is left.
         print("interrupted", file=sys.stderr)

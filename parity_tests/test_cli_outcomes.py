@@ -100,3 +100,16 @@ def test_ctrl_c_ends_quietly_with_130(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and err.rstrip().splitlines()[-1].split("\r")[-1].strip() == "interrupted"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_that_fails_after_training_is_one_line(tmp_path, capsys, monkeypatch):
+    """Outputs are checked before training; a disk that fills up during it still gets
+    one line, not a traceback."""
+    import errno
+
+    def disk_full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(weights, "atomic_write", disk_full)
+    code, _, err = run_cli(capsys, *LINEAR, "--backend", "torch", "--epochs", 1, "--quiet",
+                           "--save", tmp_path / "p.npz")
+    assert_usage_error(code, err, "p.npz: No space left on device")
