@@ -90,7 +90,11 @@ def test_long_run_gif_is_drawn_from_kept_epochs(backend, tmp_path, capsys, monke
 
 
 def test_ctrl_c_ends_quietly_with_130(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "examples", "run", "linear_regression", "--backend", "jax",
+    # `python -m examples`, with Ctrl-C's handler put back: a shell without job control
+    # starts background jobs with SIGINT ignored, and Python keeps it ignored.
+    main = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "runpy.run_module('examples', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", main, "run", "linear_regression", "--backend", "jax",
                              "--epochs", str(10 ** 8), "--history", str(tmp_path / "h.json"),
                              "--save", str(tmp_path / "p.npz")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

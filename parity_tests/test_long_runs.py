@@ -48,6 +48,19 @@ def test_chunked_run_is_the_one_program_run_bit_for_bit(backend, example):
         assert jax_training.compile_count == before + 3
 
 
+@pytest.mark.parametrize("example", specs.TRAINABLE)
+def test_tutorial_runs_stay_one_program(example):
+    """Chunking starts past schedule.CHUNK_STEPS: the tutorial's runs compile one
+    program of all their epochs, as before."""
+    x, y = specs.make_data(example)
+    config = specs.DEFAULTS[example]
+    jax_training.fit(example, specs.shared_init(example), x, y, schedule.EpochOrder(len(x), config.epochs, False),
+                     config)
+    shapes = [k[-1] for k in jax_training._programs
+              if k[0] == example and k[2] == config and not k[3] and k[4] == "float32"]
+    assert shapes == [(config.epochs, 1, 100)]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_long_run_keeps_a_bounded_record(backend, monkeypatch):
     """Shrunk limits stand in for --epochs 100000000: chunks of 8 steps, 5 kept epochs.
