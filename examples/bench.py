@@ -220,6 +220,12 @@ def command(args) -> int:
         return _fail(f"--sizes {args.sizes!r}: use a comma-separated subset of {','.join(SIZES)}")
     if args.repeats < 1 or args.torch_threads < 0:
         return _fail("--repeats must be at least 1 and --torch-threads 0 or more")
+    if args.json:       # checked now: the measurements take minutes
+        from examples.weights import check_writable
+        try:
+            check_writable(args.json)
+        except OSError as e:
+            return _fail(f"--json {args.json}: cannot write there ({e.strerror or e})")
     if args.dtype == "float64":
         from jaxport.numerics import enable_x64
         enable_x64()                          # before any jax array exists

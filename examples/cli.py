@@ -1,4 +1,4 @@
-"""`python -m examples`: list, data, run, compare, bench.
+"""`python -m examples`: list, data, init, run, compare, bench.
 
 The one place besides the tests that imports both backends, and only lazily, so each
 runs with the other missing. Bad input gets one line on stderr and exit status 2.
@@ -37,6 +37,16 @@ def non_negative_int(text):
     return value
 
 
+SEED_MAX = 2 ** 32 - 1      # torch.manual_seed, nnx.Rngs and numpy all take 0 .. 2**32 - 1
+
+
+def seed(text):
+    value = int(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_MAX}, got {value}")
+    return value
+
+
 def positive_float(text):
     value = float(text)
     if not value > 0 or not np.isfinite(value):
@@ -54,7 +64,7 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--batch-size", type=positive_int, help="default: the tutorial's")
     p.add_argument("--lr", type=positive_float, help="default: the tutorial's")
     p.add_argument("--shuffle", action="store_true", help="one permutation per epoch, shared by both backends")
-    p.add_argument("--seed", type=int, default=specs.DEFAULT_SEED, help="data noise, init and shuffling")
+    p.add_argument("--seed", type=seed, default=specs.DEFAULT_SEED, help="data noise, init and shuffling")
     p.add_argument("--model", choices=("class", "sequential"), default="class",
                    help="the class model or (neural_network) its Sequential form")
     p.add_argument("--init", type=Path, help="initial parameters, .npz or .safetensors, PyTorch names")
@@ -67,15 +77,21 @@ def build_parser() -> Parser:
     sub.add_parser("list", help="the example names, one a line")
     p = sub.add_parser("data", help="write the arrays x and y both backends receive")
     p.add_argument("name", choices=specs.TRAINABLE + ("bce_from_primitives",), metavar="NAME")
-    p.add_argument("--seed", type=int, default=specs.DEFAULT_SEED)
+    p.add_argument("--seed", type=seed, default=specs.DEFAULT_SEED)
     p.add_argument("--out", type=Path, required=True, help="a .npz file")
+    p = sub.add_parser("init", help="write torch-style initial weights (nn.Linear's distribution) "
+                       "drawn with numpy's default_rng(--rng)")
+    p.add_argument("name", choices=specs.TRAINABLE, metavar="NAME")
+    p.add_argument("--rng", type=seed, required=True, help="the numpy generator's seed")
+    p.add_argument("--out", type=Path, required=True, help="a .npz or .safetensors file")
     p = sub.add_parser("run", help="run one example on one backend")
     add_run_flags(p)
     p.add_argument("--save", type=Path, help="write the fitted parameters (.npz or .safetensors)")
     p.add_argument("--history", type=Path, help="write losses, parameters and metrics as JSON")
     p.add_argument("--gif", type=Path, help="write the animation of the fit (.gif)")
     p.add_argument("--plot", type=Path, help="write the data with the fitted model (.png)")
-    p = sub.add_parser("compare", help="both backends from one initialisation: a parity table")
+    p = sub.add_parser("compare", help="the parity ladder for one configuration: exit 0 agree, "
+                       "1 differ, 2 bad input, 3 diverged on both")
     add_run_flags(p, backend=False)
     from examples import bench
     bench.configure(sub.add_parser("bench", help="time torch eager, torch.compile and jaxport"))
@@ -91,10 +107,22 @@ def main(argv=None) -> int:
         if args.command == "bench":
             from examples import bench
             return bench.command(args)
+        if args.command == "compare":
+            from examples import parity_gate
+            return parity_gate.compare(args)
         from examples import commands
         return getattr(commands, args.command)(args)
     except (UsageError, weights.WeightsError) as e:
         return fail(str(e))
+    except BrokenPipeError:
+        raise                   # `| head`: __main__ ends quietly
+    except OSError as e:
+        # Outputs are checked before training, but a disk can still fill up during it.
+        return fail(f"{e.filename or 'output'}: {e.strerror or e}")
+    except KeyboardInterrupt:
+        # Ctrl-C: outputs are written atomically, so nothing half-written is left.
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def fail(message: str) -> int:

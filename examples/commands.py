@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples import specs, weights
+from examples import outcome, schedule, specs, weights
 from examples.cli import UsageError
 
 TRAIN_ONLY = ("epochs", "batch_size", "lr", "init", "save", "gif", "plot")
@@ -44,8 +44,7 @@ def check_args(args) -> None:
             continue
         if path.suffix not in suffixes:
             raise UsageError(f"--{flag} {path}: the file must end in {' or '.join(suffixes)}")
-        if not path.parent.is_dir():
-            raise UsageError(f"--{flag} {path}: no such directory {path.parent}")
+        check_writable(flag, path)
     if args.name not in specs.TRAINABLE:
         used = [f"--{f.replace('_', '-')}" for f in TRAIN_ONLY if getattr(args, f, None) is not None]
         used += ["--shuffle"] if args.shuffle else []
@@ -58,14 +57,25 @@ def check_args(args) -> None:
         raise UsageError("--gif needs at least one epoch to animate")
 
 
+def check_writable(flag: str, path) -> None:
+    """Before any work: a read-only place, a missing directory or a directory named as
+    the file would otherwise fail after training, with the time spent lost."""
+    try:
+        weights.check_writable(path)
+    except OSError as e:
+        where = f"cannot create a file in {path.parent}: {e.strerror}" if e.filename else str(e)
+        raise UsageError(f"--{flag} {path}: {where}") from None
+
+
 def config_of(args) -> specs.TrainConfig:
     changes = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr") if getattr(args, k) is not None}
     return specs.DEFAULTS[args.name].replace(shuffle=args.shuffle, **changes)
 
 
 def data(args) -> int:
-    if args.out.suffix != ".npz" or not args.out.parent.is_dir():
-        raise UsageError(f"--out {args.out}: must be a .npz file in an existing directory")
+    if args.out.suffix != ".npz":
+        raise UsageError(f"--out {args.out}: must be a .npz file")
+    check_writable("out", args.out)
     if args.name == "bce_from_primitives":
         x, y = np.array(specs.BCE_LOGITS), np.array(specs.BCE_LABELS)
     else:
@@ -75,20 +85,33 @@ def data(args) -> int:
     return 0
 
 
+def init(args) -> int:
+    """Write torch-style initial weights drawn with numpy.random.default_rng(--rng)."""
+    if args.name not in specs.TRAINABLE:
+        raise UsageError(f"{args.name} has no weights (trainable: {', '.join(specs.TRAINABLE)})")
+    if args.out.suffix not in weights.SUFFIXES:
+        raise UsageError(f"--out {args.out}: the file must end in {' or '.join(weights.SUFFIXES)}")
+    check_writable("out", args.out)
+    weights.save(args.out, specs.torch_style_init(args.name, args.rng))
+    print(f"wrote {args.out}: {args.name}'s initial weights, U(+-1/sqrt(fan_in)) from default_rng({args.rng})")
+    return 0
+
+
 def initial_params(args, backend) -> dict:
     if args.init is not None:
         return weights.load(args.init, specs.param_shapes(args.name))
     return backend.training.default_params(args.name, args.seed, dtype=args.dtype, form=args.model)
 
 
-def train(args, backend, params, frames=False):
-    """Fit from `params`; returns (FitResult, metrics) in the exchange format."""
+def train(args, backend, params, frames=False, stop_on_divergence=False):
+    """Fit from `params`; returns (FitResult, metrics) in the exchange format. The batch
+    order is drawn as the run goes, so any number of epochs fits in memory."""
     x, y = specs.make_data(args.name, args.seed)
     config = config_of(args)
-    order = specs.batch_order(len(x), config.epochs, config.shuffle, args.seed)
+    order = schedule.EpochOrder(len(x), config.epochs, config.shuffle, args.seed)
     kw = dict(dtype=args.dtype, device=args.device, form=args.model)
     result = backend.training.fit(args.name, params, x, y, order, config, frames=frames,
-                                  progress=not args.quiet, **kw)
+                                  progress=not args.quiet, stop_on_divergence=stop_on_divergence, **kw)
     final_loss, _ = backend.training.loss_and_grads(args.name, result.params, x, y, **kw)
     metrics = {"final_loss": final_loss}
     if args.name == "logistic_regression":
@@ -104,25 +127,33 @@ def run(args) -> int:
     if args.name in specs.DEMOS:
         return run_demo(args, backend, header)
     params = initial_params(args, backend)
-    result, metrics = train(args, backend, params, frames=args.gif is not None)
+    result, metrics = train(args, backend, params, frames=args.gif is not None, stop_on_divergence=True)
     config = config_of(args)
-    print(f"{args.backend} {args.name} ({args.dtype}, {args.device}): {config.epochs} epochs, "
-          f"{len(result.step_losses)} steps in {result.train_seconds:.3f} s"
+    per_epoch = specs.steps_per_epoch(len(specs.make_data(args.name, args.seed)[0]), config.batch_size)
+    print(f"{args.backend} {args.name} ({args.dtype}, {args.device}): {result.epochs_run} epochs, "
+          f"{result.epochs_run * per_epoch} steps in {result.train_seconds:.3f} s"
           + (f" (+{result.compile_seconds:.2f} s compile)" if result.compile_seconds > 0.001 else ""))
     print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     for name, value in result.params.items():
         shown = np.array2string(value.ravel(), precision=4) if value.size <= 4 else f"{value.shape} array"
         print(f"  {name}: {shown}")
-    if args.save:
-        weights.save(args.save, result.params)
-    if args.history:
+    diverged = outcome.first_nonfinite_step(result)
+    if args.history:        # also for a diverged run: it is the evidence
         write_json(args.history, {
             **header, "model": args.model, "epochs": config.epochs, "batch_size": config.batch_size,
             "shuffle": config.shuffle, "lr": config.lr, "optimizer": config.optimizer,
+            "epochs_run": result.epochs_run, "diverged_at_step": diverged,
+            "recorded_epochs": None if result.recorded_epochs is None else result.recorded_epochs.tolist(),
             "step_losses": result.step_losses.tolist(), "epoch_losses": result.epoch_losses.tolist(),
             "params": {k: v.tolist() for k, v in result.params.items()}, "metrics": metrics,
             "train_seconds": result.train_seconds, "compile_seconds": result.compile_seconds,
             "init": str(args.init) if args.init else "default", "python": platform.python_version()})
+    if diverged is not None:   # never save non-finite weights, nor plot them as a fit
+        print("error: " + outcome.describe(result, diverged, per_epoch, config.epochs, config.lr),
+              file=sys.stderr)
+        return outcome.DIVERGED
+    if args.save:
+        weights.save(args.save, result.params)
     if args.plot or args.gif:
         from examples import plots
         x, y = specs.make_data(args.name, args.seed)
@@ -132,7 +163,8 @@ def run(args) -> int:
             plots.plot_fit(args.name, x, y, result.params, predictions, args.plot,
                            title_suffix=f" ({args.backend})")
         if args.gif:
-            plots.animate(args.name, x, y, result.frames, result.epoch_losses, args.gif)
+            plots.animate(args.name, x, y, result.frames, result.epoch_losses, args.gif,
+                          epochs=result.recorded_epochs)
     return 0
 
 
@@ -161,9 +193,19 @@ def run_demo(args, backend, header) -> int:
 
 
 def write_json(path, obj) -> None:
+    """Strict JSON: inf and NaN (a diverged run's losses) are written as null."""
+    def finite(v):
+        if isinstance(v, float):
+            return v if np.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [finite(x) for x in v]
+        return v
+
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
+            json.dump(finite(obj), f, indent=1, allow_nan=False)
     weights.atomic_write(path, write)
 
 
@@ -176,63 +218,3 @@ def diff(a, b) -> tuple[float, float]:
     scale = float(np.max(np.abs(b)))
     return abs_, abs_ / scale if scale > 0 else abs_
 
-
-def _parity_suite():
-    """The suite's ladder (parity_tests/), which compare runs as it is: one verdict."""
-    suite = Path(__file__).resolve().parent.parent / "parity_tests"
-    if not (suite / "gate.py").is_file():
-        raise UsageError("compare needs the parity suite (parity_tests/ of the source tree)")
-    if str(suite) not in sys.path:
-        sys.path.insert(0, str(suite))
-    return importlib.import_module("gate")
-
-
-def compare(args) -> int:
-    """The parity ladder's rungs 2-7 for this configuration; exit 0 when jaxport agrees
-    with torch within rounding noise, 1 when it differs."""
-    check_args(args)
-    torch_be = load_backend("torch", args.dtype, args.device)
-    jax_be = load_backend("jax", args.dtype, args.device)
-    if args.name == "tensor_interop":
-        raise UsageError("tensor_interop has no numbers to compare; run it with --backend")
-    if args.name == "bce_from_primitives":
-        return _compare_bce(args, torch_be, jax_be)
-    if args.init is not None:
-        weights.load(args.init, specs.param_shapes(args.name))      # bad files: exit 2 now
-    gate = _parity_suite()
-    import ladder  # noqa: PLC0415 (on the path once _parity_suite ran)
-    torch_be.numerics.pin_numerics()
-    cell = ladder.Cell(args.name, args.model, args.dtype, args.device)
-    run = ladder.Run("compare", config_of(args), seed=args.seed,
-                     init=str(args.init) if args.init else "shared")
-    verdict = gate.judge(cell, run, progress=not args.quiet)
-    init = f"from {args.init}" if args.init else f"shared (seed {args.seed})"
-    print(f"{args.name}: jaxport vs torch, {args.dtype}, {args.device}, {args.model} form, init {init}")
-    if not args.quiet:
-        print("\n".join(gate.table(verdict)))
-    chaotic = verdict.horizon < verdict.steps
-    print(f"horizon: step {verdict.horizon} of {verdict.steps}"
-          + (" (torch's own ensemble stays within the single-step tolerance to the end)" if not chaotic else
-             " (after it, torch runs 1 ulp apart differ beyond the single-step tolerance: the run is "
-             "chaotic there and is judged by outcome statistics)"))
-    print(f"last step's loss: jaxport - torch {verdict.diff_final:.3g}; torch's own spread {verdict.spread_final:.3g}")
-    if verdict.agree:
-        print("VERDICT: agree - jaxport matches torch within torch's own rounding noise at every rung")
-        return 0
-    rung, message = verdict.failures[0]
-    print(f"VERDICT: differ - first at rung {rung}: {message}")
-    return 1
-
-
-def _compare_bce(args, torch_be, jax_be) -> int:
-    t = torch_be.example_module(args.name).run(args.dtype, args.device)
-    j = jax_be.example_module(args.name).run(args.dtype, args.device)
-    rtol = 1e-10 if args.dtype == "float64" else 1.3e-6
-    print(f"{args.name}: torch vs jax, {args.dtype}, {args.device}")
-    ok = True
-    for k in t:
-        a, r = diff(j[k], t[k])
-        ok &= r <= rtol
-        print(f"BCE {k:<18} torch {t[k]:.10g}  jax {j[k]:.10g}  max abs {a:.2e}  rel {r:.2e}")
-    print(f"VERDICT: {'agree' if ok else 'differ'} (relative tolerance {rtol:g})")
-    return 0 if ok else 1

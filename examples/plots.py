@@ -162,7 +162,8 @@ class _BlitGifWriter(AbstractMovieWriter):
 
 
 def animate(example: str, x: np.ndarray, y: np.ndarray, frames: np.ndarray,
-            epoch_losses: np.ndarray, path, *, max_frames: int = 100, dpi: int = 50) -> None:
+            epoch_losses: np.ndarray, path, *, max_frames: int = 100, dpi: int = 50,
+            epochs: np.ndarray | None = None) -> None:
     """Save a looping animated GIF (100 ms a frame) of the fit over the epochs to `path`.
 
     frames (epochs, k): the model at the START of each epoch. linear_regression and
@@ -171,8 +172,10 @@ def animate(example: str, x: np.ndarray, y: np.ndarray, frames: np.ndarray,
 
     Numbering is 1-based: frames[e] (the state before epoch e+1's updates) is labelled
     "Epoch = e+1" with that epoch's loss epoch_losses[e], so a 100-epoch run ends on
-    "Epoch = 100". At most max_frames frames (see frame_epochs). The image is 12x7 in
-    at `dpi` (600x350 px at 50). Written atomically: no partial file on failure.
+    "Epoch = 100". epochs: the 0-based epoch of each frame when a long run kept only
+    some (FitResult.recorded_epochs); None: frame e is epoch e. At most max_frames
+    frames (see frame_epochs). The image is 12x7 in at `dpi` (600x350 px at 50).
+    Written atomically: no partial file on failure.
     """
     style = _style(example)
     frames = np.asarray(frames, dtype=np.float64)
@@ -182,6 +185,9 @@ def animate(example: str, x: np.ndarray, y: np.ndarray, frames: np.ndarray,
         raise ValueError(f"{example} frames must be (epochs, {k}), got {frames.shape}")
     if len(losses) != len(frames):
         raise ValueError(f"{len(frames)} frames but {len(losses)} epoch losses")
+    numbers = np.arange(len(frames)) if epochs is None else np.asarray(epochs).reshape(-1)
+    if len(numbers) != len(frames):
+        raise ValueError(f"{len(frames)} frames but {len(numbers)} epoch numbers")
     picked = frame_epochs(len(frames), max_frames)
 
     fig, ax, line = _figure(example, x, y, dpi=dpi)
@@ -194,7 +200,7 @@ def animate(example: str, x: np.ndarray, y: np.ndarray, frames: np.ndarray,
         writer.setup(fig, tmp)
         for e in picked:
             line.set_data(*_fit_xy(example, x, frames[e]))
-            text.set_text(f"Epoch = {e + 1}, Loss = {losses[e]:.2f}")
+            text.set_text(f"Epoch = {numbers[e] + 1}, Loss = {losses[e]:.2f}")
             writer.grab_frame()
         writer.finish()
 

@@ -136,6 +136,17 @@ def shared_init(example: str, seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]
     return params
 
 
+def torch_style_init(example: str, rng_seed: int) -> dict[str, np.ndarray]:
+    """nn.Linear's default distribution, U(+-1/sqrt(fan_in)) for weight and bias, drawn
+    layer by layer from numpy.random.default_rng(rng_seed): other initial weights of
+    the same kind as torch's (`python -m examples init`; the portability runs)."""
+    rng, params, shapes = np.random.default_rng(rng_seed), {}, param_shapes(example)
+    for name, shape in shapes.items():
+        fan_in = shapes[name.rsplit(".", 1)[0] + ".weight"][1]
+        params[name] = rng.uniform(-1 / np.sqrt(fan_in), 1 / np.sqrt(fan_in), size=shape)
+    return params
+
+
 def batch_order(n: int, epochs: int, shuffle: bool, seed: int = DEFAULT_SEED) -> np.ndarray:
     """Sample indices (epochs, n) in the order a DataLoader visits them.
 
@@ -146,9 +157,14 @@ def batch_order(n: int, epochs: int, shuffle: bool, seed: int = DEFAULT_SEED) ->
     """
     if not shuffle:
         return np.tile(np.arange(n), (epochs, 1))
-    rng = _rng(seed, _ORDER)
+    rng = order_rng(seed)
     return np.stack([rng.permutation(n) for _ in range(epochs)]) if epochs else \
         np.zeros((0, n), dtype=np.int64)
+
+
+def order_rng(seed: int = DEFAULT_SEED) -> np.random.Generator:
+    """The generator of the shuffled batch order; schedule.EpochOrder draws from it lazily."""
+    return _rng(seed, _ORDER)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -169,3 +185,8 @@ class FitResult:
     frames: np.ndarray | None    # (epochs, k) the animation's state at each epoch's start
     train_seconds: float
     compile_seconds: float = 0.0
+    # Long runs (see examples/schedule.py) keep the rows above for these epochs only;
+    # None: every epoch.
+    recorded_epochs: np.ndarray | None = None
+    epochs_run: int | None = None            # fewer than asked when a diverged run stopped
+    nonfinite_loss_step: int | None = None   # first step whose loss is inf or NaN, kept or not

@@ -58,7 +58,34 @@ def load(path: str | os.PathLike, expected: dict[str, tuple[int, ...]] | None = 
         raise WeightsError(f"{path}: not a readable .safetensors file ({e})") from None
     if expected is not None:
         check_params(params, expected)
+        check_finite(params, path)
     return params
+
+
+def check_finite(params: dict, source) -> None:
+    """Initial weights with inf or NaN would train to NaN: name each such parameter."""
+    bad = []
+    for name, value in params.items():
+        value = np.asarray(value)
+        if not np.all(np.isfinite(value)):
+            counts = [f"{int(k(value).sum())} {label}" for k, label in
+                      ((np.isnan, "NaN"), (np.isposinf, "+inf"), (np.isneginf, "-inf")) if k(value).any()]
+            bad.append(f"{name} ({', '.join(counts)})")
+    if bad:
+        raise WeightsError(f"{source}: non-finite initial weights: {'; '.join(bad)}")
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise OSError unless a file can be written at `path`, by the same means as
+    atomic_write: a temporary file in its directory, then a rename over `path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"no such directory {path.parent}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def save(path: str | os.PathLike, params: dict) -> None:

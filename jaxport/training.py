@@ -1,5 +1,6 @@
 """Training with Optax, generic over the examples. `fit` compiles the whole run, every
-epoch and every batch, into one XLA program (two nested lax.scan); parameters and
+epoch and every batch, into one XLA program (two nested lax.scan), or for a long run
+one program per chunk of epochs (see examples/schedule.py); parameters and
 optimizer state cross this API as numpy mappings with PyTorch names, so the torch
 twin can be fed the same state. Twin: torchref/training.py.
 
@@ -17,8 +18,9 @@ import jax
 import numpy as np
 import optax
 from flax import nnx
+from tqdm import tqdm
 
-from examples import specs
+from examples import schedule, specs
 from jaxport import example_module
 from jaxport.convert import load_numpy, to_numpy, to_state
 from jaxport.numerics import dtype_scoped, jax_device, jax_dtype
@@ -58,8 +60,11 @@ def make_optimizer(config: specs.TrainConfig) -> optax.GradientTransformation:
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 
 
-def _put(array, dtype, device):
-    return jax.device_put(np.asarray(array, dtype=jax_dtype(dtype)), jax_device(device))
+def device_array(array, dtype, device) -> jax.Array:
+    """`array` on the device, in its own buffer. On CPU, device_put may adopt an aligned
+    numpy buffer without copying, so a caller editing its array afterwards would edit
+    ours: copy first (the copy is private, so sharing it is harmless)."""
+    return jax.device_put(np.array(array, dtype=jax_dtype(dtype), copy=True), jax_device(device))
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,14 +102,14 @@ def _forward(graphdef):
 def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form="class"):
     """(loss, {name: gradient}) of the example's loss on (x, y) at `params`."""
     graphdef, state = _split(example, params, dtype, device, form)
-    loss, grads = _value_and_grad(example, graphdef)(state, _put(x, dtype, device), _put(y, dtype, device))
+    loss, grads = _value_and_grad(example, graphdef)(state, device_array(x, dtype, device), device_array(y, dtype, device))
     return float(loss), to_numpy(grads, example, form)
 
 
 @dtype_scoped
 def predict(example, params, x, *, dtype="float32", device="cpu", form="class") -> np.ndarray:
     graphdef, state = _split(example, params, dtype, device, form)
-    return np.asarray(_forward(graphdef)(state, _put(x, dtype, device)))
+    return np.asarray(_forward(graphdef)(state, device_array(x, dtype, device)))
 
 
 # Optax's state fields and torch's names for the same moments.
@@ -162,7 +167,7 @@ def train_step(example, params, opt_state, x, y, config, *, dtype="float32", dev
     # placement every call and compiles once.
     opt = jax.device_put(opt, jax_device(device))
     loss, grads, state, opt = _step_fn(example, graphdef, config)(
-        state, opt, _put(x, dtype, device), _put(y, dtype, device))
+        state, opt, device_array(x, dtype, device), device_array(y, dtype, device))
     return (float(loss), to_numpy(grads, example, form), to_numpy(state, example, form),
             opt_state_to_numpy(opt, example, form))
 
@@ -182,11 +187,12 @@ def batch_indices(order: np.ndarray, batch_size: int):
 
 
 def _train_program(example, graphdef, config, frames):
-    """The whole run as one function of arrays: scan over epochs of scan over batches."""
+    """A run of epochs as one function of arrays: scan over epochs of scan over batches.
+    The optimizer state goes in and out, so a long run is this program chunk after chunk."""
     ex, tx = example_module(example), make_optimizer(config)
     value_and_grad = jax.value_and_grad(_loss_fn(example, graphdef))
 
-    def run(state, x, y, idx, weight):            # idx (epochs, steps, B)
+    def run(state, opt_state, x, y, idx, weight):  # idx (epochs, steps, B)
         def step(carry, batch):
             state, opt_state = carry
             ib, wb = batch                         # (B,), (B, 1) or None
@@ -199,45 +205,65 @@ def _train_program(example, graphdef, config, frames):
             carry, losses = jax.lax.scan(step, carry, (idx_e, weight))
             return carry, (losses, frame)
 
-        (state, _), (losses, frame_stack) = jax.lax.scan(epoch, (state, tx.init(state)), idx)
-        return state, losses, frame_stack        # losses (epochs, steps)
+        (state, opt_state), (losses, frame_stack) = jax.lax.scan(epoch, (state, opt_state), idx)
+        return state, opt_state, losses, frame_stack   # losses (epochs, steps)
     return run
 
 
 @dtype_scoped
 def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", form="class",
-        frames=False, progress=False) -> specs.FitResult:
+        frames=False, progress=False, stop_on_divergence=False, chunk_epochs=None) -> specs.FitResult:
     """The whole run from `params`, compiled once per configuration and then reused.
 
-    order: (epochs, N) sample indices (specs.batch_order). frames: record the
-    animation's state (module.frame) at the start of every epoch, as a scan output.
+    order: (epochs, N) sample indices (specs.batch_order) or a schedule.EpochOrder.
+    A run of up to schedule.CHUNK_STEPS steps is one XLA program; a longer one runs
+    chunk_epochs epochs at a time (one compilation for all full chunks, bit-identical to
+    one program), so memory stays bounded. frames: record the animation's state
+    (module.frame) at the start of every kept epoch. stop_on_divergence: stop after the
+    chunk in which a loss became inf or NaN.
     """
     global compile_count
+    epochs, n = schedule.order_size(order)
+    size = chunk_epochs or schedule.chunk_epochs(n, config.batch_size)
     graphdef, state = _split(example, params, dtype, device, form)
-    idx, weight = batch_indices(np.asarray(order), config.batch_size)
-    args = jax.device_put((state, np.asarray(x, jax_dtype(dtype)), np.asarray(y, jax_dtype(dtype)),
-                           idx, weight), jax_device(device))
-    key = (example, graphdef, config.replace(shuffle=False), frames, dtype, device,
-           np.shape(x), np.shape(y), idx.shape)
-    start = time.perf_counter()
-    if key not in _programs:
-        if progress:
-            print(f"jax {example}: compiling the {len(order)}-epoch run ...", file=sys.stderr, flush=True)
-        _programs[key] = jax.jit(_train_program(example, graphdef, config, frames)).lower(*args).compile()
-        compile_count += 1
-    compile_seconds = time.perf_counter() - start
-    if progress:
-        print(f"jax {example}: running {len(order)} epochs in one XLA program ...", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    state, losses, frame_stack = jax.block_until_ready(_programs[key](*args))
-    train_seconds = time.perf_counter() - start
+    dev = jax_device(device)
+    opt_state = jax.device_put(make_optimizer(config).init(state), dev)
+    x_, y_ = device_array(x, dtype, device), device_array(y, dtype, device)
+    steps = specs.steps_per_epoch(n, config.batch_size)
+    rec = schedule.Recorder(epochs, steps)
+    # Compile up front, for the full chunks and the shorter last one, so that the
+    # progress bar below measures training only.
+    compile_seconds, programs = 0.0, {}
+    for count in sorted({min(size, epochs), epochs % size if epochs > size else 0} - {0}):
+        key = (example, graphdef, config.replace(shuffle=False), frames, dtype, device,
+               np.shape(x), np.shape(y), (count, steps, config.batch_size))
+        if key not in _programs:
+            if progress:
+                print(f"jax {example}: compiling a {count}-epoch program ...", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            idx, weight = batch_indices(np.zeros((count, n), np.int64), config.batch_size)
+            args = (state, opt_state, x_, y_, *jax.device_put((idx, weight), dev))
+            _programs[key] = jax.jit(_train_program(example, graphdef, config, frames)).lower(*args).compile()
+            compile_count += 1
+            compile_seconds += time.perf_counter() - start
+        programs[count] = _programs[key]
+    train_seconds, host_idx = 0.0, None
+    with tqdm(total=epochs, desc=f"jax {example}", unit="epoch", disable=not progress,
+              leave=False, file=sys.stderr) as bar:
+        for chunk in schedule.order_chunks(order, size):
+            if chunk is not host_idx:              # an unshuffled order repeats one array
+                idx_, weight_ = jax.device_put(batch_indices(np.asarray(chunk), config.batch_size), dev)
+                host_idx = chunk
+            start = time.perf_counter()
+            state, opt_state, losses, frame_stack = jax.block_until_ready(
+                programs[len(chunk)](state, opt_state, x_, y_, idx_, weight_))
+            train_seconds += time.perf_counter() - start
+            rows = rec.rows(rec.epochs_run, len(chunk))
+            rec.add(np.asarray(losses), np.asarray(frame_stack)[rows] if frames else None)
+            bar.update(len(chunk))
+            if stop_on_divergence and rec.nonfinite_loss_step is not None:
+                break
     if progress:
         print(f"jax {example}: compiled in {compile_seconds:.2f} s, trained in {train_seconds:.3f} s",
               file=sys.stderr, flush=True)
-    losses = np.asarray(losses)
-    return specs.FitResult(
-        step_losses=losses.reshape(-1),
-        epoch_losses=losses.mean(axis=1) if losses.size else np.zeros(len(order)),
-        params=to_numpy(state, example, form),
-        frames=np.asarray(frame_stack) if frames else None,
-        train_seconds=train_seconds, compile_seconds=compile_seconds)
+    return rec.result(to_numpy(state, example, form), train_seconds, compile_seconds)

@@ -168,7 +168,8 @@ def rung4_one_step(cell: Cell, run: Run | None = None) -> None:
     torch's state (parameters and optimizer state fed to both)."""
     run = run or default_run(cell.example)
     ex, x, y, p = cell.example, *data(cell.example, run.seed), init(cell.example, run)
-    (_, i0), (_, i1) = itertools.islice(batches(run.order(len(x)), run.config.batch_size), 2)
+    first = [i for _, i in itertools.islice(batches(run.order(len(x)), run.config.batch_size), 2)]
+    i0, i1 = first if len(first) == 2 else first * 2    # a one-step run: its batch twice
     args = (run.config,)
     t = tt.train_step(ex, p, None, x[i0], y[i0], *args, **cell.kw)
     j = jt.train_step(ex, p, None, x[i0], y[i0], *args, **cell.kw)

@@ -69,22 +69,12 @@ def data(example, seed=SEED):
     return specs.make_data(example, seed)
 
 
-def torch_style_init(example: str, rng_seed: int) -> dict:
-    """nn.Linear's default distribution, U(+-1/sqrt(fan_in)) for weight and bias, drawn
-    layer by layer from numpy.random.default_rng(rng_seed)."""
-    rng, params = np.random.default_rng(rng_seed), {}
-    for name, shape in specs.param_shapes(example).items():
-        fan_in = specs.param_shapes(example)[name.rsplit(".", 1)[0] + ".weight"][1]
-        params[name] = rng.uniform(-1 / np.sqrt(fan_in), 1 / np.sqrt(fan_in), size=shape)
-    return params
-
-
 def init(example, run: Run | None = None) -> dict:
     """The run's initial weights (float64, exchange format)."""
     if run is None or run.init == "shared":
         return specs.shared_init(example, SEED if run is None else run.seed)
     if run.init.startswith("torch-style:"):
-        return torch_style_init(example, int(run.init.split(":", 1)[1]))
+        return specs.torch_style_init(example, int(run.init.split(":", 1)[1]))
     return weights.load(run.init, specs.param_shapes(example))
 
 

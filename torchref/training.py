@@ -6,14 +6,16 @@ Twin: jaxport/training.py.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 import torch
 from torch import optim
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
-from examples import specs
+from examples import schedule, specs
 from torchref import example_module
 from torchref.convert import load_numpy, named_parameters, to_numpy
 from torchref.numerics import torch_device, torch_dtype
@@ -35,19 +37,17 @@ class ArrayDataset(Dataset):
 
 
 class SharedOrderSampler(Sampler):
-    """Visits the samples in the shared order, one row of `order` (epochs, N) per pass:
-    DataLoader(shuffle=...) semantics, with jaxport drawing the same permutations."""
+    """Visits the samples in the shared order: `fit` sets `row`, one epoch's row of the
+    order, before each pass. DataLoader(shuffle=...) semantics, with jaxport drawing
+    the same permutations."""
 
-    def __init__(self, order: np.ndarray):
-        self.order, self.epoch = np.asarray(order), 0
+    row: np.ndarray = np.zeros(0, np.int64)
 
     def __iter__(self):
-        row = self.order[self.epoch]
-        self.epoch += 1
-        return iter(row.tolist())
+        return iter(self.row.tolist())
 
     def __len__(self):
-        return self.order.shape[1]
+        return len(self.row)
 
 
 def build_model(example, params=None, *, dtype="float32", device="cpu", form="class", seed=0):
@@ -137,40 +137,43 @@ def train_step(example, params, opt_state, x, y, config, *, dtype="float32", dev
 
 
 def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", form="class",
-        frames=False, progress=False) -> specs.FitResult:
+        frames=False, progress=False, stop_on_divergence=False, chunk_epochs=None) -> specs.FitResult:
     """The tutorial's loop over epochs and DataLoader batches, from `params`.
 
-    order: (epochs, N) sample indices (specs.batch_order). frames: record the
-    animation's state (module.frame) at the start of every epoch.
+    order: (epochs, N) sample indices (specs.batch_order) or a schedule.EpochOrder,
+    drawn a chunk of epochs at a time, the same chunks as jaxport's, so memory stays
+    bounded. frames: record the animation's state (module.frame) at the start of every
+    kept epoch. stop_on_divergence: stop after the chunk in which a loss became inf/NaN.
     """
     ex = example_module(example)
     model = build_model(example, params, dtype=dtype, device=device, form=form)
     data = ex.Dataset(x, y, dtype=dtype, device=device)
+    sampler = SharedOrderSampler()
     loader = DataLoader(data, batch_size=None,
-                        sampler=BatchSampler(SharedOrderSampler(order), config.batch_size, drop_last=False))
+                        sampler=BatchSampler(sampler, config.batch_size, drop_last=False))
     optimizer = make_optimizer(config, model.parameters())
-    losses, frame_list = [], []
-    epochs = range(len(order))
-    if progress:
-        from tqdm import tqdm
-        epochs = tqdm(epochs, desc=f"torch {example}", unit="epoch", leave=False)
+    epochs, n = schedule.order_size(order)
+    rec = schedule.Recorder(epochs, specs.steps_per_epoch(n, config.batch_size))
     start = time.perf_counter()
-    for _ in epochs:
-        if frames:
-            with torch.no_grad():
-                frame_list.append(ex.frame(model, data.x).cpu().numpy())
-        for xb, yb in loader:
-            loss = ex.loss_fn(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
-    step_losses = torch.stack(losses).cpu().numpy() if losses else np.zeros(0)
-    seconds = time.perf_counter() - start
-    per_epoch = specs.steps_per_epoch(len(x), config.batch_size)
-    return specs.FitResult(
-        step_losses=step_losses,
-        epoch_losses=step_losses.reshape(len(order), per_epoch).mean(axis=1) if len(order) else np.zeros(0),
-        params=to_numpy(model, example, form),
-        frames=np.stack(frame_list) if frame_list else None,
-        train_seconds=seconds)
+    with tqdm(total=epochs, desc=f"torch {example}", unit="epoch", disable=not progress,
+              leave=False, file=sys.stderr) as bar:
+        for chunk in schedule.order_chunks(order, chunk_epochs or schedule.chunk_epochs(n, config.batch_size)):
+            keep, losses, frame_list = set(rec.rows(rec.epochs_run, len(chunk)).tolist()), [], []
+            for e, row in enumerate(chunk):
+                if frames and e in keep:
+                    with torch.no_grad():
+                        frame_list.append(ex.frame(model, data.x).cpu().numpy())
+                sampler.row = row
+                for xb, yb in loader:
+                    loss = ex.loss_fn(model(xb), yb)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    losses.append(loss.detach())
+                bar.update()
+            # One device-to-host copy per chunk, not per step.
+            rec.add(torch.stack(losses).reshape(len(chunk), -1).cpu().numpy(),
+                    np.stack(frame_list) if frame_list else None)
+            if stop_on_divergence and rec.nonfinite_loss_step is not None:
+                break
+    return rec.result(to_numpy(model, example, form), time.perf_counter() - start)
