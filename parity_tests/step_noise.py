@@ -13,7 +13,10 @@ optimizer moment and input moved by one float32 ulp in a random direction (MEMBE
 times). To first order, moving a weight or an input by one ulp moves every product it
 enters, forward and backward, by one ulp of that product: the members' spread is what
 one rounding of every summand does to each result, cancellations, ReLU kinks near 0
-and Adam's division by a tiny sqrt(v) included. The bound is
+and Adam's division by a tiny sqrt(v) included. The backward's sums over the batch round at the scale of their terms, which moving
+the inputs does not model where the terms cancel: so each member's gradient also moves
+by one float32 ulp of the sum of |per-sample terms| (random sign) before the optimizer
+step propagates it. The bound is
 
     |jaxport - torch| <= NOISE_MULTIPLE x spread + RESULT_ULPS x ulp-scale of the result
 
@@ -78,6 +81,15 @@ def step_spread(cell, config, state, xb, yb, reference, seed: int = 0, members: 
             optimizer.state[stacked[path]] = entry
     optimizer.zero_grad()
     losses.sum().backward()
+    # The backward's own sums (over the batch) round at the scale of their terms, which
+    # moving the inputs does not model when the terms cancel: each member's gradient
+    # also moves by one float32 ulp of the sum of |per-sample terms|, in a random
+    # direction, before the optimizer propagates it.
+    scale = _summand_scale(model, loss_fn, {k: v.detach()[0] for k, v in stacked.items()}, x[0], y)
+    with torch.no_grad():
+        for k, v in stacked.items():
+            sign = torch.as_tensor(rng.integers(0, 2, v.shape) * 2 - 1, dtype=v.dtype, device=v.device)
+            v.grad.add_(sign * U32 * scale[k])
     grads = {paths[k]: v.grad.detach().cpu().numpy().copy() for k, v in stacked.items()}
     optimizer.step()
     new = {paths[k]: v.detach().cpu().numpy() for k, v in stacked.items()}
@@ -88,6 +100,19 @@ def step_spread(cell, config, state, xb, yb, reference, seed: int = 0, members: 
         return {k: np.max(np.abs(member[k] - np.asarray(ref[k], np.float64)), axis=0) for k in ref if k != "step"}
     loss_spread = float(np.max(np.abs(losses.detach().cpu().numpy() - reference[0])))
     return loss_spread, spread(grads, reference[1]), spread(new, reference[2]), spread(new_opt, reference[3])
+
+
+def _summand_scale(model, loss_fn, params: dict, x, y) -> dict:
+    """Per parameter entry, the sum over the batch of |that sample's term of the
+    gradient| (float64): the scale at which the batch sum rounds."""
+    import torch                                        # noqa: PLC0415
+    from torch.func import functional_call, grad, vmap  # noqa: PLC0415
+    n = x.shape[0]
+
+    def one(ps, xi, yi):                                # this sample's term of the mean loss
+        return loss_fn(functional_call(model, ps, (xi[None],)), yi[None]) / n
+    per_sample = vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
+    return {k: torch.abs(v).sum(0) for k, v in per_sample.items()}
 
 
 def output_spread(cell, params, x, reference, seed: int = 0, members: int = MEMBERS) -> np.ndarray:
