@@ -165,6 +165,17 @@ def markdown(record: dict) -> list:
     return out
 
 
+def write_record(path: Path, record: dict) -> None:
+    """The record with one line per verdict, so that a rerun's diff reads row by row."""
+    lines = ["{", f' "seconds": {json.dumps(record["seconds"])},', f' "markdown": {json.dumps(record["markdown"])},',
+             ' "results": [']
+    for i, w in enumerate(record["results"]):
+        rows = ",\n".join("   " + json.dumps(r) for r in w["runs"])
+        lines.append(f'  {{"cbwr": {json.dumps(w["cbwr"])}, "threads": {w["threads"]}, '
+                     f'"bugs": {json.dumps(w["bugs"])},\n   "runs": [\n{rows}]}}' + ("," if i < len(record["results"]) - 1 else ""))
+    path.write_text("\n".join(lines + [" ]", "}"]) + "\n")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", action="store_true")
@@ -179,7 +190,7 @@ def main() -> int:
     record = drive(args.quick)
     record["markdown"] = markdown(record)
     if not args.quick:
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        write_record(args.out, record)
     print("\n".join(record["markdown"]))
     bad = any(not r["passed"] for w in record["results"] for r in w["runs"]) or \
         any(not b["caught"] for w in record["results"] for b in w["bugs"])
