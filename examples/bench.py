@@ -226,9 +226,6 @@ def command(args) -> int:
             check_writable(args.json)
         except OSError as e:
             return _fail(f"--json {args.json}: cannot write there ({e.strerror or e})")
-    if args.dtype == "float64":
-        from jaxport.numerics import enable_x64
-        enable_x64()                          # before any jax array exists
     import torch
     from jaxport import numerics as jnum
     from torchref import numerics as tnum

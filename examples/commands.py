@@ -19,14 +19,13 @@ OUTPUT_SUFFIXES = {"save": weights.SUFFIXES, "history": (".json",), "gif": (".gi
 
 def load_backend(name: str, dtype: str, device: str):
     """The backend package (torchref or jaxport) with its training module loaded,
-    numerics pinned, x64 on for float64, and the device checked."""
+    numerics pinned and the device checked. (jaxport switches x64 on for its float64
+    calls only: nothing global here.)"""
     package = {"torch": "torchref", "jax": "jaxport"}[name]
     try:
         numerics = importlib.import_module(f"{package}.numerics")
     except ImportError as e:
         raise UsageError(f"backend {name} is not installed ({e})") from None
-    if name == "jax" and dtype == "float64":
-        numerics.enable_x64()       # before any jax array exists
     numerics.pin_numerics()
     try:
         (numerics.torch_device if name == "torch" else numerics.jax_device)(device)

@@ -135,6 +135,9 @@ def _name_the_comparisons(request):
     parity.current_test[0] = request.node.name
     yield
     parity.current_test[0] = ""
+    # The suite runs what users run: a test (or the code it calls) that leaves x64
+    # switched on would change every later test's float32 numbers.
+    assert jax.config.jax_enable_x64 is False, f"{request.node.name} left jax_enable_x64 on"
 
 
 def pytest_sessionstart(session):
