@@ -81,9 +81,12 @@ DEVICES_HELP = ("data parallel on N devices (default 1): each global batch split
 
 
 def request_host_devices(n: int) -> None:
-    """Before JAX starts: N CPU devices, appended to any XLA_FLAGS the user set (a count
-    already there wins). Read once, when JAX first initialises its backends."""
+    """Before JAX starts: N CPU devices (N / JAXPORT_NUM_PROCESSES in a multi-process
+    run), appended to any XLA_FLAGS the user set (a count already there wins). Read
+    once, when JAX first initialises its backends."""
     flags = os.environ.get("XLA_FLAGS", "")
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):      # N over several processes: a share each
+        n //= max(1, int(os.environ.get("JAXPORT_NUM_PROCESSES", "1") or 1))
     if n > 1 and "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 

@@ -27,6 +27,12 @@ def load_backend(name: str, dtype: str, device: str, devices: int = 1):
         raise UsageError(f"backend {name} is not installed ({e})") from None
     if name == "jax" and dtype == "float64":
         numerics.enable_x64()       # before any jax array exists
+    if name == "jax" and devices > 1:
+        from jaxport import parallel
+        try:                        # a multi-process run: join it before JAX starts
+            parallel.initialize_from_env(device)
+        except parallel.DevicesError as e:
+            raise UsageError(str(e)) from None
     numerics.pin_numerics()
     try:
         (numerics.torch_device if name == "torch" else numerics.jax_device)(device)

@@ -22,6 +22,7 @@ make_array_from_callback, which only touches this process's devices.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -36,6 +37,26 @@ from jaxport.numerics import jax_dtype
 
 compile_count = 0
 _programs = {}
+
+
+def initialize_from_env(device: str = "cpu") -> int:
+    """Join a multi-process run when JAX_COORDINATOR_ADDRESS (host:port of process 0),
+    JAXPORT_NUM_PROCESSES and JAXPORT_PROCESS_ID are set; returns the number of
+    processes (1 without them). On CPUs the processes' collectives go over gloo. Must
+    run before JAX initialises its backends."""
+    if not os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return 1
+    try:
+        processes, process_id = int(os.environ["JAXPORT_NUM_PROCESSES"]), int(os.environ["JAXPORT_PROCESS_ID"])
+    except (KeyError, ValueError):
+        raise DevicesError("JAX_COORDINATOR_ADDRESS is set: JAXPORT_NUM_PROCESSES and "
+                           "JAXPORT_PROCESS_ID must be integers too") from None
+    if device == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if not jax.distributed.is_initialized():
+        jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], num_processes=processes,
+                                   process_id=process_id)
+    return processes
 
 
 class DevicesError(ValueError):
