@@ -52,8 +52,15 @@ def shard_size(batch_size: int, devices: int) -> int:
     return -(-batch_size // devices)
 
 
+def rank_weight(world: int, batch_rows: int, rank_rows: int) -> float:
+    """The factor on a rank's summed loss. DDP divides the all-reduced gradients by
+    `world`, so world / batch_rows makes their average the gradient of the global mean
+    (rank_rows plays no part: that is the point)."""
+    return world / batch_rows
+
+
 def _train(rank, world, example, params, x, y, order, config, dtype, device, form, frames,
-           progress, stop_on_divergence, chunk_epochs) -> specs.FitResult:
+           progress, stop_on_divergence, chunk_epochs, rank_weight=rank_weight) -> specs.FitResult:
     """This rank's part of the run; every rank returns the whole run's result (the
     losses are all-reduced once per chunk, the parameters are DDP's replicas)."""
     from torchref import example_module, training
@@ -83,7 +90,7 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
                     mine = torch.as_tensor(batch[rank * s:(rank + 1) * s], device=dev)
                     part = summed(ddp(data.x[mine]), data.y[mine])
                     optimizer.zero_grad()
-                    (part * (world / len(batch))).backward()     # DDP then divides by world
+                    (part * rank_weight(world, len(batch), len(mine))).backward()
                     optimizer.step()
                     sums.append(part.detach())
                     rows.append(len(batch))
@@ -126,7 +133,8 @@ def fit(example, params, x, y, order, config, *, devices, dtype="float32", devic
     job = dict(example=example, params={k: np.asarray(v) for k, v in params.items()},
                x=np.asarray(x), y=np.asarray(y), order=order, config=config, dtype=dtype,
                device=device, form=form, frames=frames, progress=progress,
-               stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs)
+               stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs,
+               rank_weight=rank_weight)       # by reference: a test can plant another
     if device == "gpu" and torch.cuda.device_count() < devices:
         raise ValueError(f"--devices {devices}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
