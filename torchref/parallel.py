@@ -112,6 +112,7 @@ def _worker(rank, world, port, job, results):
         dist.init_process_group("nccl" if job["device"] == "gpu" else "gloo", rank=rank, world_size=world,
                                 init_method=f"tcp://127.0.0.1:{port}")
         result = _train(rank, world, **job)
+        dist.barrier()                 # no rank tears down gloo while another still talks
         if rank == 0:
             results.put(("ok", rank, result, ""))
     except BaseException as e:         # noqa: BLE001 - reported to the parent, which re-raises
