@@ -66,7 +66,8 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
     from torchref import example_module, training
     from torchref.convert import to_numpy
     ex = example_module(example)
-    dev = f"cuda:{rank % torch.cuda.device_count()}" if device == "gpu" else "cpu"
+    local = int(os.environ.get("LOCAL_RANK", rank))     # torchrun: this machine's rank
+    dev = f"cuda:{local % max(1, torch.cuda.device_count())}" if device == "gpu" else "cpu"
     model = training.build_model(example, params, dtype=dtype, form=form).to(dev)
     ddp = DistributedDataParallel(model, device_ids=[dev] if device == "gpu" else None)
     data = ex.Dataset(x, y, dtype=dtype)
