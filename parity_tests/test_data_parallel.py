@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import socket
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -220,3 +222,31 @@ def test_two_processes_of_two_devices_match_one_device(tmp_path):
         assert h["devices"] == 4 and "cpu x4" in outs[i]
         assert rel(h["step_losses"], one.step_losses) <= TOL
         assert max(rel(h["params"][k], one.params[k]) for k in one.params) <= TOL
+
+
+def test_ctrl_c_ends_every_rank(tmp_path):
+    """The CLI's torch DDP run, interrupted: exit 130, and no rank outlives it. (SIGINT's
+    handler is put back: background shells start jobs with it ignored.)"""
+    main_ = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "runpy.run_module('examples', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", main_, "run", "linear_regression", "--backend", "torch",
+                             "--devices", "2", "--epochs", str(10 ** 6), "--quiet",
+                             "--save", str(tmp_path / "p.npz")], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ranks = []
+        for _ in range(300):                    # until both ranks have started
+            ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                     if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+            if len(ranks) == 2:
+                break
+            time.sleep(0.1)
+        assert len(ranks) == 2
+        time.sleep(2)                           # into training
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.rstrip().endswith("interrupted"), err[-2000:]
+    _, alive = psutil.wait_procs(ranks, timeout=10)
+    assert alive == [] and list(tmp_path.iterdir()) == []
