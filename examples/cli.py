@@ -86,7 +86,10 @@ def request_host_devices(n: int) -> None:
     once, when JAX first initialises its backends."""
     flags = os.environ.get("XLA_FLAGS", "")
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):      # N over several processes: a share each
-        n //= max(1, int(os.environ.get("JAXPORT_NUM_PROCESSES", "1") or 1))
+        try:
+            n //= max(1, int(os.environ.get("JAXPORT_NUM_PROCESSES", "1")))
+        except ValueError:
+            raise UsageError("JAXPORT_NUM_PROCESSES must be an integer") from None
     if n > 1 and "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
