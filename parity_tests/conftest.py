@@ -137,16 +137,6 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture(autouse=True)
-def _x64_as_it_was():
-    """A float64 `compare` or `run` in-process switches jax_enable_x64 on for good, as the
-    command line must; every test after it expects the flag as the suite left it
-    (test_free_run_criterion's x64 tests failed after test_compare's float64 cell)."""
-    before = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", before)
-
-
-@pytest.fixture(autouse=True)
 def _name_the_comparisons(request):
     parity.current_test[0] = request.node.name
     yield

@@ -33,6 +33,15 @@ TOL = 1e-10                 # the float64 single-step tolerance (parity.py's tab
 REPORT = bool(os.environ.get("JAXPORT_REPORT"))
 
 
+@pytest.fixture(autouse=True)
+def _x64_as_it_was():
+    """compare --dtype float64 switches jax_enable_x64 on for the process, as the CLI
+    must; the rest of the suite expects the flag as it found it."""
+    before = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
 def fit(backend, example, devices, batch_size=20, epochs=10, dtype="float64"):
     x, y = specs.make_data(example)
     config = specs.DEFAULTS[example].replace(epochs=epochs, batch_size=batch_size, shuffle=True)
