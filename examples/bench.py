@@ -45,6 +45,11 @@ def configure(p) -> None:
     p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: tutorial,large")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    from examples.bench_parallel import devices_list
+    from examples.cli import DEVICES_HELP
+    p.add_argument("--devices", type=devices_list, default=(1,), metavar="N[,N...]",
+                   help="with counts other than 1: time data parallel jaxport and torch DDP on each "
+                        "(examples/bench_parallel.py) instead of the backends' table. " + DEVICES_HELP)
     # torch's default, a thread per core, gains nothing on these small matmuls and, when
     # another process takes a core, stalls at every barrier: the network's tutorial run
     # went from 0.8 s to 17-46 s on a shared 2-core machine. One thread is steady.
@@ -236,6 +241,19 @@ def command(args) -> int:
     if args.device == "gpu":                  # full float32 on both sides, like the floor's matmul
         tnum.pin_numerics(), jnum.pin_numerics()
     load = os.getloadavg()[0]     # other processes distort every timing: say how busy it was
+    if args.devices != (1,):
+        from examples import bench_parallel
+        error = bench_parallel.check(args)
+        if error:
+            return _fail(error)
+        torch.set_num_threads(1)              # as each DDP rank
+        report = {"results": bench_parallel.measure(names, sizes, args), "device": device_name(args.device),
+                  "versions": versions(), "dtype": args.dtype, "device_kind": args.device,
+                  "repeats": args.repeats, "load_average": [load, os.getloadavg()[0]]}
+        print(bench_parallel.table(report))
+        if args.json:
+            atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+        return 0
     # The peak with torch's own threads, before and after (the better of both): the
     # machine's, whatever --torch-threads gives the runs, and no one busy moment's.
     _say(f"measuring the {args.dtype} matmul peak on {args.device} ...")

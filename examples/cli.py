@@ -6,6 +6,7 @@ runs with the other missing. Bad input gets one line on stderr and exit status 2
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -68,7 +69,29 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--model", choices=("class", "sequential"), default="class",
                    help="the class model or (neural_network) its Sequential form")
     p.add_argument("--init", type=Path, help="initial parameters, .npz or .safetensors, PyTorch names")
+    p.add_argument("--devices", type=positive_int, default=1, metavar="N", help=DEVICES_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+DEVICES_HELP = ("data parallel on N devices (default 1): each global batch split into N equal "
+                "shards, the loss its global mean; torch: N DistributedDataParallel processes "
+                "(gloo on CPU); jax: jax.sharding over N devices, on a CPU made by setting "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N, which this command does "
+                "before JAX starts")
+
+
+def request_host_devices(n: int) -> None:
+    """Before JAX starts: N CPU devices (N / JAXPORT_NUM_PROCESSES in a multi-process
+    run), appended to any XLA_FLAGS the user set (a count already there wins). Read
+    once, when JAX first initialises its backends."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):      # N over several processes: a share each
+        try:
+            n //= max(1, int(os.environ.get("JAXPORT_NUM_PROCESSES", "1")))
+        except ValueError:
+            raise UsageError("JAXPORT_NUM_PROCESSES must be an integer") from None
+    if n > 1 and "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
 def build_parser() -> Parser:
@@ -101,6 +124,8 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        devices = getattr(args, "devices", 1)      # bench: a list
+        request_host_devices(max(devices) if isinstance(devices, (list, tuple)) else devices)
         if args.command == "list":
             print("\n".join(specs.EXAMPLES))
             return 0

@@ -17,22 +17,45 @@ OUTPUT_SUFFIXES = {"save": weights.SUFFIXES, "history": (".json",), "gif": (".gi
                    "plot": (".png", ".pdf", ".svg"), "out": (".npz",)}
 
 
-def load_backend(name: str, dtype: str, device: str):
+def load_backend(name: str, dtype: str, device: str, devices: int = 1):
     """The backend package (torchref or jaxport) with its training module loaded,
-    numerics pinned and the device checked. (jaxport switches x64 on for its float64
-    calls only: nothing global here.)"""
+    numerics pinned and the device (and `devices` of it) checked. (jaxport switches x64
+    on for its float64 calls only: nothing global here.)"""
     package = {"torch": "torchref", "jax": "jaxport"}[name]
     try:
         numerics = importlib.import_module(f"{package}.numerics")
     except ImportError as e:
         raise UsageError(f"backend {name} is not installed ({e})") from None
+    if name == "jax" and devices > 1:
+        from jaxport import parallel
+        try:                        # a multi-process run: join it before JAX starts
+            parallel.initialize_from_env(device)
+        except parallel.DevicesError as e:
+            raise UsageError(str(e)) from None
     numerics.pin_numerics()
     try:
         (numerics.torch_device if name == "torch" else numerics.jax_device)(device)
     except numerics.NoGPUError as e:
         raise UsageError(str(e)) from None
+    if devices > 1:
+        check_devices(name, device, devices)
     importlib.import_module(f"{package}.training")
     return importlib.import_module(package)
+
+
+def check_devices(backend: str, device: str, devices: int) -> None:
+    """--devices N needs N devices: torch N CUDA GPUs for --device gpu (N CPU processes
+    otherwise), JAX N devices of the platform (made on a CPU by XLA_FLAGS, cli.py)."""
+    if backend == "torch":
+        import torch
+        if device == "gpu" and torch.cuda.device_count() < devices:
+            raise UsageError(f"--devices {devices}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+        return
+    from jaxport import parallel
+    try:
+        parallel.mesh(devices, device)
+    except parallel.DevicesError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_args(args) -> None:
@@ -52,6 +75,12 @@ def check_args(args) -> None:
             raise UsageError(f"{args.name} is a demo without training: {', '.join(used)} not applicable")
     elif args.model not in specs.forms(args.name):
         raise UsageError(f"{args.name} has no {args.model} form (only neural_network has sequential)")
+    devices = getattr(args, "devices", 1)
+    if devices > 1 and args.name in specs.TRAINABLE and devices > config_of(args).batch_size:
+        raise UsageError(f"--devices {devices}: more devices than rows in a batch "
+                         f"({config_of(args).batch_size}); every device needs at least one")
+    if devices > 1 and args.name in specs.DEMOS:
+        raise UsageError(f"{args.name} is a demo without training: --devices not applicable")
     if getattr(args, "gif", None) is not None and args.epochs == 0:
         raise UsageError("--gif needs at least one epoch to animate")
 
@@ -110,7 +139,8 @@ def train(args, backend, params, frames=False, stop_on_divergence=False):
     order = schedule.EpochOrder(len(x), config.epochs, config.shuffle, args.seed)
     kw = dict(dtype=args.dtype, device=args.device, form=args.model)
     result = backend.training.fit(args.name, params, x, y, order, config, frames=frames,
-                                  progress=not args.quiet, stop_on_divergence=stop_on_divergence, **kw)
+                                  progress=not args.quiet, stop_on_divergence=stop_on_divergence,
+                                  devices=args.devices, **kw)
     final_loss, _ = backend.training.loss_and_grads(args.name, result.params, x, y, **kw)
     metrics = {"final_loss": final_loss}
     if args.name == "logistic_regression":
@@ -120,7 +150,7 @@ def train(args, backend, params, frames=False, stop_on_divergence=False):
 
 def run(args) -> int:
     check_args(args)
-    backend = load_backend(args.backend, args.dtype, args.device)
+    backend = load_backend(args.backend, args.dtype, args.device, args.devices)
     header = {"example": args.name, "backend": args.backend, "dtype": args.dtype,
               "device": args.device, "seed": args.seed}
     if args.name in specs.DEMOS:
@@ -129,7 +159,8 @@ def run(args) -> int:
     result, metrics = train(args, backend, params, frames=args.gif is not None, stop_on_divergence=True)
     config = config_of(args)
     per_epoch = specs.steps_per_epoch(len(specs.make_data(args.name, args.seed)[0]), config.batch_size)
-    print(f"{args.backend} {args.name} ({args.dtype}, {args.device}): {result.epochs_run} epochs, "
+    on = f"{args.device} x{args.devices}" if args.devices > 1 else args.device
+    print(f"{args.backend} {args.name} ({args.dtype}, {on}): {result.epochs_run} epochs, "
           f"{result.epochs_run * per_epoch} steps in {result.train_seconds:.3f} s"
           + (f" (+{result.compile_seconds:.2f} s compile)" if result.compile_seconds > 0.001 else ""))
     print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -139,7 +170,7 @@ def run(args) -> int:
     diverged = outcome.first_nonfinite_step(result)
     if args.history:        # also for a diverged run: it is the evidence
         write_json(args.history, {
-            **header, "model": args.model, "epochs": config.epochs, "batch_size": config.batch_size,
+            **header, "devices": args.devices, "model": args.model, "epochs": config.epochs, "batch_size": config.batch_size,
             "shuffle": config.shuffle, "lr": config.lr, "optimizer": config.optimizer,
             "epochs_run": result.epochs_run, "diverged_at_step": diverged,
             "recorded_epochs": None if result.recorded_epochs is None else result.recorded_epochs.tolist(),

@@ -29,8 +29,8 @@ def compare(args) -> int:
     """The parity ladder's rungs 2-7 for this configuration; exit 0 when jaxport agrees
     with torch within rounding noise, 1 when it differs."""
     check_args(args)
-    torch_be = load_backend("torch", args.dtype, args.device)
-    jax_be = load_backend("jax", args.dtype, args.device)
+    torch_be = load_backend("torch", args.dtype, args.device, args.devices)
+    jax_be = load_backend("jax", args.dtype, args.device, args.devices)
     if args.name == "tensor_interop":
         raise UsageError("tensor_interop has no numbers to compare; run it with --backend")
     if args.name == "bce_from_primitives":
@@ -48,14 +48,17 @@ def compare(args) -> int:
     import ladder  # noqa: PLC0415 (on the path once _parity_suite ran)
     torch_be.numerics.pin_numerics()
     cell = ladder.Cell(args.name, args.model, args.dtype, args.device)
+    # Rungs 6-7 (the free runs) use fit on args.devices devices on both sides; rungs 2-5
+    # are single steps from a given state, the same on any number of devices.
     run = ladder.Run("compare", config_of(args), seed=args.seed,
-                     init=str(args.init) if args.init else "shared")
+                     init=str(args.init) if args.init else "shared", devices=args.devices)
     init = f"from {args.init}" if args.init else f"shared (seed {args.seed})"
     diverged = _divergence(args, config, ladder.torch_fit(cell, run), ladder.jax_fit(cell, run))
     if diverged is not None:
         return diverged
     verdict = gate.judge(cell, run, progress=not args.quiet)
-    print(f"{args.name}: jaxport vs torch, {args.dtype}, {args.device}, {args.model} form, init {init}")
+    on = f"{args.device}, {args.devices} devices (data parallel, rungs 6-7)" if args.devices > 1 else args.device
+    print(f"{args.name}: jaxport vs torch, {args.dtype}, {on}, {args.model} form, init {init}")
     if not args.quiet:
         print("\n".join(gate.table(verdict)))
     chaotic = verdict.horizon < verdict.steps

@@ -25,11 +25,13 @@ def jax_dtype(dtype: str):
 
 
 def jax_device(device: str):
+    # This process's first device: the same as jax.devices()[0] in one process; in a
+    # multi-process run (jaxport/parallel.py) the global first belongs to process 0.
     if device == "cpu":
-        return jax.devices("cpu")[0]
+        return jax.local_devices(backend="cpu")[0]
     if device == "gpu":
         try:
-            return jax.devices("gpu")[0]
+            return jax.local_devices(backend="gpu")[0]
         except RuntimeError:
             raise NoGPUError("--device gpu: JAX sees no GPU on this machine") from None
     raise ValueError(f"unknown device {device!r} (use cpu or gpu)")

@@ -186,9 +186,11 @@ def batch_indices(order: np.ndarray, batch_size: int):
     return idx.reshape(epochs, steps, batch_size).astype(np.int32), weight
 
 
-def _train_program(example, graphdef, config, frames):
+def _train_program(example, graphdef, config, frames, batch_sharding=None):
     """A run of epochs as one function of arrays: scan over epochs of scan over batches.
-    The optimizer state goes in and out, so a long run is this program chunk after chunk."""
+    The optimizer state goes in and out, so a long run is this program chunk after chunk.
+    batch_sharding: data parallel (jaxport/parallel.py), each batch's rows split across
+    the devices; None on one device."""
     ex, tx = example_module(example), make_optimizer(config)
     value_and_grad = jax.value_and_grad(_loss_fn(example, graphdef))
 
@@ -196,7 +198,10 @@ def _train_program(example, graphdef, config, frames):
         def step(carry, batch):
             state, opt_state = carry
             ib, wb = batch                         # (B,), (B, 1) or None
-            loss, grads = value_and_grad(state, x[ib], y[ib], wb)
+            xb, yb = x[ib], y[ib]
+            if batch_sharding is not None:         # each device its own rows of the batch
+                xb, yb = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (xb, yb))
+            loss, grads = value_and_grad(state, xb, yb, wb)
             updates, opt_state = tx.update(grads, opt_state, state)
             return (optax.apply_updates(state, updates), opt_state), loss
 
@@ -212,7 +217,8 @@ def _train_program(example, graphdef, config, frames):
 
 @dtype_scoped
 def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", form="class",
-        frames=False, progress=False, stop_on_divergence=False, chunk_epochs=None) -> specs.FitResult:
+        frames=False, progress=False, stop_on_divergence=False, chunk_epochs=None,
+        devices=1) -> specs.FitResult:
     """The whole run from `params`, compiled once per configuration and then reused.
 
     order: (epochs, N) sample indices (specs.batch_order) or a schedule.EpochOrder.
@@ -220,9 +226,16 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
     chunk_epochs epochs at a time (one compilation for all full chunks, bit-identical to
     one program), so memory stays bounded. frames: record the animation's state
     (module.frame) at the start of every kept epoch. stop_on_divergence: stop after the
-    chunk in which a loss became inf or NaN.
+    chunk in which a loss became inf or NaN. devices: data parallel over that many
+    devices (jaxport/parallel.py: the global batch split, the loss its global weighted
+    mean); 1 is this function's own single-device path.
     """
     global compile_count
+    if devices != 1:
+        from jaxport import parallel
+        return parallel.fit(example, params, x, y, order, config, devices=devices, dtype=dtype,
+                            device=device, form=form, frames=frames, progress=progress,
+                            stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs)
     epochs, n = schedule.order_size(order)
     size = chunk_epochs or schedule.chunk_epochs(n, config.batch_size)
     graphdef, state = _split(example, params, dtype, device, form)

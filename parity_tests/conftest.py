@@ -27,6 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))    # the helpers beside
 # Read when JAX first initialises its backends, which is later than this.
 if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+# Four CPU devices for the data-parallel tests (test_data_parallel.py). Everything else
+# runs on the first, the default device, and its numbers are bit for bit those of a
+# one-device process (checked by test_data_parallel.py's subprocess test).
+HOST_DEVICES = 4
+if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += f" --xla_force_host_platform_device_count={HOST_DEVICES}"
 
 import jaxport.numerics  # noqa: E402
 import jax  # noqa: E402

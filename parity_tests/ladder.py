@@ -4,6 +4,7 @@ through parity.check; the tests and the planted-bug test call the same functions
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -243,8 +244,10 @@ def rung5_teacher_forced(cell: Cell, run: Run | None = None, max_steps: int | No
                   quantity="(self) torch teacher == torchref.train_step")
     flush()
     n = len(losses)
-    check(np.array(losses), torch_fit(cell, run).step_losses[:n], where=cell.where(run), rung=5,
-          tol=EXACT, quantity="(self) torch teacher's losses == torchref.fit", step_axis=True)
+    # The teacher is torch's one-device loop: it must be torchref.fit's on one device.
+    one_device = dataclasses.replace(run, devices=1)
+    check(np.array(losses), torch_fit(cell, one_device).step_losses[:n], where=cell.where(run), rung=5,
+          tol=EXACT, quantity="(self) torch teacher's losses == torchref.fit (one device)", step_axis=True)
     return n
 
 

@@ -49,12 +49,16 @@ class Run:
     distribution drawn with numpy.random.default_rng(N)) or a weights file's path.
     jax_nudge: when not 0, jaxport starts from the initial weights moved by one ulp in
     a random direction drawn from this seed (a simulated machine whose rounding starts
-    differing at once); torch always starts from the weights themselves."""
+    differing at once); torch always starts from the weights themselves.
+    devices: both backends' fit run data parallel on that many devices (rungs 6-7;
+    rungs 2-5 are single steps that do not depend on it); the reference
+    ensemble stays one-device torch, so N devices are judged against one."""
     label: str
     config: specs.TrainConfig
     seed: int = SEED
     init: str = "shared"
     jax_nudge: int = 0
+    devices: int = 1
 
     def order(self, n: int) -> np.ndarray:
         return specs.batch_order(n, self.config.epochs, self.config.shuffle, self.seed)
@@ -115,7 +119,8 @@ def torch_fit(cell: Cell, run: Run) -> specs.FitResult:
     k = (cell, dataclasses.replace(run, jax_nudge=0))
     if k not in _TORCH:
         x, y = data(cell.example, run.seed)
-        _TORCH[k] = tt.fit(cell.example, init(cell.example, run), x, y, run.order(len(x)), run.config, **cell.kw)
+        _TORCH[k] = tt.fit(cell.example, init(cell.example, run), x, y, run.order(len(x)), run.config,
+                           devices=run.devices, **cell.kw)
     return _TORCH[k]
 
 
@@ -123,7 +128,7 @@ def jax_fit(cell: Cell, run: Run) -> specs.FitResult:
     if (cell, run) not in _JAX:
         x, y = data(cell.example, run.seed)
         _JAX[(cell, run)] = jt.fit(cell.example, jax_init(cell.example, run, cell.dtype), x, y,
-                                   run.order(len(x)), run.config, **cell.kw)
+                                   run.order(len(x)), run.config, devices=run.devices, **cell.kw)
     return _JAX[(cell, run)]
 
 
@@ -143,7 +148,7 @@ def reference_noise(cell: Cell, run: Run) -> dict:
     """The torch perturbation ensemble of this run (parity_tests/ensemble.py) and what
     rungs 6-7 need of it: per-member step losses and fitted models. The Sequential
     form reuses the class form's when torch's own runs of the two agree bit for bit."""
-    run = dataclasses.replace(run, jax_nudge=0)
+    run = dataclasses.replace(run, jax_nudge=0, devices=1)      # the one-device reference
     k = (cell, run, "noise")
     if k in _TORCH:
         return _TORCH[k]

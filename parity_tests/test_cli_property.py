@@ -28,6 +28,7 @@ VALUES = {
     "--batch-size": ["30", "100", "7", "1000"],
     "--lr": ["1e6", "0.2", "0.01"],
     "--seed": ["0", "5", "4294967295"],
+    "--devices": ["1", "1", "2"],          # 2: torch spawns DDP ranks, so rarely
 }
 BAD = [("--dtype", "float16"), ("--device", "gpu"), ("--device", "tpu"), ("--epochs", "-1"),
        ("--epochs", "2.5"), ("--batch-size", "0"), ("--lr", "0"), ("--lr", "-1"), ("--lr", "nan"),
@@ -35,7 +36,8 @@ BAD = [("--dtype", "float16"), ("--device", "gpu"), ("--device", "tpu"), ("--epo
        ("--model", "sequential"), ("--init", "nan"), ("--init", "misshaped"), ("--init", "truncated"),
        ("--init", "missing"), ("name", "nope"), ("name", "tensor_interop"), ("--backend", "tensorflow"),
        ("--save", "missing dir"), ("--history", "directory"), ("--gif", "proc"), ("--plot", "wrong suffix"),
-       ("--gif", "epochs 0")]
+       ("--gif", "epochs 0"), ("--devices", "0"), ("--devices", "-2"), ("--devices", "5000"),
+       ("--devices", "x")]
 
 
 def output_path(root: Path, flag: str, kind: str) -> str:
@@ -70,6 +72,8 @@ def command_lines(draw, root: Path, command: str):
                               max_size=2, unique=True))
         argv += ["--no-compile", "--sizes", draw(st.sampled_from(["tutorial", "bogus", ""]))]
         argv += ["--repeats", draw(st.sampled_from(["1", "0", "-3"]))]
+        if draw(st.booleans()):
+            argv += ["--devices", draw(st.sampled_from(["1", "0", "1,x", "9"]))]
         if draw(st.booleans()):
             argv += ["--json", output_path(root, "json", draw(st.sampled_from(["good", "proc", "missing dir"])))]
         return argv

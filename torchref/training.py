@@ -137,14 +137,23 @@ def train_step(example, params, opt_state, x, y, config, *, dtype="float32", dev
 
 
 def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", form="class",
-        frames=False, progress=False, stop_on_divergence=False, chunk_epochs=None) -> specs.FitResult:
+        frames=False, progress=False, stop_on_divergence=False, chunk_epochs=None,
+        devices=1) -> specs.FitResult:
     """The tutorial's loop over epochs and DataLoader batches, from `params`.
 
     order: (epochs, N) sample indices (specs.batch_order) or a schedule.EpochOrder,
     drawn a chunk of epochs at a time, the same chunks as jaxport's, so memory stays
     bounded. frames: record the animation's state (module.frame) at the start of every
     kept epoch. stop_on_divergence: stop after the chunk in which a loss became inf/NaN.
+    devices: data parallel over that many DistributedDataParallel processes
+    (torchref/parallel.py: the global batch split, the loss its global mean); 1 is this
+    function's own single-process loop.
     """
+    if devices != 1:
+        from torchref import parallel
+        return parallel.fit(example, params, x, y, order, config, devices=devices, dtype=dtype,
+                            device=device, form=form, frames=frames, progress=progress,
+                            stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs)
     ex = example_module(example)
     model = build_model(example, params, dtype=dtype, device=device, form=form)
     data = ex.Dataset(x, y, dtype=dtype, device=device)
