@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from jaxport import losses
-from jaxport.numerics import jax_device
+from jaxport.numerics import dtype_scope, jax_device
 from parity import check, tolerance
 from torchref.numerics import torch_device, torch_dtype
 
@@ -25,6 +25,11 @@ def saturated_inputs(dtype: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_saturated_bce(cell) -> None:
+    with dtype_scope(cell.dtype):      # float64 arrays need x64, for this check only
+        _check(cell)
+
+
+def _check(cell) -> None:
     dtype, device = cell.dtype, cell.device
     p, y = saturated_inputs(dtype)
     pt = torch.tensor(p, dtype=torch_dtype(dtype), device=torch_device(device), requires_grad=True)

@@ -44,7 +44,7 @@ def ranks_left() -> list:
     """Our child processes, but multiprocessing's resource tracker: one per parent, started
     with the first spawn and meant to live until the parent exits."""
     return [p for p in psutil.Process().children(recursive=True)
-            if "resource_tracker" not in " ".join(p.cmdline())]
+            if "resource_tracker import" not in " ".join(p.cmdline())]
 
 
 def rel(a, b) -> float:
@@ -239,7 +239,7 @@ def test_ctrl_c_ends_every_rank(tmp_path):
         ranks = []
         for _ in range(300):                    # until both ranks have started
             ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                     if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+                     if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker import" not in " ".join(p.cmdline())]
             if len(ranks) == 2:
                 break
             time.sleep(0.1)

@@ -157,6 +157,7 @@ DDP = textwrap.dedent("""
         if rank == 0:
             queue.put([model.weight.detach().numpy().tolist(), model.bias.item(),
                        model.weight.grad.numpy().tolist()])
+        dist.barrier()          # no rank tears gloo down while the other still talks to it
         dist.destroy_process_group()
 
     if __name__ == "__main__":

@@ -142,6 +142,11 @@ def fit(example, params, x, y, order, config, *, devices, dtype="float32", devic
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return _fit_launched(devices, job)
     ctx = mp.get_context("spawn")
+    # Ranks killed on Ctrl-C or an error leave a semaphore that multiprocessing's resource
+    # tracker cleans up anyway; its warning would be a second stderr line after our one.
+    # The tracker process takes its warning filters from sys.warnoptions when it starts.
+    if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+        sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     results = ctx.Queue()
     port = free_port()
     procs = [ctx.Process(target=_worker, args=(rank, devices, port, job, results), daemon=True)
