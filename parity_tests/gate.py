@@ -39,7 +39,7 @@ def judge(cell: ladder.Cell, run: ladder.Run, progress=True) -> Verdict:
                 ladder.LADDER[rung](cell, run)
             except parity.ParityError as error:
                 failures.append((rung, str(error)))
-    v = ladder.free_run_verdict(cell, run)
+        v = ladder.free_run_verdict(cell, run)        # inside: a compare stays out of the report
     return Verdict(agree=not failures, rows=list(records.values()), failures=failures,
                    horizon=v["horizon"], steps=v["steps"],
                    spread_final=float(v["spread"][-1]) if v["steps"] else 0.0,
