@@ -96,14 +96,14 @@ def plot(image: Path, title: str, v: dict) -> None:
     for i, member in enumerate(v["noise"]["step_losses"]):
         top.plot(steps, member, color="0.7", lw=0.6, label="torch ensemble (1 ulp per step)" if i == 0 else None)
         d = np.abs(member - v["torch"].step_losses)
-        bottom.plot(steps[d > 0], d[d > 0], ".", ms=1, color="0.6", label="\\|member - torch\\|" if i == 0 else None)
+        bottom.plot(steps[d > 0], d[d > 0], ".", ms=1, color="0.6", label="|member - torch|" if i == 0 else None)
     top.plot(steps, v["torch"].step_losses, color="k", lw=1, label="torch")
     top.plot(steps, v["jax"].step_losses, color="tab:red", lw=0.8, ls="--", label="jaxport")
     top.set_yscale("log")
     top.set_ylabel("loss")
     top.legend(fontsize=8)
     d = v["diff"]
-    bottom.plot(steps[d > 0], d[d > 0], ".", ms=2.5, color="tab:red", label="\\|jaxport - torch\\|")
+    bottom.plot(steps[d > 0], d[d > 0], ".", ms=2.5, color="tab:red", label="|jaxport - torch|")
     bottom.plot(steps[:h], v["allowed"][:h], color="tab:blue", lw=1.2, label="bound before the horizon")
     if h < v["steps"]:
         for ax in (top, bottom):
