@@ -300,6 +300,13 @@ def measure(names, sizes, args) -> list[dict]:
     return results
 
 
+def align(rows: list, left: int) -> list[str]:
+    """Text table lines: the first `left` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            for row in rows]
+
+
 def _ratio(a, b):
     return f"{a / b:.1f}x" if a is not None and b else "-"
 
@@ -315,9 +322,7 @@ def table(report: dict) -> str:
                       sec(r["jax_s"], r["jax_compile_s"]), sec(r["floor_s"]),
                       _ratio(r["torch_eager_s"], r["jax_s"]), _ratio(r["jax_s"], r["floor_s"]),
                       _ratio(r["torch_compile_s"], r["jax_s"])) for r in report["results"]]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    lines = align(rows, left=2)
     lines.append(f"{report['dtype']} on {report['device']}; peak {report['peak_gflops']:.1f} GFLOP/s; "
                  f"median of {report['repeats']}; torch threads {report['torch_threads']}; "
                  f"(n): seconds spent compiling; load average {report['load_average'][0]:.1f} at start")

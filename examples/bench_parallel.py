@@ -104,9 +104,8 @@ def table(report: dict) -> str:
                      "-" if r["shard_step_s"] is None else f"{r['shard_step_s']:.3g}",
                      "-" if r["comm_share"] is None else f"{100 * r['comm_share']:.0f}%",
                      f"{one / r['step_s']:.2f}x" if one else "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    from examples.bench import align  # noqa: PLC0415 (bench imports this module)
+    lines = align(rows, left=3)
     lines.append(f"{report['dtype']} on {report['device']}; median of {report['repeats']}; torch threads "
                  f"1 per rank; load average {report['load_average'][0]:.1f} at start; vs N=1: speed-up "
                  f"(below 1x: slower); comm share: 1 - (one shard on 1 device) / (N-device step)")
