@@ -1,4 +1,4 @@
-"""The parity ladder (DESIGN.md), one test per rung, for every example, form, dtype and
+"""The parity ladder (docs/design.md), one test per rung, for every example, form, dtype and
 device: jaxport against the torch reference, at the default (the tutorial's) run."""
 import ladder
 
@@ -32,8 +32,8 @@ def test_teacher_forced(cell):
 
 
 def test_free_running(cell):
-    """Rung 6: the whole run's per-step losses and fitted parameters; float32 against the
-    measured noise envelope."""
+    """Rung 6: the whole run's per-step losses up to the horizon, then its outcome, against
+    torch's own perturbation ensemble (criterion.py), in both dtypes."""
     ladder.rung6_free_running(cell)
 
 
