@@ -197,7 +197,7 @@ def build_images() -> None:
     what `python -m examples run NAME --backend jax` gives. Each takes seconds (the
     GIF writer blits, and the run is one compiled program), about 30 s in all.
     """
-    from examples import specs          # the editable install; imported late, on purpose
+    from portcore import specs          # the editable install; imported late, on purpose
     import diagrams                     # docs/diagrams.py: the guide's drawings
     IMAGES.mkdir(exist_ok=True)
     print("docs/build.py: drawing the diagrams", flush=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from examples import specs
-from examples.weights import atomic_write
+from portcore import specs
+from portcore.weights import atomic_write
 
 SIZES = ("tutorial", "large")
 # Large: 10,000 points in batches of 100, so 100 steps an epoch instead of the
@@ -226,7 +226,7 @@ def command(args) -> int:
     if args.repeats < 1 or args.torch_threads < 0:
         return _fail("--repeats must be at least 1 and --torch-threads 0 or more")
     if args.json:       # checked now: the measurements take minutes
-        from examples.weights import check_writable
+        from portcore.weights import check_writable
         try:
             check_writable(args.json)
         except OSError as e:

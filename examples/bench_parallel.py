@@ -19,7 +19,7 @@ import statistics
 
 import numpy as np
 
-from examples import specs
+from portcore import specs
 
 
 def devices_list(text: str) -> tuple[int, ...]:

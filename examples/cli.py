@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples import specs, weights
+from portcore import specs, weights
 
 
 class UsageError(Exception):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from examples import outcome, schedule, specs, weights
+from portcore import schedule, specs, weights
+from examples import outcome
 from examples.cli import UsageError
 
 TRAIN_ONLY = ("epochs", "batch_size", "lr", "init", "save", "gif", "plot")

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from examples import specs
+from portcore import specs
 
 
 def run() -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from examples import specs
+from portcore import specs
 
 DIVERGED = 3          # the command line's exit status for a run that diverged
 

@@ -7,7 +7,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from examples import outcome, specs, weights
+from portcore import specs, weights
+from examples import outcome
 from examples.cli import UsageError
 from examples.commands import check_args, config_of, diff, load_backend
 

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image     # matplotlib's own dependency, which its PillowWriter uses too
 
-from examples.weights import atomic_write
+from portcore.weights import atomic_write
 
 FIGSIZE = (12, 7)        # inches, as in the tutorial
 FRAME_MS = 100           # per GIF frame

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from examples import specs
+from portcore import specs
 from jaxport.losses import bce
 from jaxport.numerics import dtype_scope, jax_device, jax_dtype
 

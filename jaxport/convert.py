@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from examples import specs
-from examples.weights import check_params
+from portcore import specs
+from portcore.weights import check_params
 
 
 def nnx_path(name: str, form: str) -> tuple:

@@ -4,7 +4,7 @@ Twin: torchref/linear_regression.py.
 """
 from flax import nnx
 
-from examples import specs
+from portcore import specs
 from jaxport.layers import torch_linear
 from jaxport.losses import mse
 from jaxport.numerics import jax_dtype

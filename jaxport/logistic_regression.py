@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from examples import specs
+from portcore import specs
 from jaxport.layers import torch_linear
 from jaxport.losses import bce
 from jaxport.numerics import jax_dtype

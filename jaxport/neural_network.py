@@ -5,7 +5,7 @@ parameters. Twin: torchref/neural_network.py.
 """
 from flax import nnx
 
-from examples import specs
+from portcore import specs
 from jaxport.layers import torch_linear
 from jaxport.losses import mse
 from jaxport.numerics import jax_dtype

@@ -13,7 +13,7 @@ are replicated; each batch's gathered rows (and weights) are constrained to
 NamedSharding(mesh, P("data")), so XLA's SPMD partitioner runs each device's rows on
 that device and inserts the all-reduces of the loss's sums and of the gradients. The
 loss function is the one-device one, so the global weighted mean holds by construction.
-The whole run stays one compiled program per chunk (examples/schedule.py).
+The whole run stays one compiled program per chunk (portcore/schedule.py).
 
 On a CPU, N devices need XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX
 starts (the CLI sets it). Several processes (jax.distributed.initialize) see one global
@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from examples import schedule, specs
+from portcore import schedule, specs
 from jaxport.convert import to_numpy
 from jaxport.numerics import jax_dtype
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from examples import specs
+from portcore import specs
 
 
 def address(array) -> int:

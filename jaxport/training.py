@@ -1,6 +1,6 @@
 """Training with Optax, generic over the examples. `fit` compiles the whole run, every
 epoch and every batch, into one XLA program (two nested lax.scan), or for a long run
-one program per chunk of epochs (see examples/schedule.py); parameters and
+one program per chunk of epochs (see portcore/schedule.py); parameters and
 optimizer state cross this API as numpy mappings with PyTorch names, so the torch
 twin can be fed the same state. Twin: torchref/training.py.
 
@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-from examples import schedule, specs
+from portcore import schedule, specs
 from jaxport import example_module
 from jaxport.convert import load_numpy, to_numpy, to_state
 from jaxport.numerics import dtype_scoped, jax_device, jax_dtype

@@ -46,7 +46,7 @@ torchref.numerics.pin_numerics()
 torch.set_num_threads(1)
 
 import parity  # noqa: E402
-from examples import specs  # noqa: E402
+from portcore import specs  # noqa: E402
 from runs import Cell  # noqa: E402
 
 DTYPES = ("float32", "float64")

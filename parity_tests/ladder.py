@@ -15,7 +15,7 @@ import jaxport.training as jt
 import parity
 import step_noise
 import torchref.training as tt
-from examples import specs
+from portcore import specs
 from free_run import free_run_verdict, rung6_free_running, rung7_fitted_model  # noqa: F401
 from parity import EXACT, ParityError, check, recording_into, tolerance
 from runs import (SEED, Cell, Run, batches, clear_jax_caches, data, default_run,  # noqa: F401

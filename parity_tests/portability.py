@@ -35,7 +35,7 @@ DTYPES = ("float32", "float64")
 
 def variants(example: str) -> list:
     """The default run and test_parity_variants' runs (label, changes) for an example."""
-    from examples import specs
+    from portcore import specs
     net = example == "neural_network"
     epochs = 25 if net else specs.DEFAULTS[example].epochs
     out = [("default", {}), ("batch 30, shuffled", dict(batch_size=30, shuffle=True, epochs=epochs)),
@@ -67,7 +67,7 @@ def worker(args) -> dict:
     torch.set_num_threads(args.threads)
     import ladder
     import test_parity_planted_bugs as planted
-    from examples import specs
+    from portcore import specs
     runs, bugs = [], []
     examples = ("neural_network",) if args.quick else specs.TRAINABLE
     for example in examples:

@@ -15,7 +15,7 @@ import numpy as np
 import jaxport.training as jt
 import torchref.training as tt
 import ensemble
-from examples import specs, weights
+from portcore import specs, weights
 from teacher import JaxStepper
 
 SEED = specs.DEFAULT_SEED

@@ -25,7 +25,7 @@ import jaxport.convert as jc
 import jaxport.training as jt
 import torchref
 import torchref.training as tt
-from examples import specs
+from portcore import specs
 from jaxport.numerics import dtype_scope, jax_device, jax_dtype
 
 # Optax's state fields and torch's names for the same moments.

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from examples import specs, weights
+from portcore import specs, weights
 from examples.cli import main
 
 

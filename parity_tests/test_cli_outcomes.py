@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from examples import schedule, specs, weights
+from portcore import schedule, specs, weights
 from parity_tests.test_cli import assert_usage_error, run_cli
 
 LINEAR = ("run", "linear_regression")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from examples import specs, weights
+from portcore import specs, weights
 from examples.cli import main
 
 EXIT_STATUSES = {0, 1, 2, 3}

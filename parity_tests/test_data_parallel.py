@@ -25,7 +25,7 @@ import jaxport.parallel as jp
 import jaxport.training as jt
 import torchref.parallel as tp
 import torchref.training as tt
-from examples import specs, weights
+from portcore import specs, weights
 from examples.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from examples import specs
+from portcore import specs
 from jaxport import training as jax_training
 from torchref import training as torch_training
 

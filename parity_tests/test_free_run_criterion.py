@@ -14,7 +14,7 @@ import pytest
 
 import ladder
 import parity
-from examples import specs
+from portcore import specs
 from jaxport.optim import torch_adam
 from test_parity_planted_bugs import lr_off
 
@@ -37,7 +37,7 @@ def test_the_command_lines_float32_is_the_suites_whatever_the_x64_flag(tmp_path,
 
 
 def _shared_init_file(tmp_path) -> str:
-    from examples import weights
+    from portcore import weights
     path = tmp_path / "init.npz"
     weights.save(path, specs.shared_init(NETWORK))
     return str(path)

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.optim as optim
 from flax import nnx
 
-from examples import specs
+from portcore import specs
 
 
 def tutorial_loop(x, y, init):

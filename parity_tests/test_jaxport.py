@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import stats
 
-from examples import specs
-from examples.weights import WeightsError
+from portcore import specs
+from portcore.weights import WeightsError
 from jaxport import convert, losses
 from jaxport import training as jax_training
 from torchref import training as torch_training

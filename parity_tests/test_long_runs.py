@@ -4,7 +4,8 @@ a caller's buffer."""
 import numpy as np
 import pytest
 
-from examples import outcome, schedule, specs
+from portcore import schedule, specs
+from examples import outcome
 from jaxport import training as jax_training
 from torchref import training as torch_training
 

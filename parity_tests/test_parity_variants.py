@@ -7,7 +7,7 @@ network's variants run 25-100 epochs (100 steps) instead of 1000, to keep the su
 import pytest
 
 import ladder
-from examples import specs
+from portcore import specs
 
 REGRESSIONS = ("linear_regression", "logistic_regression")
 NETWORK = ("neural_network",)
@@ -30,7 +30,7 @@ def epochs(cell, network_epochs: int) -> int:
 @pytest.mark.parity_cells(forms=("class",))
 def test_shuffled_minibatch_run(cell):
     """Batch 30 of 100 samples, a new permutation every epoch (drawn once in
-    examples.specs): four steps an epoch, the last on 10 samples (drop_last=False),
+    portcore.specs): four steps an epoch, the last on 10 samples (drop_last=False),
     which jaxport pads to 30 with zero weights inside its compiled loop."""
     run_variant(cell, "batch 30, shuffled", batch_size=30, shuffle=True, epochs=epochs(cell, 25))
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from examples import plots, specs
+from portcore import specs
+from examples import plots
 
 EPOCHS = 5
 

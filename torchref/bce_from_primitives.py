@@ -6,7 +6,7 @@ Twin: jaxport/bce_from_primitives.py.
 import torch
 from torch import nn
 
-from examples import specs
+from portcore import specs
 from torchref.numerics import torch_device, torch_dtype
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from examples import specs
-from examples.weights import check_params
+from portcore import specs
+from portcore.weights import check_params
 
 
 def _exchange_name(example: str, torch_name: str, form: str) -> str:

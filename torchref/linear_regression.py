@@ -5,7 +5,7 @@ Twin: jaxport/linear_regression.py.
 import torch
 from torch import nn
 
-from examples import specs
+from portcore import specs
 from torchref.numerics import torch_dtype
 from torchref.training import ArrayDataset
 

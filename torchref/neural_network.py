@@ -6,7 +6,7 @@ parameters. Twin: jaxport/neural_network.py.
 import torch
 from torch import nn
 
-from examples import specs
+from portcore import specs
 from torchref.numerics import torch_dtype
 from torchref.training import ArrayDataset
 

@@ -32,7 +32,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from examples import schedule, specs
+from portcore import schedule, specs
 
 # How long the parent waits for a rank's first word before it checks they still live.
 POLL_S = 0.2

@@ -6,7 +6,7 @@ Twin: jaxport/tensor_interop.py.
 import numpy as np
 import torch
 
-from examples import specs
+from portcore import specs
 
 
 def run() -> dict:

@@ -1,6 +1,6 @@
 """The tutorial's training loop, generic over the examples: DataLoader, zero_grad,
 backward, step. Parameters and optimizer state cross this API as numpy mappings with
-PyTorch names (see examples/weights.py), so jaxport's twin can be fed the same state.
+PyTorch names (see portcore/weights.py), so jaxport's twin can be fed the same state.
 
 Twin: jaxport/training.py.
 """
@@ -15,7 +15,7 @@ from torch import optim
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from examples import schedule, specs
+from portcore import schedule, specs
 from torchref import example_module
 from torchref.convert import load_numpy, named_parameters, to_numpy
 from torchref.numerics import torch_device, torch_dtype

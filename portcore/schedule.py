@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from examples import specs
+from portcore import specs
 
 # A run of at most this many steps is one chunk (jaxport: one XLA program, as before);
 # longer runs go CHUNK_STEPS at a time, so no array grows with the number of epochs.

@@ -185,7 +185,7 @@ class FitResult:
     frames: np.ndarray | None    # (epochs, k) the animation's state at each epoch's start
     train_seconds: float
     compile_seconds: float = 0.0
-    # Long runs (see examples/schedule.py) keep the rows above for these epochs only;
+    # Long runs (see portcore/schedule.py) keep the rows above for these epochs only;
     # None: every epoch.
     recorded_epochs: np.ndarray | None = None
     epochs_run: int | None = None            # fewer than asked when a diverged run stopped
