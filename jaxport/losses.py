@@ -52,3 +52,10 @@ def bce_with_logits(logits, target, weight=None):
     """The optax way: logits in, log-sigmoid inside (no clamp needed), mean here
     because optax.sigmoid_binary_cross_entropy does not reduce."""
     return _mean(optax.sigmoid_binary_cross_entropy(logits, target), weight)
+
+
+def cross_entropy(logits, labels, weight=None):
+    """nn.CrossEntropyLoss(): logits (N, C) and integer class indices (N,), mean over
+    samples; optax's per-sample loss does not reduce."""
+    per_sample = optax.softmax_cross_entropy_with_integer_labels(logits, labels)   # (N,)
+    return _mean(per_sample, None if weight is None else weight.reshape(per_sample.shape))

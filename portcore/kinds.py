@@ -165,8 +165,24 @@ class Flatten(LayerKind):
 
 @dataclass(frozen=True)
 class Dropout(LayerKind):
+    """counter=True: the shared-mask dropout of both backends (portcore/dropout_hash.py),
+    whose one piece of state, `step` (its count of train-mode calls, which picks the
+    mask), crosses the API with the weights, like BatchNorm's running stats."""
     p: float = 0.5
+    counter: bool = False
     torch_class: ClassVar[str] = "Dropout"
+
+    def buffer_shapes(self):
+        return {"step": ()} if self.counter else {}
+
+    def torch_init(self, rng):
+        return {"step": np.zeros(())} if self.counter else {}
+
+    def to_flax(self, arrays):
+        return {("step",): np.asarray(arrays["step"])} if "step" in arrays else {}
+
+    def from_flax(self, arrays):
+        return {"step": np.asarray(arrays[("step",)])} if ("step",) in arrays else {}
 
 
 @dataclass(frozen=True)

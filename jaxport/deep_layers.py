@@ -1,0 +1,137 @@
+"""The deep examples' layers: Flax NNX's own, initialised like torch's, with changes
+only where Flax computes something else or has no slot for one of torch's parameters.
+
+- torch_conv: nnx.Conv (NHWC, kernel (H, W, I, O)) with nn.Conv2d's U(+-1/sqrt(fan_in)).
+- TorchBatchNorm: nnx.BatchNorm updating its running statistics as torch does.
+- SharedDropout: nnx.Dropout with portcore/dropout_hash.py's mask instead of a JAX key.
+- TorchLSTMCell / TorchGRUCell: nnx.LSTMCell / nnx.GRUCell given the biases torch has.
+Twins: torchref uses nn.Conv2d, nn.BatchNorm2d, nn.LSTM, nn.GRU themselves, and
+torchref/shared_dropout.py.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax.nnx.nn.normalization import _compute_stats, _normalize
+
+from portcore import dropout_hash as dh
+from jaxport.layers import uniform_symmetric
+
+
+def torch_conv(in_ch: int, out_ch: int, kernel: int, padding: int, *, rngs, dtype) -> nnx.Conv:
+    """nnx.Conv like nn.Conv2d(in_ch, out_ch, kernel, padding=padding): kaiming_uniform(a=sqrt(5))
+    is U(+-1/sqrt(fan_in)) with fan_in = in_ch * kernel**2, the bias's bound too."""
+    bound = 1.0 / math.sqrt(in_ch * kernel * kernel)
+    return nnx.Conv(in_ch, out_ch, (kernel, kernel), padding=((padding, padding),) * 2,
+                    kernel_init=uniform_symmetric(bound), bias_init=uniform_symmetric(bound),
+                    dtype=dtype, param_dtype=dtype, rngs=rngs)
+
+
+def flax_momentum(torch_momentum: float) -> float:
+    """torch's momentum weights the new batch, Flax's the old running value."""
+    return 1.0 - torch_momentum
+
+
+class TorchBatchNorm(nnx.BatchNorm):
+    """nn.BatchNorm2d's training-mode update in nnx.BatchNorm's slots (scale, bias, mean,
+    var). Flax updates the running variance with the biased batch variance; torch with
+    the unbiased one, var * n / (n - 1), n the values per channel. Normalising uses the
+    biased one in both. mask: the compiled loop pads the last partial batch with rows
+    that must not count in the batch's statistics (torch never sees them)."""
+
+    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5, rngs, dtype):
+        super().__init__(num_features, momentum=flax_momentum(momentum), epsilon=eps,
+                         use_fast_variance=False, dtype=dtype, param_dtype=dtype, rngs=rngs)
+        # nnx.BatchNorm keeps its statistics in float32 whatever param_dtype says; in
+        # float64 they would lose the bits that the weights round trip must keep.
+        self.mean = nnx.BatchStat(jnp.zeros((num_features,), dtype))
+        self.var = nnx.BatchStat(jnp.ones((num_features,), dtype))
+
+    def __call__(self, x, *, mask=None):                      # x (N, H, W, C), mask (N,)
+        if self.use_running_average:
+            return super().__call__(x)
+        axes = tuple(range(x.ndim - 1))
+        where = None if mask is None else jnp.broadcast_to(mask.reshape((-1,) + (1,) * (x.ndim - 1)), x.shape)
+        mean, var = _compute_stats(x, axes, dtype=self.dtype, use_fast_variance=False, mask=where)
+        n = (x.size // x.shape[-1]) if mask is None else jnp.sum(where[..., 0]).astype(x.dtype)
+        m = self.momentum
+        self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
+        self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * var * (n / (n - 1)))
+        return _normalize(x, mean, var, self.scale[...], self.bias[...], axes, (x.ndim - 1,),
+                          self.dtype, self.epsilon)
+
+
+class DropoutStep(nnx.Variable):
+    """SharedDropout's count of train-mode calls: model state, not a parameter."""
+
+
+class SharedDropout(nnx.Dropout):
+    """nnx.Dropout (rate, deterministic, model.train()/eval()) whose mask is the hash of
+    (key, step, sample, unit) that torchref/shared_dropout.py computes in int64: JAX's
+    PRNG can never draw torch's bits. unit_order: each input position's index in torch's
+    order (the flattened NCHW map's C, H, W), since Flax's NHWC flattens as H, W, C."""
+
+    def __init__(self, rate: float, *, unit_order=None, key: int = 0):
+        super().__init__(rate, deterministic=False)
+        self.key = key
+        self.unit_order = None if unit_order is None else tuple(int(u) for u in unit_order)
+        self.step = DropoutStep(jnp.zeros((), jnp.uint32))
+
+    def __call__(self, x):                                    # (N, F)
+        if self.deterministic or self.rate == 0.0:
+            return x
+        units = np.arange(x.shape[1]) if self.unit_order is None else np.array(self.unit_order)
+        k = _mix32(_mix32(jnp.uint32(self.key & dh.MASK32)) ^ self.step[...])
+        h = _mix32(k ^ jnp.arange(x.shape[0], dtype=jnp.uint32)[:, None])
+        h = _mix32(h ^ jnp.asarray(units, jnp.uint32)[None, :])
+        self.step[...] = self.step[...] + jnp.uint32(1)
+        keep = h >= jnp.uint32(dh.threshold(self.rate))
+        return jnp.where(keep, x / (1 - self.rate), jnp.zeros_like(x))
+
+
+def _mix32(x):
+    # uint32 arithmetic wraps mod 2**32: the low 32 bits of torch's int64 products
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(dh.MUL1)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(dh.MUL2)
+    return x ^ (x >> 16)
+
+
+def _torch_rnn_init(hidden: int):
+    # nn.LSTM / nn.GRU draw every weight and bias from U(+-1/sqrt(hidden_size))
+    return uniform_symmetric(1.0 / math.sqrt(hidden))
+
+
+class TorchLSTMCell(nnx.LSTMCell):
+    """nnx.LSTMCell with a bias on the input Linears ii, if_, ig, io too. Flax leaves
+    them without one (input and recurrent sums need only one bias); torch keeps two,
+    bias_ih and bias_hh. Summing them into hi..ho would compute the same function, but
+    a saved torch model could not come back bit for bit (b_ih + b_hh cannot be split
+    again), and torch adds them in this order: (W_ih x + b_ih) + (W_hh h + b_hh)."""
+
+    def __init__(self, in_features: int, hidden: int, *, rngs, dtype):
+        init = _torch_rnn_init(hidden)
+        super().__init__(in_features, hidden, kernel_init=init, recurrent_kernel_init=init,
+                         bias_init=init, dtype=dtype, param_dtype=dtype, rngs=rngs)
+        for gate in ("ii", "if_", "ig", "io"):
+            setattr(self, gate, nnx.Linear(in_features, hidden, kernel_init=init, bias_init=init,
+                                           dtype=dtype, param_dtype=dtype, rngs=rngs))
+
+
+class TorchGRUCell(nnx.GRUCell):
+    """nnx.GRUCell with a bias on dense_h. Flax computes n = tanh(W_in x + b_in + r * (W_hn h)),
+    torch n = tanh(W_in x + b_in + r * (W_hn h + b_hn)): b_hn sits inside the reset
+    product, where Flax has no slot. With the bias, dense_h(h) is torch's W_hh h + b_hh
+    and GRUCell's own __call__ is torch's cell; both split the gates in the order r, z, n."""
+
+    def __init__(self, in_features: int, hidden: int, *, rngs, dtype):
+        init = _torch_rnn_init(hidden)
+        super().__init__(in_features, hidden, kernel_init=init, recurrent_kernel_init=init,
+                         bias_init=init, dtype=dtype, param_dtype=dtype, rngs=rngs)
+        self.dense_h = nnx.Linear(hidden, 3 * hidden, kernel_init=init, bias_init=init,
+                                  dtype=dtype, param_dtype=dtype, rngs=rngs)

@@ -1,0 +1,43 @@
+"""An LSTM reading each 8x8 digit as a sequence of 8 rows of 8 pixels: rnn LSTM(8, 64,
+batch_first), the last step's hidden state, fc Linear(64, 10). Cross-entropy, Adam lr 0.01.
+
+Twin: jaxport/lstm.py.
+"""
+import torch
+from torch import nn
+
+from portcore import digits
+from torchref.digits_data import DigitsData
+from torchref.numerics import torch_dtype
+
+FORMS = ("class",)
+LAYERS = digits.LAYERS["lstm"]
+HIDDEN = 64
+
+
+class RecurrentNet(nn.Module):
+    def __init__(self, rnn_type):
+        super().__init__()
+        self.rnn = rnn_type(digits.SIDE, HIDDEN, batch_first=True)
+        self.fc = nn.Linear(HIDDEN, digits.N_CLASSES)
+
+    def forward(self, x):                              # (N, 8, 8): 8 steps of 8 pixels
+        out, _ = self.rnn(x)                           # (N, 8, 64), every step's h
+        return self.fc(out[:, -1])                     # (N, 10) logits of the last step
+
+
+Dataset = DigitsData
+loss_fn = nn.CrossEntropyLoss()
+
+
+def build_model(form="class", *, seed=0, dtype="float32") -> nn.Module:
+    """torch's default init (every LSTM entry U(+-1/sqrt(64))) under manual_seed(seed)."""
+    if form not in FORMS:
+        raise ValueError(f"lstm has no {form!r} form (forms: class)")
+    torch.manual_seed(seed)
+    return RecurrentNet(nn.LSTM).to(torch_dtype(dtype))
+
+
+def frame(model, x) -> torch.Tensor:
+    """The animation's state at an epoch: the logits of the images `x`."""
+    return model(x)                                    # (N, 10)
