@@ -55,3 +55,9 @@ def frame(model, x):
     """The animation's state at an epoch: the eval-mode logits of the images `x`.
     nnx.view is model.eval() on a view: the model itself stays in training mode."""
     return nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)(x)
+
+
+def apply(model, x, weight=None):
+    """The training-mode forward of a batch: rows of weight 0 are the compiled loop's
+    padding of a partial batch and must not count in BatchNorm's batch statistics."""
+    return model(x, mask=None if weight is None else weight.reshape(-1) > 0)

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from portcore import specs
+from portcore import digits, specs
 from portcore.weights import check_params
+from jaxport import kinds_convert
 
 
 def nnx_path(name: str, form: str) -> tuple:
@@ -37,6 +38,8 @@ def _set(tree: dict, path: tuple, value) -> None:
 
 def to_numpy(state: nnx.State, example: str, form: str = "class") -> dict[str, np.ndarray]:
     """A model's (or an optimizer moment's) state as {torch name: array in torch layout}."""
+    if example in digits.LAYERS:                 # described by layer kinds
+        return kinds_convert.to_numpy(state, digits.LAYERS[example])
     pure = nnx.to_pure_dict(state)
     out = {}
     for name in specs.param_shapes(example):
@@ -50,6 +53,8 @@ def to_state(params: dict, template: nnx.State, example: str, form: str = "class
 
     Raises WeightsError naming every missing, extra or mis-shaped parameter.
     """
+    if example in digits.LAYERS:                 # each leaf in the template's dtype
+        return kinds_convert.to_state(params, template, digits.LAYERS[example])
     check_params(params, specs.param_shapes(example))
     state = jax.tree.map(lambda leaf: leaf, template)   # a fresh State; the template stays
     pure = nnx.to_pure_dict(state)
@@ -63,6 +68,8 @@ def to_state(params: dict, template: nnx.State, example: str, form: str = "class
 
 def load_numpy(model: nnx.Module, params: dict, example: str, form: str = "class") -> nnx.Module:
     """Copy `params` into the model in place, in the model's dtype."""
+    if example in digits.LAYERS:
+        return kinds_convert.load_numpy(model, params, digits.LAYERS[example])
     state = nnx.state(model, nnx.Param)
     dtype = jax.tree.leaves(state)[0].dtype
     nnx.update(model, to_state(params, state, example, form, dtype))

@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from portcore import schedule, specs
+from jaxport import model_state
 from jaxport.convert import to_numpy
 from jaxport.numerics import jax_dtype
 
@@ -120,7 +121,7 @@ def fit(example, params, x, y, order, config, *, devices, dtype="float32", devic
     epochs, n = schedule.order_size(order)
     size = chunk_epochs or schedule.chunk_epochs(n, config.batch_size)
     graphdef, state = training._split(example, params, dtype, device, form)
-    opt_state = training.make_optimizer(config).init(state)
+    opt_state = training.make_optimizer(config).init(model_state.split(state)[0])
     state, opt_state = (jax.tree.map(lambda a: put(a, replicated), tree) for tree in (state, opt_state))
     x_, y_ = (put(np.asarray(a, dtype=jax_dtype(dtype)), replicated) for a in (x, y))
     steps = specs.steps_per_epoch(n, config.batch_size)

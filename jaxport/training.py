@@ -21,7 +21,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from portcore import schedule, specs
-from jaxport import example_module
+from jaxport import example_module, model_state
 from jaxport.convert import load_numpy, to_numpy, to_state
 from jaxport.numerics import dtype_scoped, jax_device, jax_dtype
 from jaxport.optim import torch_adam
@@ -63,8 +63,10 @@ def make_optimizer(config: specs.TrainConfig) -> optax.GradientTransformation:
 def device_array(array, dtype, device) -> jax.Array:
     """`array` on the device, in its own buffer. On CPU, device_put may adopt an aligned
     numpy buffer without copying, so a caller editing its array afterwards would edit
-    ours: copy first (the copy is private, so sharing it is harmless)."""
-    return jax.device_put(np.array(array, dtype=jax_dtype(dtype), copy=True), jax_device(device))
+    ours: copy first (the copy is private, so sharing it is harmless). Integer arrays
+    (class labels) stay integers, as int32, JAX's default integer."""
+    kind = np.int32 if np.issubdtype(np.asarray(array).dtype, np.integer) else jax_dtype(dtype)
+    return jax.device_put(np.array(array, dtype=kind, copy=True), jax_device(device))
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,25 +86,27 @@ def _split(example, params, dtype, device, form):
 
 @functools.lru_cache(maxsize=None)
 def _loss_fn(example, graphdef):
-    loss_fn = example_module(example).loss_fn
-    return lambda state, x, y, weight=None: loss_fn(nnx.merge(graphdef, state)(x), y, weight)
+    """(state, x, y, weight) -> (loss, gradients of the parameters, the rest of the state
+    after the forward pass: BatchNorm's running stats, the dropout step; jaxport/model_state.py)."""
+    return model_state.value_and_grad(example_module(example), graphdef)
 
 
 @functools.lru_cache(maxsize=None)
 def _value_and_grad(example, graphdef):
-    return jax.jit(jax.value_and_grad(_loss_fn(example, graphdef)))
+    return jax.jit(_loss_fn(example, graphdef))
 
 
 @functools.lru_cache(maxsize=None)
 def _forward(graphdef):
-    return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+    # predict: evaluation mode (running statistics, no dropout), like torch's model.eval()
+    return jax.jit(lambda state, x: model_state.eval_view(nnx.merge(graphdef, state))(x))
 
 
 @dtype_scoped
 def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form="class"):
     """(loss, {name: gradient}) of the example's loss on (x, y) at `params`."""
     graphdef, state = _split(example, params, dtype, device, form)
-    loss, grads = _value_and_grad(example, graphdef)(state, device_array(x, dtype, device), device_array(y, dtype, device))
+    loss, grads, _ = _value_and_grad(example, graphdef)(state, device_array(x, dtype, device), device_array(y, dtype, device))
     return float(loss), to_numpy(grads, example, form)
 
 
@@ -142,13 +146,14 @@ def opt_state_from_numpy(template, state: dict, example, form="class", dtype=Non
 
 @functools.lru_cache(maxsize=None)
 def _step_fn(example, graphdef, config):
-    value_and_grad, tx = jax.value_and_grad(_loss_fn(example, graphdef)), make_optimizer(config)
+    value_and_grad, tx = _loss_fn(example, graphdef), make_optimizer(config)
 
     @jax.jit
     def step(state, opt_state, x, y):
-        loss, grads = value_and_grad(state, x, y)
-        updates, opt_state = tx.update(grads, opt_state, state)
-        return loss, grads, optax.apply_updates(state, updates), opt_state
+        loss, grads, rest = value_and_grad(state, x, y)
+        params = model_state.split(state)[0]
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return loss, grads, model_state.merge(optax.apply_updates(params, updates), rest), opt_state
     return step
 
 
@@ -161,7 +166,7 @@ def train_step(example, params, opt_state, x, y, config, *, dtype="float32", dev
     opt_state None or {} is a fresh optimizer.
     """
     graphdef, state = _split(example, params, dtype, device, form)
-    template = make_optimizer(config).init(state)
+    template = make_optimizer(config).init(model_state.split(state)[0])
     opt = opt_state_from_numpy(template, opt_state or {}, example, form, jax_dtype(dtype))
     # Committed to the device like `state`, so the jitted step sees the same input
     # placement every call and compiles once.
@@ -192,7 +197,7 @@ def _train_program(example, graphdef, config, frames, batch_sharding=None):
     batch_sharding: data parallel (jaxport/parallel.py), each batch's rows split across
     the devices; None on one device."""
     ex, tx = example_module(example), make_optimizer(config)
-    value_and_grad = jax.value_and_grad(_loss_fn(example, graphdef))
+    value_and_grad = _loss_fn(example, graphdef)
 
     def run(state, opt_state, x, y, idx, weight):  # idx (epochs, steps, B)
         def step(carry, batch):
@@ -201,9 +206,10 @@ def _train_program(example, graphdef, config, frames, batch_sharding=None):
             xb, yb = x[ib], y[ib]
             if batch_sharding is not None:         # each device its own rows of the batch
                 xb, yb = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (xb, yb))
-            loss, grads = value_and_grad(state, xb, yb, wb)
-            updates, opt_state = tx.update(grads, opt_state, state)
-            return (optax.apply_updates(state, updates), opt_state), loss
+            loss, grads, rest = value_and_grad(state, xb, yb, wb)
+            params = model_state.split(state)[0]
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (model_state.merge(optax.apply_updates(params, updates), rest), opt_state), loss
 
         def epoch(carry, idx_e):
             frame = ex.frame(nnx.merge(graphdef, carry[0]), x) if frames else None
@@ -240,7 +246,7 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
     size = chunk_epochs or schedule.chunk_epochs(n, config.batch_size)
     graphdef, state = _split(example, params, dtype, device, form)
     dev = jax_device(device)
-    opt_state = jax.device_put(make_optimizer(config).init(state), dev)
+    opt_state = jax.device_put(make_optimizer(config).init(model_state.split(state)[0]), dev)
     x_, y_ = device_array(x, dtype, device), device_array(y, dtype, device)
     steps = specs.steps_per_epoch(n, config.batch_size)
     rec = schedule.Recorder(epochs, steps)

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from portcore import specs
+from portcore import digits, specs
 from portcore.weights import check_params
+from torchref import kinds_convert
 
 
 def _exchange_name(example: str, torch_name: str, form: str) -> str:
@@ -28,12 +29,16 @@ def named_parameters(model: nn.Module, example: str, form: str) -> dict[str, nn.
 
 
 def to_numpy(model: nn.Module, example: str, form: str = "class") -> dict[str, np.ndarray]:
+    if example in digits.LAYERS:                 # parameters and buffers (state_dict)
+        return kinds_convert.to_numpy(model)
     return {n: p.detach().cpu().numpy().copy()
             for n, p in named_parameters(model, example, form).items()}
 
 
 def load_numpy(model: nn.Module, params: dict, example: str, form: str = "class") -> nn.Module:
     """Copy `params` into the model in place (cast to the model's dtype and device)."""
+    if example in digits.LAYERS:
+        return kinds_convert.load_numpy(model, params)
     check_params(params, specs.param_shapes(example))
     with torch.no_grad():
         for name, p in named_parameters(model, example, form).items():

@@ -72,7 +72,11 @@ def make_optimizer(config: specs.TrainConfig, parameters):
 
 
 def _tensors(x, dtype, device):
-    return torch.as_tensor(np.asarray(x), dtype=torch_dtype(dtype), device=torch_device(device))
+    """Floats in the run's dtype; integer arrays (class labels) as int64, what
+    nn.CrossEntropyLoss takes."""
+    x = np.asarray(x)
+    kind = torch.int64 if np.issubdtype(x.dtype, np.integer) else torch_dtype(dtype)
+    return torch.as_tensor(x, dtype=kind, device=torch_device(device))
 
 
 def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form="class"):
@@ -86,6 +90,7 @@ def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form
 
 def predict(example, params, x, *, dtype="float32", device="cpu", form="class") -> np.ndarray:
     model = build_model(example, params, dtype=dtype, device=device, form=form)
+    model.eval()                # BatchNorm on its running statistics, dropout off
     with torch.no_grad():
         return model(_tensors(x, dtype, device)).cpu().numpy()
 
