@@ -101,7 +101,7 @@ class SharedDropout(nnx.Dropout):
         super().__init__(rate, deterministic=False)
         self.key = key
         self.unit_order = None if unit_order is None else tuple(int(u) for u in unit_order)
-        self.step = DropoutStep(jnp.zeros((), jnp.uint32))
+        self.step = DropoutStep(jnp.zeros((1,), jnp.uint32))   # (1,), as torch's buffer
 
     def __call__(self, x):                                    # (N, F)
         if self.deterministic or self.rate == 0.0:

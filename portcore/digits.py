@@ -82,3 +82,19 @@ def _layers():
 
 LAYERS = _layers()
 INPUT_SHAPES = {"cnn": (1, SIDE, SIDE), "lstm": (SIDE, SIDE), "gru": (SIDE, SIDE)}
+# The command line's defaults (docs/design.md's table).
+def _defaults():
+    from portcore.specs import TrainConfig
+    return {"cnn": TrainConfig(epochs=20, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9),
+            "lstm": TrainConfig(epochs=30, batch_size=64, lr=0.01, optimizer="adam"),
+            "gru": TrainConfig(epochs=30, batch_size=64, lr=0.01, optimizer="adam")}
+
+
+DEFAULTS = _defaults()
+
+
+def shared_init(example: str, seed: int = specs.DEFAULT_SEED) -> dict:
+    """Initial weights (and buffers) both backends can load: torch's default
+    distributions drawn layer by layer from the shared init stream, float64."""
+    from portcore import convert
+    return convert.torch_init(LAYERS[example], specs._rng(seed, specs._INIT))

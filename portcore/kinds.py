@@ -173,10 +173,10 @@ class Dropout(LayerKind):
     torch_class: ClassVar[str] = "Dropout"
 
     def buffer_shapes(self):
-        return {"step": ()} if self.counter else {}
+        return {"step": (1,)} if self.counter else {}   # (1,): safetensors stores no 0-d arrays
 
     def torch_init(self, rng):
-        return {"step": np.zeros(())} if self.counter else {}
+        return {"step": np.zeros(1)} if self.counter else {}
 
     def to_flax(self, arrays):
         return {("step",): np.asarray(arrays["step"])} if "step" in arrays else {}

@@ -25,7 +25,7 @@ class SharedDropout(nn.Dropout):
     def __init__(self, p: float = 0.5, key: int = 0):
         super().__init__(p)
         self.key = key
-        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("step", torch.zeros(1, dtype=torch.int64))   # (1,): safetensors has no 0-d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:     # (N, F), F in torch's order
         if not self.training or self.p == 0.0:
