@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from portcore import specs
+from portcore import registry, specs
 from portcore.weights import atomic_write
 
 SIZES = ("tutorial", "large")
@@ -38,7 +38,7 @@ TARGET_SPEEDUP, TARGET_FLOOR = 8.0, 3.0
 
 def configure(p) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
-                   help=f"trainable examples (default: all of {', '.join(specs.TRAINABLE)})")
+                   help=f"trainable examples (default: all of {', '.join(registry.TRAINABLE)})")
     p.add_argument("--dtype", choices=specs.DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
@@ -59,8 +59,8 @@ def configure(p) -> None:
 
 def workload(example: str, size: str, seed: int = specs.DEFAULT_SEED):
     """(x, y, order, config) of one run, in numpy, so both backends get the same bits."""
-    x, y = specs.make_data(example, seed)
-    config = specs.DEFAULTS[example]
+    x, y = registry.make_data(example, seed)
+    config = registry.get(example).defaults
     if size == "large":
         # The tutorial's points tiled to LARGE_N and shuffled once, so that every batch
         # is drawn from the whole data set like the tutorial's single full batch.
@@ -71,8 +71,8 @@ def workload(example: str, size: str, seed: int = specs.DEFAULT_SEED):
 
 
 def matmul_flops(example: str, samples: int) -> int:
-    """Forward 2·in·out per sample per Linear; backward about twice the forward."""
-    return 3 * 2 * samples * sum(n_in * n_out for _, n_in, n_out in specs.LAYERS[example])
+    """The layer kinds' forward FLOPs per sample; backward about twice the forward."""
+    return 3 * samples * registry.get(example).flops()
 
 
 def _elapsed(fn) -> float:
@@ -216,11 +216,11 @@ def _say(message: str) -> None:
 
 
 def command(args) -> int:
-    names = list(args.names) or list(specs.TRAINABLE)
+    names = list(args.names) or list(registry.TRAINABLE)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    unknown = [n for n in names if n not in specs.TRAINABLE]
+    unknown = [n for n in names if n not in registry.TRAINABLE]
     if unknown:
-        return _fail(f"unknown example {unknown[0]!r} (trainable: {', '.join(specs.TRAINABLE)})")
+        return _fail(f"unknown example {unknown[0]!r} (trainable: {', '.join(registry.TRAINABLE)})")
     if not sizes or any(s not in SIZES for s in sizes):
         return _fail(f"--sizes {args.sizes!r}: use a comma-separated subset of {','.join(SIZES)}")
     if args.repeats < 1 or args.torch_threads < 0:
@@ -279,7 +279,7 @@ def command(args) -> int:
 def measure(names, sizes, args) -> list[dict]:
     results = []
     for name in names:
-        params = specs.shared_init(name)
+        params = registry.shared_init(name)
         for size in sizes:
             x, y, order, config = workload(name, size)
             run = (name, params, x, y, order, config, args.dtype, args.device, args.repeats)

@@ -19,7 +19,7 @@ import statistics
 
 import numpy as np
 
-from portcore import specs
+from portcore import registry, specs
 
 
 def devices_list(text: str) -> tuple[int, ...]:
@@ -38,7 +38,7 @@ def check(args) -> str | None:
     from examples.commands import check_devices
     from examples.cli import UsageError
     from examples.bench import LARGE_BATCH
-    batch = min([LARGE_BATCH] + [specs.DEFAULTS[n].batch_size for n in args.names or specs.TRAINABLE])
+    batch = min([LARGE_BATCH] + [registry.get(n).defaults.batch_size for n in args.names or registry.TRAINABLE])
     for n in args.devices:
         if n > batch:
             return f"--devices {n}: more devices than rows in a batch ({batch}); every device needs at least one"
@@ -73,7 +73,7 @@ def measure(names, sizes, args) -> list[dict]:
     from torchref import training as tt
     results = []
     for name in names:
-        params = specs.shared_init(name)
+        params = registry.shared_init(name)
         for size in sizes:
             x, y, order, config = bench.workload(name, size)
             steps = len(order) * specs.steps_per_epoch(len(x), config.batch_size)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from portcore import specs, weights
+from portcore import registry, specs, weights
 
 
 class UsageError(Exception):
@@ -56,7 +56,7 @@ def positive_float(text):
 
 
 def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    p.add_argument("name", choices=specs.EXAMPLES, metavar="NAME", help="an example (see `list`)")
+    p.add_argument("name", choices=registry.NAMES, metavar="NAME", help="an example (see `list`)")
     if backend:
         p.add_argument("--backend", choices=specs.BACKENDS, required=True)
     p.add_argument("--dtype", choices=specs.DTYPES, default="float32")
@@ -99,12 +99,12 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     sub.add_parser("list", help="the example names, one a line")
     p = sub.add_parser("data", help="write the arrays x and y both backends receive")
-    p.add_argument("name", choices=specs.TRAINABLE + ("bce_from_primitives",), metavar="NAME")
+    p.add_argument("name", choices=registry.TRAINABLE + ("bce_from_primitives",), metavar="NAME")
     p.add_argument("--seed", type=seed, default=specs.DEFAULT_SEED)
     p.add_argument("--out", type=Path, required=True, help="a .npz file")
     p = sub.add_parser("init", help="write torch-style initial weights (nn.Linear's distribution) "
                        "drawn with numpy's default_rng(--rng)")
-    p.add_argument("name", choices=specs.TRAINABLE, metavar="NAME")
+    p.add_argument("name", choices=registry.TRAINABLE, metavar="NAME")
     p.add_argument("--rng", type=seed, required=True, help="the numpy generator's seed")
     p.add_argument("--out", type=Path, required=True, help="a .npz or .safetensors file")
     p = sub.add_parser("run", help="run one example on one backend")
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         devices = getattr(args, "devices", 1)      # bench: a list
         request_host_devices(max(devices) if isinstance(devices, (list, tuple)) else devices)
         if args.command == "list":
-            print("\n".join(specs.EXAMPLES))
+            print("\n".join(registry.NAMES))
             return 0
         if args.command == "bench":
             from examples import bench

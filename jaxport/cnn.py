@@ -11,14 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from portcore import digits
+from portcore import registry
 from jaxport.deep_layers import SharedDropout, TorchBatchNorm, torch_conv
 from jaxport.layers import torch_linear
 from jaxport.losses import cross_entropy
 from jaxport.numerics import jax_dtype
 
-FORMS = ("class",)
-LAYERS = digits.LAYERS["cnn"]
+FORMS = registry.forms("cnn")
 # Unit (h, w, c) of the NHWC-flattened map is unit c*4 + h*2 + w of torch's.
 TORCH_UNITS = np.arange(128).reshape(32, 2, 2).transpose(1, 2, 0).ravel()
 
@@ -46,8 +45,7 @@ loss_fn = cross_entropy
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nnx.Module:
     """torch's init distributions drawn from JAX's PRNG key `seed`."""
-    if form not in FORMS:
-        raise ValueError(f"cnn has no {form!r} form (forms: class)")
+    registry.check_form("cnn", form)
     return ConvNet(rngs=nnx.Rngs(seed), dtype=jax_dtype(dtype))
 
 

@@ -9,15 +9,13 @@ from flax import nnx
 from jaxport.deep_layers import TorchGRUCell
 from jaxport.lstm import RecurrentNet, cross_entropy, frame  # noqa: F401  (the same network)
 from jaxport.numerics import jax_dtype
-from portcore import digits
+from portcore import registry
 
-FORMS = ("class",)
-LAYERS = digits.LAYERS["gru"]
+FORMS = registry.forms("gru")
 loss_fn = cross_entropy
 
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nnx.Module:
     """torch's init distributions (every GRU entry U(+-1/sqrt(64))) from JAX's PRNG."""
-    if form not in FORMS:
-        raise ValueError(f"gru has no {form!r} form (forms: class)")
+    registry.check_form("gru", form)
     return RecurrentNet(TorchGRUCell, rngs=nnx.Rngs(seed), dtype=jax_dtype(dtype))

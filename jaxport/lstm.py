@@ -6,14 +6,13 @@ is nnx.LSTMCell with torch's second bias (jaxport/deep_layers.py). Twin: torchre
 """
 from flax import nnx
 
-from portcore import digits
+from portcore import digits, registry
 from jaxport.deep_layers import TorchLSTMCell
 from jaxport.layers import torch_linear
 from jaxport.losses import cross_entropy
 from jaxport.numerics import jax_dtype
 
-FORMS = ("class",)
-LAYERS = digits.LAYERS["lstm"]
+FORMS = registry.forms("lstm")
 HIDDEN = 64
 
 
@@ -34,8 +33,7 @@ loss_fn = cross_entropy
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nnx.Module:
     """torch's init distributions (every LSTM entry U(+-1/sqrt(64))) from JAX's PRNG."""
-    if form not in FORMS:
-        raise ValueError(f"lstm has no {form!r} form (forms: class)")
+    registry.check_form("lstm", form)
     return RecurrentNet(TorchLSTMCell, rngs=nnx.Rngs(seed), dtype=jax_dtype(dtype))
 
 

@@ -46,7 +46,7 @@ torchref.numerics.pin_numerics()
 torch.set_num_threads(1)
 
 import parity  # noqa: E402
-from portcore import specs  # noqa: E402
+from portcore import registry, specs  # noqa: E402
 from runs import Cell  # noqa: E402
 
 DTYPES = ("float32", "float64")
@@ -115,11 +115,11 @@ def pytest_configure(config):
                             "restrict the parity grid that parametrizes `cell`")
 
 
-def cells(examples=specs.TRAINABLE, forms=None, dtypes=DTYPES, devices=DEVICES):
+def cells(examples=registry.LADDER, forms=None, dtypes=DTYPES, devices=DEVICES):
     """The grid as pytest params: example x form x dtype x device."""
     out = []
     for example in examples:
-        for form in specs.forms(example):
+        for form in registry.forms(example):
             if forms is not None and form not in forms:
                 continue
             for dtype in dtypes:

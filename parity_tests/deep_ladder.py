@@ -18,7 +18,7 @@ import numpy as np
 import jaxport.training as jt
 import torchref.training as tt
 from parity import check, tolerance
-from portcore import digits, specs
+from portcore import registry, specs
 
 U32 = 2.0 ** -24
 
@@ -69,16 +69,17 @@ def bound(cell: DeepCell, t32, t64):
 
 
 def data(example, held_out=False):
-    return digits.make_digits(held_out=held_out, shape=digits.INPUT_SHAPES[example])
+    record = registry.get(example)
+    return (record.held_out if held_out else record.data)(specs.DEFAULT_SEED)
 
 
 def init(example) -> dict:
-    return digits.shared_init(example)
+    return registry.shared_init(example)
 
 
 def first_batches(example, steps: int):
     """The first `steps` batches of the default run (unshuffled), as index arrays."""
-    config, n = digits.DEFAULTS[example], len(data(example)[0])
+    config, n = registry.get(example).defaults, len(data(example)[0])
     order = specs.batch_order(n, config.epochs, config.shuffle)
     out = []
     for row in order:
@@ -123,7 +124,7 @@ def _opt64(opt: dict) -> dict:
 
 def check_step(cell: DeepCell, params, opt, xb, yb, rung, step=None, prefix="") -> tuple:
     """One train_step on both backends from the same state; returns torch's result."""
-    ex, config = cell.example, digits.DEFAULTS[cell.example]
+    ex, config = cell.example, registry.get(cell.example).defaults
     copy = lambda d: {k: np.array(v) for k, v in (d or {}).items()}  # noqa: E731 (torch writes moments in place)
     t = tt.train_step(ex, params, copy(opt), xb, yb, config, **cell.kw)
     j = jt.train_step(ex, params, copy(opt), xb, yb, config, **cell.kw)

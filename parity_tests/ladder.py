@@ -15,7 +15,7 @@ import jaxport.training as jt
 import parity
 import step_noise
 import torchref.training as tt
-from portcore import specs
+from portcore import registry, specs
 from free_run import free_run_verdict, rung6_free_running, rung7_fitted_model  # noqa: F401
 from parity import EXACT, ParityError, check, recording_into, tolerance
 from runs import (SEED, Cell, Run, batches, clear_jax_caches, data, default_run,  # noqa: F401
@@ -32,11 +32,11 @@ def rung1_identical_inputs(cell: Cell) -> None:
     per-step losses are torch's loss on exactly the batches specs.batch_order names;
     the default run's first loss is each backend's own loss_and_grads at init."""
     ex, x, y = cell.example, *data(cell.example)
-    redrawn = specs.make_data(ex, SEED) + (specs.shared_init(ex, SEED),)
+    redrawn = registry.make_data(ex, SEED) + (registry.shared_init(ex, SEED),)
     for name, first, again in zip(("data x", "data y", "shared init"), (x, y, init(ex)), redrawn):
         check(again, first, where=cell.where(), rung=1, quantity=f"{name}: redrawn", tol=EXACT)
     assert x.dtype == y.dtype == np.float64 and all(v.dtype == np.float64 for v in init(ex).values())
-    run = Run("lr 0, batch 30, shuffled, 2 epochs", specs.DEFAULTS[ex].replace(
+    run = Run("lr 0, batch 30, shuffled, 2 epochs", registry.get(ex).defaults.replace(
         lr=0.0, epochs=2, batch_size=30, shuffle=True))
     order = run.order(len(x))
     assert all(sorted(row) == list(range(len(x))) for row in order) and not np.array_equal(*order)

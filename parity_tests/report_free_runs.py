@@ -11,6 +11,7 @@ import numpy as np
 import criterion
 import ensemble
 import step_noise
+from portcore import registry
 from parity import CURVES
 
 
@@ -53,7 +54,7 @@ def section(path: Path) -> list:
                    f"| {h if h < v['steps'] else 'never'} | {used:.2f} "
                    f"| {v['jax'].step_losses[-1]:.5g}, {v['torch'].step_losses[-1]:.5g}, "
                    f"[{finals.min():.5g}, {finals.max():.5g}] |")
-        if config == "default" and example == "neural_network":
+        if config == "default" and registry.get(example).chaotic:
             plots[(example, form, dtype, device)] = v
     out += [""] + _ensemble_size(plots)
     for (example, form, dtype, device), v in plots.items():

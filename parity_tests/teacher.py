@@ -25,7 +25,7 @@ import jaxport.convert as jc
 import jaxport.training as jt
 import torchref
 import torchref.training as tt
-from portcore import specs
+from portcore import convert, registry
 from jaxport.numerics import dtype_scope, jax_device, jax_dtype
 
 # Optax's state fields and torch's names for the same moments.
@@ -58,15 +58,15 @@ class TorchTeacher:
 
 
 class Layout:
-    """Where each exchange-format entry lives among a pytree's leaves (torch weights are
-    the transpose of Flax kernels); entries an optimizer lacks read as zeros."""
+    """Where each exchange-format entry lives among a pytree's leaves, through the one
+    converter (portcore/convert.py); entries an optimizer lacks read as zeros."""
 
     def __init__(self, template, example, form):
         leaves, self.treedef = jax.tree_util.tree_flatten_with_path(template)
-        names = {jc.nnx_path(n, form): n for n in specs.param_shapes(example)}
-        self.slots = []                                    # (key, is_weight, dtype, shape)
+        self.layers, self.paths = registry.get(example).layers, jc.flax_paths(example, form)
+        self.slots = []                                    # (field, NNX path, dtype, shape)
         for path, leaf in leaves:
-            field, keys = None, []
+            field, keys = "", []
             for k in path:
                 if isinstance(k, GetAttrKey) and k.name in MOMENTS:
                     field = MOMENTS[k.name]
@@ -74,29 +74,30 @@ class Layout:
                     field = "step"
                 elif isinstance(k, DictKey):
                     keys.append(k.key)
-            if field == "step":
-                self.slots.append(("step", False, leaf.dtype, leaf.shape))
-                continue
-            name = names[tuple(keys)]
-            key = f"{field}/{name}" if field else name
-            self.slots.append((key, name.endswith(".weight"), leaf.dtype, leaf.shape))
+            self.slots.append((field, tuple(keys), leaf.dtype, leaf.shape))
 
     def tree(self, arrays: dict):
+        flax = {}
+        for field in {slot[0] for slot in self.slots} - {"step"}:
+            named = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(field + "/")} \
+                if field else {k: v for k, v in arrays.items() if "/" not in k and k != "step"}
+            flax[field] = convert.to_flax(self.layers, named, self.paths)
         leaves = []
-        for key, weight, dtype, shape in self.slots:
-            value = arrays.get(key)
-            if value is None:
-                leaves.append(np.zeros(shape, dtype))
-            else:
-                value = np.asarray(value, dtype)
-                leaves.append(np.ascontiguousarray(value.T) if weight else value)
+        for field, path, dtype, shape in self.slots:
+            value = arrays.get("step") if field == "step" else flax[field].get(path)
+            leaves.append(np.zeros(shape, dtype) if value is None else np.asarray(value, dtype))
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
     def arrays(self, tree) -> dict:
-        out = {}
-        for (key, weight, _, _), leaf in zip(self.slots, jax.tree_util.tree_leaves(tree)):
-            leaf = np.asarray(leaf)
-            out[key] = np.asarray(float(leaf)) if key == "step" else (leaf.T.copy() if weight else leaf)
+        out, flat = {}, {}
+        for (field, path, _, _), leaf in zip(self.slots, jax.tree_util.tree_leaves(tree)):
+            if field == "step":
+                out["step"] = np.asarray(float(leaf))
+            else:
+                flat.setdefault(field, {})[path] = np.asarray(leaf)
+        for field, leaves in flat.items():
+            prefix = f"{field}/" if field else ""
+            out.update({prefix + n: v for n, v in convert.from_flax(self.layers, leaves, self.paths).items()})
         return out
 
 

@@ -25,7 +25,7 @@ import jaxport.parallel as jp
 import jaxport.training as jt
 import torchref.parallel as tp
 import torchref.training as tt
-from portcore import specs, weights
+from portcore import registry, specs, weights
 from examples.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,10 +34,10 @@ REPORT = bool(os.environ.get("JAXPORT_REPORT"))
 
 
 def fit(backend, example, devices, batch_size=20, epochs=10, dtype="float64"):
-    x, y = specs.make_data(example)
-    config = specs.DEFAULTS[example].replace(epochs=epochs, batch_size=batch_size, shuffle=True)
+    x, y = registry.make_data(example)
+    config = registry.get(example).defaults.replace(epochs=epochs, batch_size=batch_size, shuffle=True)
     order = specs.batch_order(len(x), epochs, True)
-    return backend.fit(example, specs.shared_init(example), x, y, order, config, dtype=dtype, devices=devices)
+    return backend.fit(example, registry.shared_init(example), x, y, order, config, dtype=dtype, devices=devices)
 
 
 def ranks_left() -> list:
@@ -130,12 +130,12 @@ def test_a_per_shard_mean_fails_the_ragged_test(monkeypatch):
 
 
 def test_an_error_in_a_rank_leaves_no_process_behind():
-    x, y = specs.make_data("logistic_regression")
-    config = specs.DEFAULTS["logistic_regression"].replace(epochs=2, batch_size=20)
+    x, y = registry.make_data("logistic_regression")
+    config = registry.get("logistic_regression").defaults.replace(epochs=2, batch_size=20)
     order = np.tile(np.arange(len(x)), (2, 1))
     order[1, 85] = 10_000                    # in rank 0's shard of epoch 1's last batch: IndexError
     with pytest.raises(IndexError) as caught:
-        tt.fit("logistic_regression", specs.shared_init("logistic_regression"), x, y, order, config,
+        tt.fit("logistic_regression", registry.shared_init("logistic_regression"), x, y, order, config,
                dtype="float64", devices=2)
     assert "DDP rank 0 of 2" in "".join(caught.value.__notes__)
     assert ranks_left() == []
@@ -203,7 +203,7 @@ def test_two_processes_of_two_devices_match_one_device(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    weights.save(tmp_path / "init.npz", specs.shared_init("logistic_regression"))
+    weights.save(tmp_path / "init.npz", registry.shared_init("logistic_regression"))
     argv = [sys.executable, "-m", "examples", "run", "logistic_regression", "--backend", "jax",
             "--devices", "4", "--dtype", "float64", "--shuffle", "--batch-size", "20", "--quiet",
             "--init", str(tmp_path / "init.npz")]

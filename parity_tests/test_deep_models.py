@@ -9,7 +9,7 @@ import torch
 import jaxport.training as jt
 import torchref.training as tt
 from jaxport.numerics import dtype_scope
-from portcore import digits, dropout_hash, weights
+from portcore import digits, dropout_hash, registry, weights
 
 DEEP = ("cnn", "lstm", "gru")
 
@@ -104,8 +104,8 @@ def test_cross_entropy_agrees_in_float64():
 def test_eval_mode_is_deterministic_and_leaves_state_alone(example):
     """predict (eval mode) twice gives the same logits and changes no state; a training
     forward (loss_and_grads) does not touch the caller's arrays either."""
-    x = digits.make_digits(held_out=True, shape=digits.INPUT_SHAPES[example])[0][:50]
-    p = digits.shared_init(example)
+    x = registry.get(example).held_out(0)[0][:50]
+    p = registry.shared_init(example)
     snapshot = {k: v.copy() for k, v in p.items()}
     for backend in (tt, jt):
         a, b = backend.predict(example, p, x, dtype="float64"), backend.predict(example, p, x, dtype="float64")
@@ -117,9 +117,9 @@ def test_cnn_training_mode_uses_batch_statistics_and_dropout():
     """The same weights give different logits in training mode (batch statistics, 1/4
     of fc's inputs dropped) and in eval mode; after a step the running statistics move by
     torch's rule: 0.9 old + 0.1 batch mean, and 0.1 x the UNBIASED batch variance."""
-    ex, cfg = "cnn", digits.DEFAULTS["cnn"]
-    x, y = digits.make_digits(shape=(1, 8, 8))
-    p = digits.shared_init(ex)
+    ex, cfg = "cnn", registry.get("cnn").defaults
+    x, y = registry.make_data("cnn")
+    p = registry.shared_init(ex)
     _, _, after, _ = jt.train_step(ex, p, None, x[:64], y[:64], cfg, dtype="float64")
     model = tt.build_model(ex, p, dtype="float64")
     with torch.no_grad():

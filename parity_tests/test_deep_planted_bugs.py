@@ -12,7 +12,7 @@ import jaxport.deep_layers as jd
 import jaxport.training as jt
 import parity
 import portcore.recurrent_kinds as rk
-from portcore import digits
+from portcore import registry
 from portcore.kinds import Conv2d, Linear
 from runs import clear_jax_caches
 
@@ -27,7 +27,7 @@ def conv_kernel_dot_T(monkeypatch):
 
 def flatten_left_in_nhwc(monkeypatch):
     """fc's input columns not permuted from torch's C, H, W to NHWC's H, W, C."""
-    monkeypatch.setitem(digits.LAYERS["cnn"], "fc", Linear(128, 10))
+    monkeypatch.setitem(registry.get("cnn").layers, "fc", Linear(128, 10))
 
 
 def lstm_gates_out_of_order(monkeypatch):

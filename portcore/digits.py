@@ -15,7 +15,7 @@ from portcore import specs
 DIGITS_CSV = Path(__file__).with_name("data") / "digits.csv.gz"
 N_IMAGES, N_HELD_OUT, N_CLASSES = 1797, 360, 10
 SIDE = 8                                   # 8x8 images
-# One numpy stream per purpose (specs._rng): the split has its own, so that changing
+# One numpy stream per purpose (specs.rng): the split has its own, so that changing
 # how weights or batch orders are drawn never moves an image between the two sets.
 _SPLIT = 3
 
@@ -54,7 +54,7 @@ def stratified_split(labels: np.ndarray, held_out: int, rng: np.random.Generator
 def split(seed: int = specs.DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """The fixed split for `seed`: (train indices (1437,), held-out indices (360,))."""
     _, labels = load_digits()
-    return stratified_split(labels, N_HELD_OUT, specs._rng(seed, _SPLIT))
+    return stratified_split(labels, N_HELD_OUT, specs.rng(seed, _SPLIT))
 
 
 def make_digits(seed: int = specs.DEFAULT_SEED, held_out: bool = False, shape=(SIDE * SIDE,)
@@ -66,35 +66,3 @@ def make_digits(seed: int = specs.DEFAULT_SEED, held_out: bool = False, shape=(S
     rows = split(seed)[1 if held_out else 0]
     return pixels[rows].reshape(len(rows), *shape).copy(), labels[rows].copy()
 
-
-# The three examples' layers (portcore/kinds.py), torch's attribute names, in order.
-def _layers():
-    from portcore.kinds import BatchNorm, Conv2d, Dropout, Linear, MaxPool2d
-    from portcore.recurrent_kinds import GRU, LSTM
-    return {
-        "cnn": {"conv1": Conv2d(1, 16, 3, padding=1), "pool": MaxPool2d(2),
-                "conv2": Conv2d(16, 32, 3, padding=1), "bn": BatchNorm(32),
-                "drop": Dropout(0.25, counter=True), "fc": Linear(128, 10, input_chw=(32, 2, 2))},
-        "lstm": {"rnn": LSTM(SIDE, 64, flax_input_bias=True), "fc": Linear(64, N_CLASSES)},
-        "gru": {"rnn": GRU(SIDE, 64), "fc": Linear(64, N_CLASSES)},
-    }
-
-
-LAYERS = _layers()
-INPUT_SHAPES = {"cnn": (1, SIDE, SIDE), "lstm": (SIDE, SIDE), "gru": (SIDE, SIDE)}
-# The command line's defaults (docs/design.md's table).
-def _defaults():
-    from portcore.specs import TrainConfig
-    return {"cnn": TrainConfig(epochs=20, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9),
-            "lstm": TrainConfig(epochs=30, batch_size=64, lr=0.01, optimizer="adam"),
-            "gru": TrainConfig(epochs=30, batch_size=64, lr=0.01, optimizer="adam")}
-
-
-DEFAULTS = _defaults()
-
-
-def shared_init(example: str, seed: int = specs.DEFAULT_SEED) -> dict:
-    """Initial weights (and buffers) both backends can load: torch's default
-    distributions drawn layer by layer from the shared init stream, float64."""
-    from portcore import convert
-    return convert.torch_init(LAYERS[example], specs._rng(seed, specs._INIT))

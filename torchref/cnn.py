@@ -7,13 +7,12 @@ Twin: jaxport/cnn.py.
 import torch
 from torch import nn
 
-from portcore import digits
+from portcore import registry
 from torchref.digits_data import DigitsData
 from torchref.numerics import torch_dtype
 from torchref.shared_dropout import SharedDropout
 
-FORMS = ("class",)
-LAYERS = digits.LAYERS["cnn"]
+FORMS = registry.forms("cnn")
 
 
 class ConvNet(nn.Module):
@@ -41,8 +40,7 @@ loss_fn = nn.CrossEntropyLoss()
 def build_model(form="class", *, seed=0, dtype="float32") -> nn.Module:
     """torch's default init (Conv2d, Linear: kaiming_uniform(a=sqrt(5)); BatchNorm: 1, 0)
     drawn under torch.manual_seed(seed)."""
-    if form not in FORMS:
-        raise ValueError(f"cnn has no {form!r} form (forms: class)")
+    registry.check_form("cnn", form)
     torch.manual_seed(seed)
     return ConvNet().to(torch_dtype(dtype))
 

@@ -6,17 +6,15 @@ Twin: jaxport/gru.py.
 import torch
 from torch import nn
 
-from portcore import digits
+from portcore import registry
 from torchref.lstm import Dataset, RecurrentNet, frame, loss_fn  # noqa: F401  (the same network)
 from torchref.numerics import torch_dtype
 
-FORMS = ("class",)
-LAYERS = digits.LAYERS["gru"]
+FORMS = registry.forms("gru")
 
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nn.Module:
     """torch's default init (every GRU entry U(+-1/sqrt(64))) under manual_seed(seed)."""
-    if form not in FORMS:
-        raise ValueError(f"gru has no {form!r} form (forms: class)")
+    registry.check_form("gru", form)
     torch.manual_seed(seed)
     return RecurrentNet(nn.GRU).to(torch_dtype(dtype))

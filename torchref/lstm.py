@@ -6,12 +6,11 @@ Twin: jaxport/lstm.py.
 import torch
 from torch import nn
 
-from portcore import digits
+from portcore import digits, registry
 from torchref.digits_data import DigitsData
 from torchref.numerics import torch_dtype
 
-FORMS = ("class",)
-LAYERS = digits.LAYERS["lstm"]
+FORMS = registry.forms("lstm")
 HIDDEN = 64
 
 
@@ -32,8 +31,7 @@ loss_fn = nn.CrossEntropyLoss()
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nn.Module:
     """torch's default init (every LSTM entry U(+-1/sqrt(64))) under manual_seed(seed)."""
-    if form not in FORMS:
-        raise ValueError(f"lstm has no {form!r} form (forms: class)")
+    registry.check_form("lstm", form)
     torch.manual_seed(seed)
     return RecurrentNet(nn.LSTM).to(torch_dtype(dtype))
 
