@@ -47,6 +47,8 @@ def compare(args) -> int:
         raise UsageError(f"compare judges runs of up to {MAX_STEPS} steps (an ensemble of torch runs "
                          f"is kept in memory); this one has {steps}: use fewer --epochs")
     gate = _parity_suite()
+    if registry.get(args.name).ladder == "deep":
+        return _compare_deep(args, config, torch_be)
     import ladder  # noqa: PLC0415 (on the path once _parity_suite ran)
     torch_be.numerics.pin_numerics()
     cell = ladder.Cell(args.name, args.model, args.dtype, args.device)
@@ -75,6 +77,40 @@ def compare(args) -> int:
     rung, message = verdict.failures[0]
     print(f"VERDICT: differ - first at rung {rung}: {message}")
     return 1
+
+
+def _compare_deep(args, config, torch_be) -> int:
+    """cnn, lstm, gru: parity_tests/deep_gate.py's rungs 2-7, dropout on in training mode,
+    BatchNorm's running statistics compared as state."""
+    if args.devices > 1 or args.model != "class":
+        raise UsageError(f"compare {args.name}: one device and the class form only")
+    import deep_free_run  # noqa: PLC0415 (on the path once _parity_suite ran)
+    import deep_gate
+    import deep_ladder
+    torch_be.numerics.pin_numerics()
+    cell = deep_ladder.DeepCell(args.name, args.dtype, args.device)
+    run = deep_ladder.DeepRun(config, seed=args.seed, init=str(args.init) if args.init else "shared", label="compare")
+    diverged = _divergence(args, config, deep_free_run._fit("torch", cell, run),
+                           deep_free_run._fit("jaxport", cell, run))
+    if diverged is not None:
+        return diverged
+    verdict = deep_gate.judge(cell, run, progress=not args.quiet)
+    init = f"from {args.init}" if args.init else f"shared (seed {args.seed})"
+    print(f"{args.name}: jaxport vs torch, {args.dtype}, {args.device}, init {init}, dropout on, "
+          f"{verdict.steps} steps")
+    if not args.quiet:
+        print("\n".join(gate_table(verdict)))
+    if verdict.agree:
+        print("VERDICT: agree - jaxport matches torch within the ladder's tolerances at every rung")
+        return 0
+    rung, message = verdict.failures[0]
+    print(f"VERDICT: differ - first at rung {rung}: {message}")
+    return 1
+
+
+def gate_table(verdict):
+    import gate  # noqa: PLC0415
+    return gate.table(verdict)
 
 
 def _divergence(args, config, torch_result, jax_result) -> int | None:

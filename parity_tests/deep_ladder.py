@@ -18,9 +18,23 @@ import numpy as np
 import jaxport.training as jt
 import torchref.training as tt
 from parity import check, tolerance
-from portcore import registry, specs
+from portcore import registry, specs, weights
 
 U32 = 2.0 ** -24
+
+
+@dataclass(frozen=True)
+class DeepRun:
+    """A run of a deep example: its configuration, data seed and initial weights
+    ("shared": registry.shared_init of the seed, or a weights file)."""
+    config: specs.TrainConfig
+    seed: int = specs.DEFAULT_SEED
+    init: str = "shared"
+    label: str = "default"
+
+
+def default_run(example) -> DeepRun:
+    return DeepRun(registry.get(example).defaults)
 
 
 @dataclass(frozen=True)
@@ -33,8 +47,9 @@ class DeepCell:
     def kw(self) -> dict:
         return dict(dtype=self.dtype, device=self.device)
 
-    def where(self, config="default") -> dict:
-        return dict(example=self.example, form="class", dtype=self.dtype, device=self.device, config=config)
+    def where(self, run: DeepRun | None = None) -> dict:
+        return dict(example=self.example, form="class", dtype=self.dtype, device=self.device,
+                    config=run.label if run else "default")
 
     def __str__(self):
         return f"{self.example}-{self.dtype}-{self.device}"
@@ -68,19 +83,24 @@ def bound(cell: DeepCell, t32, t64):
                         {k: np.asarray(v, np.float64) for k, v in b.items()})
 
 
-def data(example, held_out=False):
+def data(example, held_out=False, seed=specs.DEFAULT_SEED):
     record = registry.get(example)
-    return (record.held_out if held_out else record.data)(specs.DEFAULT_SEED)
+    return (record.held_out if held_out else record.data)(seed)
 
 
-def init(example) -> dict:
-    return registry.shared_init(example)
+def init(example, run: DeepRun | None = None) -> dict:
+    """The run's initial weights and state, float64 (exchange format)."""
+    if run is None or run.init == "shared":
+        return registry.shared_init(example, specs.DEFAULT_SEED if run is None else run.seed)
+    return {k: np.asarray(v, np.float64) for k, v in
+            weights.load(run.init, registry.exchange_shapes(example)).items()}
 
 
-def first_batches(example, steps: int):
-    """The first `steps` batches of the default run (unshuffled), as index arrays."""
-    config, n = registry.get(example).defaults, len(data(example)[0])
-    order = specs.batch_order(n, config.epochs, config.shuffle)
+def first_batches(example, steps: int, run: DeepRun | None = None):
+    """The first `steps` batches of the run, as index arrays."""
+    run = run or default_run(example)
+    config, n = run.config, len(data(example, seed=run.seed)[0])
+    order = specs.batch_order(n, config.epochs, config.shuffle, run.seed)
     out = []
     for row in order:
         for start in range(0, n, config.batch_size):
@@ -94,27 +114,32 @@ def _cast(params, dtype):
     return {k: np.asarray(v).astype(dtype) for k, v in params.items()}
 
 
-def rung2_loss_at_init(cell: DeepCell) -> None:
+def _start(cell: DeepCell, run: DeepRun | None):
+    run = run or default_run(cell.example)
+    return run, cell.example, data(cell.example, seed=run.seed), _cast(init(cell.example, run), cell.dtype)
+
+
+def rung2_loss_at_init(cell: DeepCell, run: DeepRun | None = None) -> None:
     """Training-mode loss on the first batch (batch statistics, dropout at step 0), and
     the eval-mode logits on the held-out images (running statistics, no dropout)."""
-    ex, (x, y), p = cell.example, data(cell.example), _cast(init(cell.example), cell.dtype)
-    i = first_batches(ex, 1)[0]
+    run, ex, (x, y), p = _start(cell, run)
+    i = first_batches(ex, 1, run)[0]
     t = tt.loss_and_grads(ex, p, x[i], y[i], **cell.kw)[0]
     t64 = tt.loss_and_grads(ex, p, x[i], y[i], dtype="float64")[0]
     j = jt.loss_and_grads(ex, p, x[i], y[i], **cell.kw)[0]
-    check(j, t, where=cell.where(), rung=2, quantity="training-mode loss (dropout on)", tol=bound(cell, t, t64))
-    xh = data(ex, held_out=True)[0]
+    check(j, t, where=cell.where(run), rung=2, quantity="training-mode loss (dropout on)", tol=bound(cell, t, t64))
+    xh = data(ex, held_out=True, seed=run.seed)[0]
     t, t64 = tt.predict(ex, p, xh, **cell.kw), tt.predict(ex, p, xh, dtype="float64")
-    check(jt.predict(ex, p, xh, **cell.kw), t, where=cell.where(), rung=2,
+    check(jt.predict(ex, p, xh, **cell.kw), t, where=cell.where(run), rung=2,
           quantity="eval-mode logits on the held-out images", tol=bound(cell, t, t64))
 
 
-def rung3_gradients_at_init(cell: DeepCell) -> None:
-    ex, (x, y), p = cell.example, data(cell.example), _cast(init(cell.example), cell.dtype)
-    i = first_batches(ex, 1)[0]
+def rung3_gradients_at_init(cell: DeepCell, run: DeepRun | None = None) -> None:
+    run, ex, (x, y), p = _start(cell, run)
+    i = first_batches(ex, 1, run)[0]
     t = tt.loss_and_grads(ex, p, x[i], y[i], **cell.kw)[1]
     t64 = tt.loss_and_grads(ex, p, x[i], y[i], dtype="float64")[1]
-    check(jt.loss_and_grads(ex, p, x[i], y[i], **cell.kw)[1], t, where=cell.where(), rung=3,
+    check(jt.loss_and_grads(ex, p, x[i], y[i], **cell.kw)[1], t, where=cell.where(run), rung=3,
           quantity="gradients (dropout on)", tol=bound(cell, t, t64))
 
 
@@ -122,15 +147,15 @@ def _opt64(opt: dict) -> dict:
     return {k: np.asarray(v, np.float64) for k, v in opt.items()}
 
 
-def check_step(cell: DeepCell, params, opt, xb, yb, rung, step=None, prefix="") -> tuple:
+def check_step(cell: DeepCell, run: DeepRun, params, opt, xb, yb, rung, step=None, prefix="") -> tuple:
     """One train_step on both backends from the same state; returns torch's result."""
-    ex, config = cell.example, registry.get(cell.example).defaults
+    ex, config = cell.example, run.config
     copy = lambda d: {k: np.array(v) for k, v in (d or {}).items()}  # noqa: E731 (torch writes moments in place)
     t = tt.train_step(ex, params, copy(opt), xb, yb, config, **cell.kw)
     j = jt.train_step(ex, params, copy(opt), xb, yb, config, **cell.kw)
     t64 = tt.train_step(ex, _cast(params, np.float64), _opt64(copy(opt)), xb, yb, config, dtype="float64") \
         if cell.dtype == "float32" else t
-    kw = dict(where=cell.where(), rung=rung, step=step)
+    kw = dict(where=cell.where(run), rung=rung, step=step)
     check(j[0], t[0], quantity=prefix + "loss", tol=bound(cell, t[0], t64[0]), **kw)
     check(j[1], t[1], quantity=prefix + "gradients", tol=bound(cell, t[1], t64[1]), **kw)
     check(j[2], t[2], quantity=prefix + "parameters and state (running stats, dropout step) after the update",
@@ -142,22 +167,24 @@ def check_step(cell: DeepCell, params, opt, xb, yb, rung, step=None, prefix="") 
     return t
 
 
-def rung4_one_step(cell: DeepCell) -> None:
-    """A step from the shared init with a fresh optimizer, then one from torch's state."""
-    ex, (x, y), p = cell.example, data(cell.example), _cast(init(cell.example), cell.dtype)
-    i0, i1 = first_batches(ex, 2)
-    t = check_step(cell, p, None, x[i0], y[i0], rung=4)
-    check_step(cell, t[2], t[3], x[i1], y[i1], rung=4, prefix="step 2 from torch's state: ")
+def rung4_one_step(cell: DeepCell, run: DeepRun | None = None) -> None:
+    """A step from the initial weights with a fresh optimizer, then one from torch's state."""
+    run, ex, (x, y), p = _start(cell, run)
+    first = first_batches(ex, 2, run)
+    i0, i1 = first if len(first) == 2 else first * 2          # a one-step run: its batch twice
+    t = check_step(cell, run, p, None, x[i0], y[i0], rung=4)
+    check_step(cell, run, t[2], t[3], x[i1], y[i1], rung=4, prefix="step 2 from torch's state: ")
 
 
-def rung5_teacher_forced(cell: DeepCell, steps: int) -> int:
-    """The first `steps` steps of the default run, each from torch's state (the first
-    epoch's last, partial batch included when steps covers it)."""
-    ex, (x, y), p = cell.example, data(cell.example), _cast(init(cell.example), cell.dtype)
-    opt = None
-    for step, i in enumerate(first_batches(ex, steps)):
-        _, _, p, opt = check_step(cell, p, opt, x[i], y[i], rung=5, step=step)
-    return steps
+def rung5_teacher_forced(cell: DeepCell, run: DeepRun | None = None, steps: int | None = None) -> int:
+    """The first `steps` steps of the run (default: its first epoch, whose last batch is
+    partial when the batch size does not divide 1437), each from torch's state."""
+    run, ex, (x, y), p = _start(cell, run)
+    steps = steps or specs.steps_per_epoch(len(x), run.config.batch_size)
+    opt, batches = None, first_batches(ex, steps, run)
+    for step, i in enumerate(batches):
+        _, _, p, opt = check_step(cell, run, p, opt, x[i], y[i], rung=5, step=step)
+    return len(batches)
 
 
-RUNGS = {2: rung2_loss_at_init, 3: rung3_gradients_at_init, 4: rung4_one_step}
+RUNGS = {2: rung2_loss_at_init, 3: rung3_gradients_at_init, 4: rung4_one_step, 5: rung5_teacher_forced}

@@ -27,4 +27,4 @@ def test_one_step(deep_cell):
 @pytest.mark.parametrize("deep_cell", CELLS, ids=str)
 def test_teacher_forced_first_epoch(deep_cell):
     """The first epoch's 23 steps, the last on a partial batch of 29 images."""
-    assert dl.rung5_teacher_forced(deep_cell, steps=23) == 23
+    assert dl.rung5_teacher_forced(deep_cell) == 23
