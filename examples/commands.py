@@ -137,12 +137,17 @@ def train(args, backend, params, frames=False, stop_on_divergence=False):
     config = config_of(args)
     order = schedule.EpochOrder(len(x), config.epochs, config.shuffle, args.seed)
     kw = dict(dtype=args.dtype, device=args.device, form=args.model)
-    result = backend.training.fit(args.name, params, x, y, order, config, frames=frames,
+    record = registry.get(args.name)
+    # A classifier's frames are its logits on the training AND the held-out images: fit
+    # gets both, appended, but its batch order indexes only the first len(x) rows, so
+    # training never sees the held-out ones (test_deep_cli checks the run is unchanged).
+    fx, fy = (np.concatenate([a, b]) for a, b in zip((x, y), record.held_out(args.seed))) \
+        if frames and record.held_out else (x, y)
+    result = backend.training.fit(args.name, params, fx, fy, order, config, frames=frames,
                                   progress=not args.quiet, stop_on_divergence=stop_on_divergence,
                                   devices=args.devices, **kw)
     final_loss, _ = backend.training.loss_and_grads(args.name, result.params, x, y, **kw)
     metrics = {"final_loss": final_loss}
-    record = registry.get(args.name)
     if record.metric == "accuracy":
         metrics["accuracy"] = specs.accuracy(backend.training.predict(args.name, result.params, x, **kw), y)
     if record.metric == "class_accuracy":     # on the held-out images, the model in eval mode
@@ -161,7 +166,9 @@ def run(args) -> int:
     if args.name in registry.DEMOS:
         return run_demo(args, backend, header)
     params = initial_params(args, backend)
-    result, metrics = train(args, backend, params, frames=args.gif is not None, stop_on_divergence=True)
+    held = registry.get(args.name).held_out
+    result, metrics = train(args, backend, params, frames=args.gif is not None or (args.plot is not None and held),
+                            stop_on_divergence=True)
     config = config_of(args)
     per_epoch = specs.steps_per_epoch(len(registry.make_data(args.name, args.seed)[0]), config.batch_size)
     on = f"{args.device} x{args.devices}" if args.devices > 1 else args.device
@@ -189,7 +196,9 @@ def run(args) -> int:
         return outcome.DIVERGED
     if args.save:
         weights.save(args.save, result.params)
-    if args.plot or args.gif:
+    if (args.plot or args.gif) and held:
+        _plot_classifier(args, backend, result)
+    elif args.plot or args.gif:
         from examples import plots
         x, y = registry.make_data(args.name, args.seed)
         if args.plot:
@@ -201,6 +210,20 @@ def run(args) -> int:
             plots.animate(args.name, x, y, result.frames, result.epoch_losses, args.gif,
                           epochs=result.recorded_epochs)
     return 0
+
+
+def _plot_classifier(args, backend, result) -> None:
+    """cnn, lstm, gru (examples/plots_digits.py): from the frames, the model at each
+    epoch's start, and the fitted model's logits appended as the last frame."""
+    from examples import plots_digits
+    (x, y), held = registry.make_data(args.name, args.seed), registry.get(args.name).held_out(args.seed)
+    fitted = backend.training.predict(args.name, result.params, np.concatenate([x, held[0]]),
+                                      dtype=args.dtype, device=args.device, form=args.model)
+    if args.plot:
+        plots_digits.plot(args.name, np.concatenate([result.frames, fitted[None]]), y, held, args.plot,
+                          title_suffix=f" ({args.backend})")
+    if args.gif:
+        plots_digits.animate(args.name, result.frames, y, held, args.gif, epochs=result.recorded_epochs)
 
 
 def run_demo(args, backend, header) -> int:

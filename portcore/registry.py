@@ -19,7 +19,9 @@ from portcore.recurrent_kinds import GRU, LSTM
 class PlotStyle:
     """The tutorial's figure for an example: labels and limits, and what the green line
     draws: "curve", the model's output at the data's x, or "boundary", the straight
-    decision boundary w0 x + w1 y + b = 0 of the first layer."""
+    decision boundary w0 x + w1 y + b = 0 of the first layer. The digit classifiers'
+    figures (examples/plots_digits.py) use only the title: "digits", held-out digits
+    with their predictions and the confusion matrix; "curves", loss and accuracy per epoch."""
     title: str
     xlabel: str
     ylabel: str
@@ -112,6 +114,7 @@ RECORDS = (
              "drop": Dropout(0.25, counter=True), "fc": Linear(128, 10, input_chw=(32, 2, 2))},
             specs.TrainConfig(epochs=20, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9),
             loss="cross_entropy", metric="class_accuracy", ladder="deep",
+            plot=PlotStyle("CNN on 8x8 digits", "", "", (), (), (), draws="digits"),
             held_out=lambda seed: digits.make_digits(seed, held_out=True, shape=(1, 8, 8)),
             input_shapes={"conv1": (1, 8, 8), "conv2": (16, 4, 4), "bn": (32, 4, 4)}),
     Example("lstm", "LSTM(8, 64) over the 8 rows of each 8x8 digit, cross-entropy, Adam",
@@ -119,6 +122,7 @@ RECORDS = (
             {"rnn": LSTM(8, 64, flax_input_bias=True), "fc": Linear(64, 10)},
             specs.TrainConfig(epochs=30, batch_size=64, lr=0.01, optimizer="adam"),
             loss="cross_entropy", metric="class_accuracy", ladder="deep",
+            plot=PlotStyle("LSTM over the rows of 8x8 digits", "", "", (), (), (), draws="curves"),
             held_out=lambda seed: digits.make_digits(seed, held_out=True, shape=(8, 8)),
             input_shapes={"rnn": (8, 8)}),
     Example("gru", "GRU(8, 64) over the 8 rows of each 8x8 digit, cross-entropy, Adam",
@@ -126,6 +130,7 @@ RECORDS = (
             {"rnn": GRU(8, 64), "fc": Linear(64, 10)},
             specs.TrainConfig(epochs=30, batch_size=64, lr=0.01, optimizer="adam"),
             loss="cross_entropy", metric="class_accuracy", ladder="deep",
+            plot=PlotStyle("GRU over the rows of 8x8 digits", "", "", (), (), (), draws="curves"),
             held_out=lambda seed: digits.make_digits(seed, held_out=True, shape=(8, 8)),
             input_shapes={"rnn": (8, 8)}),
     Example("tensor_interop", "numpy <-> torch.Tensor <-> jax.Array, with and without copies",
