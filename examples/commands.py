@@ -81,6 +81,9 @@ def check_args(args) -> None:
     if devices > 1 and args.name in registry.TRAINABLE and devices > config_of(args).batch_size:
         raise UsageError(f"--devices {devices}: more devices than rows in a batch "
                          f"({config_of(args).batch_size}); every device needs at least one")
+    if devices > 1 and args.name in registry.TRAINABLE and not registry.get(args.name).data_parallel:
+        raise UsageError(f"--devices {devices}: {args.name} runs on one device only (its BatchNorm "
+                         "statistics and dropout masks would be per device under DDP)")
     if devices > 1 and args.name in registry.DEMOS:
         raise UsageError(f"{args.name} is a demo without training: --devices not applicable")
     if getattr(args, "gif", None) is not None and args.epochs == 0:

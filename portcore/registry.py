@@ -49,6 +49,10 @@ class Example:
     # conftest.cells) or "deep" (parity_tests/deep_ladder.py: models with BatchNorm,
     # dropout and recurrent cells, integer labels, held-out data).
     ladder: str = "generic"
+    # --devices N > 1 (DDP / jax.sharding): False where per-device batches would change the
+    # computation (BatchNorm's batch statistics and the dropout's sample index are per
+    # rank under DDP, but global under one-program SPMD).
+    data_parallel: bool = True
     plot: PlotStyle | None = None
     variant_epochs: int | None = None                  # the suite's variant runs, when the default is long
     chaotic: bool = False                              # its default free run has a predictability horizon
@@ -115,6 +119,7 @@ RECORDS = (
             specs.TrainConfig(epochs=20, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9),
             loss="cross_entropy", metric="class_accuracy", ladder="deep",
             plot=PlotStyle("CNN on 8x8 digits", "", "", (), (), (), draws="digits"),
+            data_parallel=False,
             held_out=lambda seed: digits.make_digits(seed, held_out=True, shape=(1, 8, 8)),
             input_shapes={"conv1": (1, 8, 8), "conv2": (16, 4, 4), "bn": (32, 4, 4)}),
     Example("lstm", "LSTM(8, 64) over the 8 rows of each 8x8 digit, cross-entropy, Adam",
