@@ -23,6 +23,7 @@ import pytest
 
 import jaxport.parallel as jp
 import jaxport.training as jt
+from jaxport.programs import DEFAULT
 import torchref.parallel as tp
 import torchref.training as tt
 from portcore import registry, specs, weights
@@ -67,7 +68,7 @@ def test_jaxport_on_2_and_4_devices_matches_one_device(example):
         assert losses <= TOL and params <= TOL, (n, losses, params)
         assert r.step_losses.shape == one.step_losses.shape == (50,)
     # It is really split: the program spans 4 devices and all-reduces across them.
-    [program] = [p for k, p in jp._programs.items() if k[0] == example and len(k[-1]) == 4]
+    [program] = [p for k, p in DEFAULT.compiled().items() if k[0] == example and len(k[-2]) == 4]
     assert "all-reduce" in program.as_text()
     assert {d.id for d in jax.devices()} == {0, 1, 2, 3}
 
@@ -117,7 +118,7 @@ def per_rank_mean(world, batch_rows, rank_rows):
 
 def test_a_per_shard_mean_fails_the_ragged_test(monkeypatch):
     one = fit(jt, **RAGGED, devices=1)
-    jp._programs.clear()                     # the planted weights are float: a new program
+    jt.clear_caches()                        # the planted weights are float: a new program
     monkeypatch.setattr(jp, "sharded_indices", _per_shard_weights(jp.sharded_indices))
     monkeypatch.setattr(tp, "rank_weight", per_rank_mean)   # pickled by name to the ranks
     try:
@@ -126,7 +127,7 @@ def test_a_per_shard_mean_fails_the_ragged_test(monkeypatch):
             assert losses > 1e-3, (backend.__name__, losses)     # far outside 1e-10
     finally:
         monkeypatch.undo()
-        jp._programs.clear()
+        jt.clear_caches()
 
 
 def test_an_error_in_a_rank_leaves_no_process_behind():
