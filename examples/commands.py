@@ -11,7 +11,7 @@ import numpy as np
 
 from portcore import registry, schedule, specs, weights
 from examples import outcome
-from examples.cli import UsageError
+from examples.usage import UsageError
 
 TRAIN_ONLY = ("epochs", "batch_size", "lr", "init", "save", "gif", "plot")
 OUTPUT_SUFFIXES = {"save": weights.SUFFIXES, "history": (".json",), "gif": (".gif",),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from portcore import registry, specs, weights
 from examples import outcome
-from examples.cli import UsageError
+from examples.usage import UsageError
 from examples.commands import check_args, config_of, diff, load_backend
 
 # The ensemble keeps MEMBERS x steps losses; compare is for runs a CI job would judge.

@@ -47,6 +47,9 @@ class Example:
     # A demo's output: "values" (named numbers in the dtype, which `compare` compares) or
     # "interop" (which conversions copy and which share memory; nothing to compare).
     demo: str = ""
+    # bench's targets for the tutorial-size float32 CPU run: (eager/jax at least, jax/floor
+    # at most, or None); printed as met or missed, never asserted.
+    speed_target: tuple | None = None
 
     @property
     def trainable(self) -> bool:
@@ -86,7 +89,7 @@ RECORDS = (
             forms={"class": {}, "sequential": {"hidden_1": 0, "hidden_2": 2, "output": 4}},
             loss="mse", plot=PlotStyle("Neural Networks Regression Analysis", "x", "y", (-10.5, 10.5),
                                        (-1.5, 2), (6.0, -1.0)),
-            variant_epochs=25, chaotic=True),
+            variant_epochs=25, chaotic=True, speed_target=(8.0, 3.0)),
     Example("tensor_interop", "numpy <-> torch.Tensor <-> jax.Array, with and without copies",
             lambda seed: (np.array(specs.INTEROP_LIST, dtype=np.float64), np.zeros(0)), demo="interop"),
 )
@@ -94,6 +97,7 @@ EXAMPLES: dict[str, Example] = {r.name: r for r in RECORDS}
 NAMES = tuple(sorted(EXAMPLES))
 TRAINABLE = tuple(n for n in NAMES if EXAMPLES[n].trainable)
 DEMOS = tuple(n for n in NAMES if not EXAMPLES[n].trainable)
+WITH_DATA = tuple(n for n in NAMES if EXAMPLES[n].demo != "interop")   # `data` can write their x, y
 
 
 def get(name: str) -> Example:
