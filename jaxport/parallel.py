@@ -28,8 +28,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxport.numerics import jax_dtype
 from jaxport.programs import DEFAULT, Placement, batch_indices, run_fit
+from jaxport.state import host_dtype
 from portcore import specs
 
 def initialize_from_env(device: str = "cpu") -> int:
@@ -114,7 +114,7 @@ def fit(example, params, x, y, order, config, *, devices, dtype="float32", devic
         return put(idx, idx_sharding), None if weight is None else put(weight, weight_sharding)
     place = Placement(
         put_tree=lambda tree: jax.tree.map(lambda a: put(a, replicated), tree),
-        put_data=lambda a: put(np.asarray(a, dtype=jax_dtype(dtype)), replicated),
+        put_data=lambda a, dtype: put(np.asarray(a, dtype=host_dtype(dtype)), replicated),
         put_batches=put_batches, to_host=host,
         # Outputs replicated: every process can read them from its own devices.
         jit=lambda run: jax.jit(run, out_shardings=replicated),

@@ -22,7 +22,7 @@ from tqdm import tqdm
 # convert and optim as modules, not names, so that the suite's planted bugs can replace them.
 from jaxport import convert, example_module, optim
 from jaxport.numerics import jax_device, jax_dtype
-from portcore import schedule, specs
+from portcore import registry, schedule, specs
 
 
 class Programs:
@@ -137,7 +137,7 @@ def train_program(programs, example, graphdef, config, frames, batch_sharding=No
 class Placement:
     """Where a fit's arrays live. One device: device_put; data parallel: parallel.py's."""
     put_tree: Callable           # a pytree of the model's or optimizer's state
-    put_data: Callable           # x or y, in the run's dtype
+    put_data: Callable           # (x or y, dtype name: the run's, or "int" for labels)
     put_batches: Callable        # an (epochs, N) order chunk -> (idx, weight) on the devices
     to_host: Callable            # an output -> numpy
     jit: Callable                # a traced run -> jitted function
@@ -153,7 +153,7 @@ def run_fit(programs, example, params, x, y, order, config, place: Placement, *,
     size = chunk_epochs or schedule.chunk_epochs(n, config.batch_size)
     graphdef, state = programs.split(example, params, dtype, device, form)
     state, opt_state = place.put_tree(state), place.put_tree(optim.make_optimizer(config).init(state))
-    x_, y_ = place.put_data(x), place.put_data(y)
+    x_, y_ = place.put_data(x, dtype), place.put_data(y, registry.get(example).label_dtype(dtype))
     steps = specs.steps_per_epoch(n, config.batch_size)
     rec = schedule.Recorder(epochs, steps)
     # Compile up front, for the full chunks and the shorter last one, so that the

@@ -16,11 +16,21 @@ from portcore import convert as layer_convert, registry
 MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq", "trace": "momentum_buffer"}
 
 
+def host_dtype(dtype: str):
+    """The numpy dtype of a run's arrays; "int" (class labels) is int32, JAX's default int."""
+    return np.int32 if dtype == "int" else jax_dtype(dtype)
+
+
 def device_array(array, dtype, device) -> jax.Array:
     """`array` on the device, in its own buffer. On CPU, device_put may adopt an aligned
     numpy buffer without copying, so a caller editing its array afterwards would edit
     ours: copy first (the copy is private, so sharing it is harmless)."""
-    return jax.device_put(np.array(array, dtype=jax_dtype(dtype), copy=True), jax_device(device))
+    return jax.device_put(np.array(array, dtype=host_dtype(dtype), copy=True), jax_device(device))
+
+
+def labels(example, y, dtype, device) -> jax.Array:
+    """y on the device: in the run's dtype, or int32 class indices (registry `labels`)."""
+    return device_array(y, registry.get(example).label_dtype(dtype), device)
 
 
 def opt_state_to_numpy(opt_state, example, form="class") -> dict:

@@ -19,8 +19,8 @@ from jaxport import example_module
 from jaxport import convert, optim
 from jaxport.numerics import dtype_scope, dtype_scoped, jax_device, jax_dtype
 from jaxport.programs import DEFAULT, Placement, batch_indices, run_fit
-from jaxport.state import Layout, device_array, opt_state_from_numpy, opt_state_to_numpy
-from portcore import specs
+from jaxport.state import Layout, device_array, host_dtype, labels, opt_state_from_numpy, opt_state_to_numpy
+from portcore import registry, specs
 
 
 @dtype_scoped
@@ -45,7 +45,7 @@ def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form
     """(loss, {name: gradient}) of the example's loss on (x, y) at `params`."""
     graphdef, state = DEFAULT.split(example, params, dtype, device, form)
     loss, grads = DEFAULT.value_and_grad(example, graphdef)(
-        state, device_array(x, dtype, device), device_array(y, dtype, device))
+        state, device_array(x, dtype, device), labels(example, y, dtype, device))
     return float(loss), convert.to_numpy(grads, example, form)
 
 
@@ -70,7 +70,7 @@ def train_step(example, params, opt_state, x, y, config, *, dtype="float32", dev
     # placement every call and compiles once.
     opt = jax.device_put(opt, jax_device(device))
     loss, grads, state, opt = DEFAULT.step(example, graphdef, config)(
-        state, opt, device_array(x, dtype, device), device_array(y, dtype, device))
+        state, opt, device_array(x, dtype, device), labels(example, y, dtype, device))
     return (float(loss), convert.to_numpy(grads, example, form), convert.to_numpy(state, example, form),
             opt_state_to_numpy(opt, example, form))
 
@@ -85,6 +85,7 @@ class Stepper:
         self.dtype_name, self.device = dtype, jax_device(device)
         with dtype_scope(dtype):
             self.dtype = jax_dtype(dtype)
+            self.label_dtype = host_dtype(registry.get(example).label_dtype(dtype))
             graphdef, state = DEFAULT.split(example, None, dtype, device, form)
             self.params_layout = Layout(state, example, form)
             self.opt_layout = Layout(optim.make_optimizer(config).init(state), example, form)
@@ -102,7 +103,7 @@ class Stepper:
         """(loss before the update, grads, new params, new opt_state), numpy, like train_step."""
         # numpy in: jit's own transfer (per-leaf device_put costs ~1 ms a step).
         with dtype_scope(self.dtype_name), jax.default_device(self.device):
-            loss, grads, new, opt = self.fn(*self.trees, np.asarray(xb, self.dtype), np.asarray(yb, self.dtype))
+            loss, grads, new, opt = self.fn(*self.trees, np.asarray(xb, self.dtype), np.asarray(yb, self.label_dtype))
         self.trees = new, opt
         return float(loss), self.params_layout.arrays(grads), *self.state()
 
@@ -119,7 +120,7 @@ def stepper(example, config, params, opt_state=None, *, dtype="float32", device=
 def _one_device(dtype, device, batch_size) -> Placement:
     dev = jax_device(device)
     return Placement(put_tree=lambda tree: jax.device_put(tree, dev),
-                     put_data=lambda a: device_array(a, dtype, device),
+                     put_data=lambda a, dtype: device_array(a, dtype, device),
                      put_batches=lambda chunk: jax.device_put(batch_indices(chunk, batch_size), dev),
                      to_host=np.asarray, jit=jax.jit)
 

@@ -50,10 +50,15 @@ class Example:
     # bench's targets for the tutorial-size float32 CPU run: (eager/jax at least, jax/floor
     # at most, or None); printed as met or missed, never asserted.
     speed_target: tuple | None = None
+    labels: str = "float"        # "int": y holds class indices (cross-entropy), not numbers
 
     @property
     def trainable(self) -> bool:
         return bool(self.layers)
+
+    def label_dtype(self, dtype: str) -> str:
+        """The dtype y crosses to a backend in: the run's, or "int" for class indices."""
+        return "int" if self.labels == "int" else dtype
 
     def param_shapes(self) -> dict[str, tuple]:
         return convert.param_shapes(self.layers)

@@ -11,8 +11,8 @@ class ArrayDataset(Dataset):
     """Wraps the shared numpy arrays; indexable by a list of indices, so a whole batch
     is one tensor gather instead of `batch_size` calls and a collate."""
 
-    def __init__(self, x, y, dtype="float32", device="cpu"):
-        self.x, self.y = tensor(x, dtype, device), tensor(y, dtype, device)
+    def __init__(self, x, y, dtype="float32", device="cpu", label_dtype=None):
+        self.x, self.y = tensor(x, dtype, device), tensor(y, label_dtype or dtype, device)
 
     def __getitem__(self, index):
         return self.x[index], self.y[index]

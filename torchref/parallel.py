@@ -32,7 +32,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from portcore import schedule, specs
+from portcore import registry, schedule, specs
 
 # How long the parent waits for a rank's first word before it checks they still live.
 POLL_S = 0.2
@@ -71,7 +71,7 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
     # training.build_model's two lines: training imports this module (fit, devices > 1).
     model = load_numpy(ex.build_model(form, dtype=dtype).to(dev), params, example, form)
     ddp = DistributedDataParallel(model, device_ids=[dev] if device == "gpu" else None)
-    data = ex.Dataset(x, y, dtype=dtype)
+    data = ex.Dataset(x, y, dtype=dtype, label_dtype=registry.get(example).label_dtype(dtype))
     data.x, data.y = data.x.to(dev), data.y.to(dev)
     optimizer = optim.make_optimizer(config, model.parameters())
     summed = type(ex.loss_fn)(reduction="sum")         # MSELoss / BCELoss, summed over rows

@@ -13,7 +13,10 @@ from torchref.numerics import torch_device, torch_dtype
 
 
 def tensor(array, dtype, device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(array), dtype=torch_dtype(dtype), device=torch_device(device))
+    """A tensor in the run's dtype, or int64 class indices for dtype "int" (what
+    nn.CrossEntropyLoss takes)."""
+    kind = torch.int64 if dtype == "int" else torch_dtype(dtype)
+    return torch.as_tensor(np.asarray(array), dtype=kind, device=torch_device(device))
 
 
 def opt_state_to_numpy(optimizer, named: dict) -> dict:

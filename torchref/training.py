@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
-from portcore import schedule, specs
+from portcore import registry, schedule, specs
 from torchref import example_module, optim
 from torchref.convert import load_numpy, named_parameters, to_numpy
 from torchref.data import SharedOrderSampler
@@ -38,7 +38,8 @@ def default_params(example, seed=0, *, dtype="float32", form="class") -> dict:
 def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form="class"):
     """(loss, {name: gradient}) of the example's loss on (x, y) at `params`."""
     model = build_model(example, params, dtype=dtype, device=device, form=form)
-    loss = example_module(example).loss_fn(model(tensor(x, dtype, device)), tensor(y, dtype, device))
+    y = tensor(y, registry.get(example).label_dtype(dtype), device)
+    loss = example_module(example).loss_fn(model(tensor(x, dtype, device)), y)
     loss.backward()
     grads = {n: p.grad.detach().cpu().numpy() for n, p in named_parameters(model, example, form).items()}
     return loss.item(), grads
@@ -72,6 +73,7 @@ class Stepper:
         self.named = named_parameters(self.model, example, form)
         self.optimizer = optim.make_optimizer(config, self.model.parameters())
         self.loss_fn = example_module(example).loss_fn
+        self.label_dtype = registry.get(example).label_dtype(dtype)
         self.load(None, opt_state)
 
     def load(self, params, opt_state=None) -> None:
@@ -86,7 +88,7 @@ class Stepper:
 
     def step(self, xb, yb):
         """(loss before the update, grads, new params, new opt_state), numpy, like train_step."""
-        loss = self.loss_fn(self.model(tensor(xb, self.dtype, self.device)), tensor(yb, self.dtype, self.device))
+        loss = self.loss_fn(self.model(tensor(xb, self.dtype, self.device)), tensor(yb, self.label_dtype, self.device))
         self.optimizer.zero_grad()
         loss.backward()
         grads = {n: p.grad.detach().cpu().numpy().copy() for n, p in self.named.items()}
@@ -124,7 +126,7 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
                             stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs)
     ex = example_module(example)
     model = build_model(example, params, dtype=dtype, device=device, form=form)
-    data = ex.Dataset(x, y, dtype=dtype, device=device)
+    data = ex.Dataset(x, y, dtype=dtype, device=device, label_dtype=registry.get(example).label_dtype(dtype))
     sampler = SharedOrderSampler()
     loader = DataLoader(data, batch_size=None,
                         sampler=BatchSampler(sampler, config.batch_size, drop_last=False))
