@@ -171,6 +171,20 @@ def test_bad_devices_exit_2_in_one_line(capsys, argv, message):
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
 
 
+def test_more_torch_processes_than_memory_holds_exit_2_before_any_start(capsys, monkeypatch):
+    from examples import commands
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    monkeypatch.setattr(commands, "RANK_BYTES", memory // 2 + 1)    # 2 ranks: just over the memory
+    before = len(psutil.Process().children(recursive=True))
+    code = main(["run", "logistic_regression", "--backend", "torch", "--devices", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "2 torch processes need about" in err, err
+    assert len(psutil.Process().children(recursive=True)) == before
+    monkeypatch.setattr(commands, "RANK_BYTES", memory // 2 - 1)    # just under: runs
+    assert main(["run", "logistic_regression", "--backend", "torch", "--devices", "2", "--epochs", "1",
+                 "--quiet"]) == 0
+
+
 def _bits(result) -> str:
     h = hashlib.sha1(result.step_losses.tobytes())
     for k in sorted(result.params):
