@@ -9,7 +9,7 @@ from pathlib import Path
 
 from portcore import registry, specs, weights
 from examples import outcome
-from examples.cli import UsageError
+from examples.usage import UsageError
 from examples.commands import check_args, config_of, diff, load_backend
 
 # The ensemble keeps MEMBERS x steps losses; compare is for runs a CI job would judge.
@@ -90,8 +90,8 @@ def _compare_deep(args, config, torch_be) -> int:
     torch_be.numerics.pin_numerics()
     cell = deep_ladder.DeepCell(args.name, args.dtype, args.device)
     run = deep_ladder.DeepRun(config, seed=args.seed, init=str(args.init) if args.init else "shared", label="compare")
-    diverged = _divergence(args, config, deep_free_run._fit("torch", cell, run),
-                           deep_free_run._fit("jaxport", cell, run))
+    diverged = _divergence(args, config, deep_free_run.fit_run("torch", cell, run),
+                           deep_free_run.fit_run("jaxport", cell, run))
     if diverged is not None:
         return diverged
     verdict = deep_gate.judge(cell, run, progress=not args.quiet)

@@ -102,7 +102,7 @@ def frame_epochs(epochs: int, max_frames: int) -> np.ndarray:
     return np.round(np.linspace(0, epochs - 1, max_frames)).astype(np.int64)
 
 
-class _BlitGifWriter(AbstractMovieWriter):
+class BlitGifWriter(AbstractMovieWriter):
     """An animated-image writer for a figure in which only `animated` artists change.
 
     matplotlib's PillowWriter redraws the whole figure for every frame (about 60 ms at
@@ -177,7 +177,7 @@ def animate(example: str, x: np.ndarray, y: np.ndarray, frames: np.ndarray,
     def write(tmp):
         # Not writer.saving(): it calls finish() even when a frame fails, which would
         # mask the error. setup() draws the background at the figure's own dpi.
-        writer = _BlitGifWriter([line, text], fps=1000 / FRAME_MS)
+        writer = BlitGifWriter([line, text], fps=1000 / FRAME_MS)
         writer.setup(fig, tmp)
         for e in picked:
             line.set_data(*_fit_xy(example, x, frames[e]))

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from examples.plots import FRAME_MS, _BlitGifWriter, frame_epochs
+from examples.plots import FRAME_MS, BlitGifWriter, frame_epochs
 from portcore import registry, specs
 from portcore.weights import atomic_write
 
@@ -140,7 +140,7 @@ def animate(example: str, frames: np.ndarray, y: np.ndarray, held: tuple, path, 
     view = _build(example, fig, frames, y, held, _title(example))
 
     def write(tmp):
-        writer = _BlitGifWriter(view.artists, fps=1000 / FRAME_MS)
+        writer = BlitGifWriter(view.artists, fps=1000 / FRAME_MS)
         writer.setup(fig, tmp)
         for e in frame_epochs(len(frames), max_frames):
             view.caption = (f"Epoch = {numbers[e] + 1}, held-out accuracy = {c['held-out accuracy'][e]:.3f}, "

@@ -22,7 +22,7 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref.training as tt
-from deep_ladder import DeepCell, DeepRun, _cast, data, default_run, init
+from deep_ladder import DeepCell, DeepRun, cast, data, default_run, init
 from parity import ParityError, check, tolerance
 from portcore import specs
 
@@ -50,14 +50,14 @@ class TensorScaled:
         return f"{self.RTOL:g} x the tensor's largest entry"
 
 
-def _fit(name, cell: DeepCell, run: DeepRun, member: int = 0, cast=None) -> specs.FitResult:
+def fit_run(name, cell: DeepCell, run: DeepRun, member: int = 0, cast=None) -> specs.FitResult:
     """A backend's ("torch" or "jaxport") fit of the run (member 0), or torch's run with every parameter moved
     one ulp in a random direction after every update (member m > 0). cast: start from the
     initial weights rounded to this dtype (float64 torch from float32 weights)."""
     key = (name, cell, run, member, cast)
     if key not in _FITS:
         x, y = data(cell.example, seed=run.seed)
-        p = _cast(_cast(init(cell.example, run), cast or cell.dtype), cell.dtype)
+        p = cast(cast(init(cell.example, run), cast or cell.dtype), cell.dtype)
         order = specs.batch_order(len(x), run.config.epochs, run.config.shuffle, run.seed)
         _FITS[key] = _member(cell, run, p, x, y, order, member) if member else \
             {"torch": tt, "jaxport": jt}[name].fit(cell.example, p, x, y, order, run.config, **cell.kw)
@@ -69,15 +69,18 @@ def _member(cell, run, params, x, y, order, member) -> specs.FitResult:
     the size of the rounding differences that another implementation makes every step."""
     import torch
     import torchref
+    from portcore import registry
     from torchref.convert import to_numpy
-    ex = cell.example
+    from torchref.optim import make_optimizer
+    from torchref.state import tensor
+    ex, label_dtype = cell.example, registry.get(cell.example).label_dtype(cell.dtype)
     model = tt.build_model(ex, params, **cell.kw)
-    optimizer, loss_fn = tt.make_optimizer(run.config, model.parameters()), torchref.example_module(ex).loss_fn
+    optimizer, loss_fn = make_optimizer(run.config, model.parameters()), torchref.example_module(ex).loss_fn
     gen, losses = torch.Generator().manual_seed(member), []
     for row in order:
         for start in range(0, len(row), run.config.batch_size):
             i = row[start:start + run.config.batch_size]
-            loss = loss_fn(model(tt._tensors(x[i], cell.dtype, cell.device)), tt._tensors(y[i], cell.dtype, cell.device))
+            loss = loss_fn(model(tensor(x[i], cell.dtype, cell.device)), tensor(y[i], label_dtype, cell.device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -102,9 +105,9 @@ def _within_torch_range(cell, run, rung, quantities):
     """float32: each quantity of jaxport's run inside torch's run and members' range,
     widened by that range on each side (accuracy: at least one held-out image)."""
     exact = DeepCell(cell.example, "float64", cell.device)       # from the same float32 weights
-    ref = [outcome(tt, cell, run, _fit("torch", cell, run, m)) for m in range(MEMBERS + 1)] + \
-        [outcome(tt, exact, run, _fit("torch", exact, run, cast=cell.dtype))]
-    ours = outcome(jt, cell, run, _fit("jaxport", cell, run))
+    ref = [outcome(tt, cell, run, fit_run("torch", cell, run, m)) for m in range(MEMBERS + 1)] + \
+        [outcome(tt, exact, run, fit_run("torch", exact, run, cast=cell.dtype))]
+    ours = outcome(jt, cell, run, fit_run("jaxport", cell, run))
     n_held = len(data(cell.example, held_out=True, seed=run.seed)[1])
     for q in quantities:
         values = np.array([r[q] for r in ref])
@@ -119,7 +122,7 @@ def _within_torch_range(cell, run, rung, quantities):
 def rung6_free_running(cell: DeepCell, run: DeepRun | None = None) -> None:
     run = run or default_run(cell.example)
     if cell.dtype == "float64":
-        t, j = _fit("torch", cell, run), _fit("jaxport", cell, run)
+        t, j = fit_run("torch", cell, run), fit_run("jaxport", cell, run)
         check(j.step_losses, t.step_losses, where=cell.where(run), rung=6, step_axis=True,
               quantity="every step's loss, the whole run", tol=tolerance("float64", 5))
         return
@@ -129,7 +132,7 @@ def rung6_free_running(cell: DeepCell, run: DeepRun | None = None) -> None:
 def rung7_fitted_model(cell: DeepCell, run: DeepRun | None = None) -> None:
     run = run or default_run(cell.example)
     if cell.dtype == "float64":
-        t, j = _fit("torch", cell, run), _fit("jaxport", cell, run)
+        t, j = fit_run("torch", cell, run), fit_run("jaxport", cell, run)
         # a logit near zero is a sum of O(largest logit) terms: scaled like the weights
         kw = dict(where=cell.where(run), rung=7, tol=TensorScaled())
         check(j.params, t.params, quantity="fitted weights and state (running stats, dropout step)", **kw)

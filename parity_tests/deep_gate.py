@@ -13,8 +13,8 @@ RUNGS = {**deep_ladder.RUNGS, 6: deep_free_run.rung6_free_running, 7: deep_free_
 
 
 def judge(cell: deep_ladder.DeepCell, run: deep_ladder.DeepRun, progress=True) -> Verdict:
-    records, failures = {}, []
-    with parity.recording_into(records):
+    failures = []
+    with parity.recording() as records:
         for rung, fn in RUNGS.items():
             if progress:
                 print(f"compare: rung {rung} ({parity.RUNG_NAMES[rung]}) ...", file=sys.stderr, flush=True)
@@ -22,5 +22,5 @@ def judge(cell: deep_ladder.DeepCell, run: deep_ladder.DeepRun, progress=True) -
                 fn(cell, run)
             except parity.ParityError as error:
                 failures.append((rung, str(error)))
-    steps = len(deep_free_run._fit("torch", cell, run).step_losses)
-    return Verdict(agree=not failures, rows=list(records.values()), failures=failures, horizon=steps, steps=steps)
+    steps = len(deep_free_run.fit_run("torch", cell, run).step_losses)
+    return Verdict(agree=not failures, rows=list(records.rows.values()), failures=failures, horizon=steps, steps=steps)

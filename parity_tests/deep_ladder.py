@@ -111,13 +111,13 @@ def first_batches(example, steps: int, run: DeepRun | None = None):
     return out
 
 
-def _cast(params, dtype):
+def cast(params, dtype):
     return {k: np.asarray(v).astype(dtype) for k, v in params.items()}
 
 
 def _start(cell: DeepCell, run: DeepRun | None):
     run = run or default_run(cell.example)
-    return run, cell.example, data(cell.example, seed=run.seed), _cast(init(cell.example, run), cell.dtype)
+    return run, cell.example, data(cell.example, seed=run.seed), cast(init(cell.example, run), cell.dtype)
 
 
 def rung2_loss_at_init(cell: DeepCell, run: DeepRun | None = None) -> None:
@@ -154,7 +154,7 @@ def check_step(cell: DeepCell, run: DeepRun, params, opt, xb, yb, rung, step=Non
     copy = lambda d: {k: np.array(v) for k, v in (d or {}).items()}  # noqa: E731 (torch writes moments in place)
     t = tt.train_step(ex, params, copy(opt), xb, yb, config, **cell.kw)
     j = jt.train_step(ex, params, copy(opt), xb, yb, config, **cell.kw)
-    t64 = tt.train_step(ex, _cast(params, np.float64), _opt64(copy(opt)), xb, yb, config, dtype="float64") \
+    t64 = tt.train_step(ex, cast(params, np.float64), _opt64(copy(opt)), xb, yb, config, dtype="float64") \
         if cell.dtype == "float32" else t
     kw = dict(where=cell.where(run), rung=rung, step=step)
     check(j[0], t[0], quantity=prefix + "loss", tol=bound(cell, t[0], t64[0]), **kw)

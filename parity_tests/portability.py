@@ -50,7 +50,7 @@ def judge(cell, run) -> dict:
     import parity
     row = dict(cell=str(cell), run=run.label, init=run.init, nudge=run.jax_nudge)
     try:
-        with parity.recording_into({}):
+        with parity.recording():
             ladder.rung6_free_running(cell, run)
             ladder.rung7_fitted_model(cell, run)
         row["passed"], row["error"] = True, ""

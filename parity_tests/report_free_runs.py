@@ -12,10 +12,9 @@ import criterion
 import ensemble
 import step_noise
 from portcore import registry
-from parity import CURVES
 
 
-def section(path: Path) -> list:
+def section(path: Path, curves: dict) -> list:
     out = ["## Free-running runs (rungs 6-7): the criterion", "",
            "Long training runs are chaotic in both dtypes: a difference of one rounding grows until "
            "it is as large as the signal, so \"jaxport equals torch to 1e-10 over 1000 steps\" can "
@@ -46,7 +45,7 @@ def section(path: Path) -> list:
            "| final loss: jaxport, torch, ensemble range |",
            "| " + " | ".join(["---"] * 9) + " |"]
     plots = {}
-    for (example, form, dtype, device, config), v in sorted(CURVES.items()):
+    for (example, form, dtype, device, config), v in sorted(curves.items()):
         h = v["horizon"]
         used = float(np.max(v["diff"][:h] / np.maximum(v["allowed"][:h], 1e-300))) if h else 0.0
         finals = v["noise"]["step_losses"][:, -1] if v["steps"] else np.zeros(1)

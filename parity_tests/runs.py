@@ -16,7 +16,7 @@ import jaxport.training as jt
 import torchref.training as tt
 import ensemble
 from portcore import registry, specs, weights
-from teacher import JaxStepper
+from teacher import forget_jax_steppers
 
 SEED = specs.DEFAULT_SEED
 
@@ -131,13 +131,9 @@ def jax_fit(cell: Cell, run: Run) -> specs.FitResult:
 def clear_jax_caches() -> None:
     """Forget every compiled jaxport function and result (before and after a planted bug).
     jax's own caches can stay: they are keyed by function objects, and these are new."""
-    getattr(jt, "_programs", {}).clear()
-    for name in ("_step_fn", "_value_and_grad", "_loss_fn", "_forward"):
-        fn = getattr(jt, name, None)
-        if hasattr(fn, "cache_clear"):
-            fn.cache_clear()
+    jt.clear_caches()
     _JAX.clear()
-    JaxStepper.cache.clear()
+    forget_jax_steppers()
 
 
 def reference_noise(cell: Cell, run: Run) -> dict:

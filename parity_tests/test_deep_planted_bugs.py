@@ -10,7 +10,6 @@ import pytest
 
 import deep_ladder as dl
 import jaxport.deep_layers as jd
-import jaxport.training as jt
 import parity
 import portcore.recurrent_kinds as rk
 from portcore import registry
@@ -66,8 +65,7 @@ BUGS = {
 
 
 def _clear():
-    clear_jax_caches()
-    jt._skeleton.cache_clear()          # the model's layers (BatchNorm's momentum) live here
+    clear_jax_caches()                  # the model skeletons (BatchNorm's momentum) included
 
 
 # Each bug recompiles jaxport's functions: float64 in `make test` (where the tolerance is
@@ -85,7 +83,7 @@ def test_deep_planted_bug_is_caught(bug, dtype, monkeypatch):
         plant(monkeypatch)
         for r in (2, 3, 4):
             try:
-                with parity.recording_into({}):
+                with parity.recording():
                     dl.RUNGS[r](cell)
                 results.append((r, None))
             except parity.ParityError as error:

@@ -66,7 +66,7 @@ def test_a_learning_rate_1e4_off_fails_the_free_run_in_its_first_steps(monkeypat
     ladder.clear_jax_caches()
     try:
         lr_off(monkeypatch)
-        with parity.recording_into({}), pytest.raises(parity.ParityError, match="before the horizon") as caught:
+        with parity.recording(), pytest.raises(parity.ParityError, match="before the horizon") as caught:
             ladder.rung6_free_running(cell)
     finally:
         monkeypatch.undo()

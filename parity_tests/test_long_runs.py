@@ -7,6 +7,8 @@ import pytest
 from portcore import registry, schedule, specs
 from examples import outcome
 from jaxport import training as jax_training
+from jaxport.programs import DEFAULT
+from jaxport.state import device_array
 from torchref import training as torch_training
 
 BACKENDS = {"torch": torch_training, "jax": jax_training}
@@ -36,7 +38,7 @@ def test_chunked_run_is_the_one_program_run_bit_for_bit(backend, example):
     fit = BACKENDS[backend].fit
     whole = fit(example, registry.shared_init(example), x, y, order, config, frames=True)
     assert whole.step_losses.shape == (11 * 4,) and whole.frames.shape[0] == 11
-    before = jax_training.compile_count
+    before = DEFAULT.compile_count
     for size in (4, 1):
         chunked = fit(example, registry.shared_init(example), x, y, schedule.EpochOrder(len(x), 11, True, 2),
                       config, frames=True, chunk_epochs=size)
@@ -46,7 +48,7 @@ def test_chunked_run_is_the_one_program_run_bit_for_bit(backend, example):
         for name in whole.params:
             assert np.array_equal(chunked.params[name], whole.params[name]), name
     if backend == "jax":            # size 4: chunks of 4 and one of 3; size 1: one program
-        assert jax_training.compile_count == before + 3
+        assert DEFAULT.compile_count == before + 3
 
 
 @pytest.mark.parametrize("example", registry.LADDER)
@@ -57,7 +59,7 @@ def test_tutorial_runs_stay_one_program(example):
     config = registry.get(example).defaults
     jax_training.fit(example, registry.shared_init(example), x, y, schedule.EpochOrder(len(x), config.epochs, False),
                      config)
-    shapes = [k[-1] for k in jax_training._programs
+    shapes = [k[-1] for k in DEFAULT.compiled()
               if k[0] == example and k[2] == config and not k[3] and k[4] == "float32"]
     assert shapes == [(config.epochs, 1, 100)]
 
@@ -112,7 +114,7 @@ def _aligned(shape, dtype=np.float32):
 def test_jaxport_never_shares_a_callers_buffer():
     x = _aligned((100, 1))
     x[:, 0] = np.linspace(-1, 1, 100)
-    on_device = jax_training.device_array(x, "float32", "cpu")
+    on_device = device_array(x, "float32", "cpu")
     x[:] = 123.0                                       # the caller reuses its array
     assert np.array_equal(np.asarray(on_device)[:, 0], np.linspace(-1, 1, 100).astype(np.float32))
     # And through the public API: the caller's edit after a call changes nothing returned.

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from portcore import registry
-from torchref.digits_data import DigitsData
+from torchref.data import ArrayDataset
 from torchref.numerics import torch_dtype
 from torchref.shared_dropout import SharedDropout
 
@@ -31,6 +31,10 @@ class ConvNet(nn.Module):
         x = self.pool(torch.relu(self.bn(self.conv2(x))))   # (N, 32, 2, 2)
         x = torch.flatten(x, 1)                        # (N, 128), C, H, W order
         return self.fc(self.drop(x))                   # (N, 10) logits
+
+
+class DigitsData(ArrayDataset):
+    """The 8x8 digits and their labels, int64 class indices (registry: labels "int")."""
 
 
 Dataset = DigitsData

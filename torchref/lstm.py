@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from portcore import digits, registry
-from torchref.digits_data import DigitsData
+from torchref.data import ArrayDataset
 from torchref.numerics import torch_dtype
 
 FORMS = registry.forms("lstm")
@@ -23,6 +23,10 @@ class RecurrentNet(nn.Module):
     def forward(self, x):                              # (N, 8, 8): 8 steps of 8 pixels
         out, _ = self.rnn(x)                           # (N, 8, 64), every step's h
         return self.fc(out[:, -1])                     # (N, 10) logits of the last step
+
+
+class DigitsData(ArrayDataset):
+    """The 8x8 digits and their labels, int64 class indices (registry: labels "int")."""
 
 
 Dataset = DigitsData

@@ -8,7 +8,7 @@ from torch import nn
 
 from portcore import registry
 from torchref.numerics import torch_dtype
-from torchref.training import ArrayDataset
+from torchref.data import ArrayDataset
 
 FORMS = registry.forms("neural_network")
 
