@@ -50,14 +50,15 @@ class TensorScaled:
         return f"{self.RTOL:g} x the tensor's largest entry"
 
 
-def fit_run(name, cell: DeepCell, run: DeepRun, member: int = 0, cast=None) -> specs.FitResult:
-    """A backend's ("torch" or "jaxport") fit of the run (member 0), or torch's run with every parameter moved
-    one ulp in a random direction after every update (member m > 0). cast: start from the
-    initial weights rounded to this dtype (float64 torch from float32 weights)."""
-    key = (name, cell, run, member, cast)
+def fit_run(name, cell: DeepCell, run: DeepRun, member: int = 0, start=None) -> specs.FitResult:
+    """A backend's ("torch" or "jaxport") fit of the run (member 0), or torch's run with
+    every parameter moved one ulp in a random direction after every update (member m > 0).
+    start: begin from the initial weights rounded to this dtype (float64 torch from
+    float32 weights)."""
+    key = (name, cell, run, member, start)
     if key not in _FITS:
         x, y = data(cell.example, seed=run.seed)
-        p = cast(cast(init(cell.example, run), cast or cell.dtype), cell.dtype)
+        p = cast(cast(init(cell.example, run), start or cell.dtype), cell.dtype)
         order = specs.batch_order(len(x), run.config.epochs, run.config.shuffle, run.seed)
         _FITS[key] = _member(cell, run, p, x, y, order, member) if member else \
             {"torch": tt, "jaxport": jt}[name].fit(cell.example, p, x, y, order, run.config, **cell.kw)
@@ -106,7 +107,7 @@ def _within_torch_range(cell, run, rung, quantities):
     widened by that range on each side (accuracy: at least one held-out image)."""
     exact = DeepCell(cell.example, "float64", cell.device)       # from the same float32 weights
     ref = [outcome(tt, cell, run, fit_run("torch", cell, run, m)) for m in range(MEMBERS + 1)] + \
-        [outcome(tt, exact, run, fit_run("torch", exact, run, cast=cell.dtype))]
+        [outcome(tt, exact, run, fit_run("torch", exact, run, start=cell.dtype))]
     ours = outcome(jt, cell, run, fit_run("jaxport", cell, run))
     n_held = len(data(cell.example, held_out=True, seed=run.seed)[1])
     for q in quantities:
