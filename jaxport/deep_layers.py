@@ -37,9 +37,10 @@ def patch_conv(x, kernel, strides, padding, lhs_dilation=None, rhs_dilation=None
     dilation or groups) as patches times kernel: one dot_general.
 
     Why: XLA:CPU runs a convolution inside a loop (the compiled run is a lax.scan) far
-    slower than the same op outside one (measured here: a (64, 8, 8, 16) -> 32 conv's
-    gradient 1.2 ms a step in a Python loop, 88 ms a step inside lax.scan), while
-    matmuls in loops run at full speed. The sum is the same; its order is XLA's dot's.
+    slower than the same op outside one, while matmuls in loops run at full speed.
+    Measured on this 2-core CPU: the cnn's default run (460 steps, float32) trained in
+    3.95 s with lax's convolution and 1.02 s with this; one jitted step outside the loop
+    took 1.2 ms with lax's. The sum is the same; its order is XLA's dot's.
     """
     if (tuple(strides) != (1, 1) or any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation))
             or feature_group_count != 1 or isinstance(padding, str)
@@ -66,6 +67,8 @@ class TorchBatchNorm(nnx.BatchNorm):
     that must not count in the batch's statistics (torch never sees them)."""
 
     def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5, rngs, dtype):
+        # use_fast_variance=False: mean((x - mean)^2) like torch's two passes, not
+        # E[x^2] - E[x]^2, which cancels badly in float32
         super().__init__(num_features, momentum=flax_momentum(momentum), epsilon=eps,
                          use_fast_variance=False, dtype=dtype, param_dtype=dtype, rngs=rngs)
         # nnx.BatchNorm keeps its statistics in float32 whatever param_dtype says; in
