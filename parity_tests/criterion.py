@@ -29,7 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity import Tol
+try:                                   # as parity_tests.criterion (the harness, installed)
+    from .parity import Tol
+except ImportError:                    # as the suite's top-level `criterion` (conftest's path)
+    from parity import Tol
 
 # The single-step tolerance of a loss value (rung 2's): float64 as the table's single
 # computations; float32 relative 1.3e-6 (22 ulps; measured: one float32 loss evaluation
