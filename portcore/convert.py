@@ -1,0 +1,101 @@
+"""The one converter: a whole model's arrays between torch's names and layout (the
+exchange format) and Flax NNX's state paths, through its layer kinds.
+
+`layers` maps each torch layer path ("conv1", "blocks.2.attn") to its kind, in
+execution order. The NNX path of a layer is the same attribute path ("blocks.2" ->
+("blocks", 2)) unless `flax_paths` says otherwise (a renamed attribute, or the
+nnx.Sequential form's ("layers", i)).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from portcore.kinds import (BatchNorm, Conv2d, Dropout, Embedding, Flatten, LayerKind, LayerNorm,
+                            Linear, MaxPool2d)
+from portcore.recurrent_kinds import GRU, LSTM
+
+Layers = Mapping[str, LayerKind]
+KINDS = {k.torch_class: k for k in (Linear, Conv2d, MaxPool2d, Flatten, Dropout, BatchNorm,
+                                    LayerNorm, Embedding, LSTM, GRU)}
+
+
+def flax_path(torch_path: str) -> tuple:
+    """'blocks.2.attn' -> ('blocks', 2, 'attn'): NNX keys list items by int."""
+    return tuple(int(p) if p.isdigit() else p for p in torch_path.split("."))
+
+
+def _prefix(path: str, flax_paths) -> tuple:
+    return tuple(flax_paths[path]) if flax_paths and path in flax_paths else flax_path(path)
+
+
+def param_shapes(layers: Layers) -> dict[str, tuple]:
+    """Trainable parameters: full torch names -> shapes."""
+    return {f"{p}.{n}": s for p, k in layers.items() for n, s in k.param_shapes().items()}
+
+
+def state_shapes(layers: Layers) -> dict[str, tuple]:
+    """Buffers that cross the API with the parameters (BatchNorm's running stats)."""
+    return {f"{p}.{n}": s for p, k in layers.items() for n, s in k.buffer_shapes().items()}
+
+
+def torch_init(layers: Layers, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """torch's default distributions, layer by layer in order, float64."""
+    return {f"{p}.{n}": v for p, k in layers.items() for n, v in k.torch_init(rng).items()}
+
+
+def flops(layers: Layers, in_shapes: Mapping[str, tuple]) -> int:
+    """Forward FLOPs per sample, given each layer's input shape (without the batch)."""
+    return sum(k.flops(in_shapes[p]) for p, k in layers.items() if p in in_shapes)
+
+
+def to_flax(layers: Layers, arrays: Mapping[str, np.ndarray], flax_paths=None) -> dict[tuple, np.ndarray]:
+    """{torch name: array} -> {NNX state path: array}. Entries a layer lacks (buffers of
+    an optimizer moment) are left out; a missing parameter raises KeyError."""
+    out = {}
+    for path, kind in layers.items():
+        names = {**kind.param_shapes(), **kind.buffer_shapes()}
+        sub = {n: arrays[f"{path}.{n}"] for n in names if f"{path}.{n}" in arrays}
+        if not sub:
+            continue
+        head = _prefix(path, flax_paths)
+        out.update({head + rel: v for rel, v in kind.to_flax(sub).items()})
+    return out
+
+
+def from_flax(layers: Layers, arrays: Mapping[tuple, np.ndarray], flax_paths=None) -> dict[str, np.ndarray]:
+    """{NNX state path: array} -> {torch name: array in torch's layout}."""
+    out = {}
+    for path, kind in layers.items():
+        head = _prefix(path, flax_paths)
+        sub = {k[len(head):]: v for k, v in arrays.items() if k[:len(head)] == head}
+        if sub:
+            out.update({f"{path}.{n}": v for n, v in kind.from_flax(sub).items()})
+    return out
+
+
+def of_torch(module) -> LayerKind:
+    """The kind of a torch layer, read from its attributes (no torch import here)."""
+    name = type(module).__name__
+    if name == "Linear":
+        return Linear(module.in_features, module.out_features, module.bias is not None)
+    if name == "Conv2d":
+        (k, k2), (s, _), (p, _) = module.kernel_size, module.stride, module.padding
+        if k != k2 or isinstance(module.padding, str):
+            raise ValueError("only square kernels with numeric padding are supported")
+        return Conv2d(module.in_channels, module.out_channels, k, s, p, module.bias is not None)
+    if name in ("BatchNorm1d", "BatchNorm2d"):
+        return BatchNorm(module.num_features, module.eps, module.momentum)
+    if name == "LayerNorm":
+        return LayerNorm(module.normalized_shape[-1], module.eps)
+    if name == "Embedding":
+        return Embedding(module.num_embeddings, module.embedding_dim)
+    if name in ("LSTM", "GRU"):
+        if module.num_layers != 1 or module.bidirectional:
+            raise ValueError(f"{name}: only one layer, one direction is supported")
+        return KINDS[name](module.input_size, module.hidden_size)
+    if name in ("MaxPool2d", "Flatten", "Dropout"):
+        return {"MaxPool2d": lambda: MaxPool2d(module.kernel_size), "Flatten": Flatten,
+                "Dropout": lambda: Dropout(module.p)}[name]()
+    raise ValueError(f"no layer kind for torch's {name}")
