@@ -1,0 +1,126 @@
+"""The free-running rungs for any port (6: the whole run, 7: the fitted model), judged
+by the suite's portable criterion (criterion.py) against an ensemble of torch runs
+moved one ulp per parameter after every update (ensemble.py's rule, here for any
+module: the members run one after another instead of vmapped, since a user's module
+may hold BatchNorm buffers).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import criterion
+from .port_rungs import PortRun
+from .port_torch import Teacher, as_torch
+
+MEMBERS = 16
+
+
+def _ulp_step(model, generator: torch.Generator) -> None:
+    """Every parameter one ulp up or down at random, in place (ensemble._ulp_step)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            sign = torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype).mul_(2).sub_(1)
+            p.copy_(torch.nextafter(p, p + sign))
+
+
+def torch_runs(run: PortRun, members: int = MEMBERS, seed: int = 0) -> tuple:
+    """torch's own run and the ensemble, whose member 0 is that run (unmoved) and the
+    others are moved: (losses (steps,), fitted arrays, member losses (M, steps), member
+    fitted arrays)."""
+    generator = torch.Generator().manual_seed(seed)
+    results = []
+    for member in range(members):              # member 0 unmoved: torch's run itself
+        teacher = Teacher(run.side)
+        losses = []
+        for idx in run.batches:
+            losses.append(teacher.step(run.x[idx], run.y[idx])[0])
+            if member > 0:
+                _ulp_step(teacher.model, generator)
+        results.append((np.array(losses), teacher.state()[0]))
+    return results[0][0], results[0][1], np.array([r[0] for r in results]), [r[1] for r in results]
+
+
+def nnx_run(run: PortRun) -> tuple:
+    """NNX's own run from the shared weights: (losses, fitted params, fitted rest)."""
+    params, rest, state, losses = run.runner.params(), run.runner.rest, None, []
+    for idx in run.batches:
+        loss, _, params, rest, state = run.runner.step(params, run.x[idx], run.y[idx], rest=rest,
+                                                       opt_state=state if state is not None else None)
+        losses.append(loss)
+    return np.array(losses), params, rest
+
+
+def free_run(run: PortRun) -> dict:
+    """Both runs, the ensemble and the horizon (cached on the run: rungs 6 and 7 share it)."""
+    if getattr(run, "_free", None) is None:
+        t_losses, t_fitted, m_losses, m_fitted = torch_runs(run)
+        j_losses, j_params, j_rest = nnx_run(run)
+        spread = criterion.spread(m_losses, t_losses)
+        run._free = dict(torch=(t_losses, t_fitted), members=(m_losses, m_fitted), jax=(j_losses, j_params, j_rest),
+                         spread=spread, horizon=criterion.horizon(spread, t_losses, run.dtype), steps=len(t_losses))
+    return run._free
+
+
+def rung6_free_running(run: PortRun) -> None:
+    """Per-step losses up to the horizon; after it, the loss statistics; the fitted
+    parameters (on NNX's paths) entry by entry or as one more draw of the ensemble."""
+    v = free_run(run)
+    (t, t_fitted), (m, m_fitted), j = v["torch"], v["members"], v["jax"]
+    h, chaotic = v["horizon"], v["horizon"] < v["steps"]
+    run.check(j[0][:h], t[:h], rung=6, quantity=f"per-step losses before the horizon (step {h} of {v['steps']})",
+              tol=criterion.predictable_bound(v["spread"][:h], t[:h], run.dtype))
+    if chaotic:
+        for name, stat in (("final step loss", lambda r: float(r[-1])), ("median loss, last tenth", criterion.tail_median)):
+            centre, bound = criterion.scalar_bound(stat(t), [stat(r) for r in m])
+            run.check(stat(j[0]), centre, rung=6, quantity=f"{name} (after horizon)", tol=bound)
+    on_nnx = lambda arrays: run.texts({p: v for p, v in run.port.to_nnx(arrays).items() if p in run.runner.shapes})  # noqa: E731
+    judge_fitted(run, run.texts(j[1]), on_nnx(t_fitted), [on_nnx(a) for a in m_fitted], chaotic, 6, "fitted parameters")
+
+
+def fitted_model(run: PortRun, predictions: np.ndarray, loss_fn) -> dict:
+    """Rung 7's quantities from a side's predictions on the data (eval mode)."""
+    out = {"final loss": float(loss_fn(predictions)), "predictions": np.asarray(predictions, np.float64)}
+    if run.loss_name in ("cross_entropy", "bce", "bce_with_logits"):
+        if run.loss_name == "cross_entropy":
+            guess = np.argmax(predictions, axis=-1)
+        else:
+            guess = (predictions > (0.0 if run.loss_name == "bce_with_logits" else 0.5)).astype(run.y.dtype)
+        out["accuracy"] = float(np.mean(guess == run.y))
+    return out
+
+
+def rung7_fitted_model(run: PortRun) -> None:
+    v = free_run(run)
+    torch_loss = lambda p: run.side.loss_fn(torch.as_tensor(p), as_torch(run.y, run.dtype, integer=run.side.integer))  # noqa: E731
+
+    def jax_loss(p):
+        return run.runner.loss(p, run.y)
+    from .port_rungs import _output_in_torch_layout  # noqa: PLC0415
+    t = fitted_model(run, run.side.predict(v["torch"][1], run.x), torch_loss)
+    j = fitted_model(run, _output_in_torch_layout(run, run.runner.predict(v["jax"][1], run.x, rest=v["jax"][2])),
+                     jax_loss)
+    members = [fitted_model(run, run.side.predict(a, run.x), torch_loss) for a in v["members"][1]]
+    judge_fitted(run, j, t, members, v["horizon"] < v["steps"], 7, "fitted model")
+
+
+def judge_fitted(run: PortRun, j: dict, t: dict, members: list, chaotic: bool, rung: int, quantity: str) -> None:
+    """free_run._judge_fitted's rule: entry by entry while neither the run nor the
+    ensemble's spread of a tensor has left the single-step tolerance, else a scalar by
+    the ensemble's range and a tensor by its RMS distance from torch's."""
+    for name in t:
+        label = name
+        spread = criterion.spread([m[name] for m in members], t[name])
+        ref = np.abs(np.asarray(t[name], np.float64))
+        spread_past = bool(np.any(np.asarray(spread) > criterion.LOSS_TOL[run.dtype].allowed(ref.max() if ref.size else 0.0)))
+        if not chaotic and not spread_past:
+            run.check({name: j[name]}, {name: t[name]}, rung=rung, quantity=f"{quantity}: {label}", tol=criterion.Bound(
+                criterion.per_step_allowed(spread, t[name], run.dtype, tensorwise=True),
+                "per entry, as the per-step losses, relative to the largest entry"))
+        elif np.ndim(t[name]) == 0:
+            centre, bound = criterion.scalar_bound(float(t[name]), [float(m[name]) for m in members])
+            run.check(float(j[name]), centre, rung=rung, quantity=f"{quantity}: {label} (ensemble range)", tol=bound)
+        else:
+            dist = [criterion.rms(m[name], t[name]) for m in members]
+            run.check(criterion.rms(j[name], t[name]), 0.0, rung=rung, tol=criterion.distance_bound(dist),
+                      quantity=f"{quantity}: {label}, RMS distance from torch")
