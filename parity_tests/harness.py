@@ -91,19 +91,22 @@ def port_arrays(port) -> dict:
 
 def check_port(torch_model, nnx_model, x, y, *, loss="mse", optimizer="adam", lr=1e-2, steps=100,
                batch_size=32, dtype="float64", device="cpu", name_map=None, convert=None, input_layout=None,
-               momentum=0.9, weight_decay=1e-2, rungs=tuple(RUNGS)) -> PortReport:
+               momentum=0.9, weight_decay=1e-2, rungs=tuple(RUNGS), keep_going=False) -> PortReport:
     """The ladder for one port. name_map: {torch layer path: NNX path} where the names
     differ; convert: {torch layer path: LayerKind, or fn(torch arrays) -> {NNX relative
     path: array}} for layers the converter does not know (or converts wrongly for you);
     input_layout "nhwc": the NNX model takes torch's NCHW x transposed to NHWC.
     optimizer: "sgd" (momentum), "adam", "adamw" (weight_decay, decoupled) or a
-    (torch factory, optax transformation) pair."""
+    (torch factory, optax transformation) pair. keep_going: run the rungs after the
+    first failing one too (by default they are skipped: each builds on the ones before)."""
     began = time.perf_counter()
     with _one_torch_thread():
         run = _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert, input_layout,
                      optimizer, lr, steps, batch_size, momentum, weight_decay)
         for rung in rungs:
             RUNGS[rung](run)
+            if run.failures and not keep_going:
+                break                  # later rungs build on this one; the locator says where
         first = run.failures[0] if run.failures else None
         located = _locate(run) if first is not None else None
     if first is not None:

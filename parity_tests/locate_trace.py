@@ -71,6 +71,7 @@ def torch_trace(model, x, y, loss_fn, paths: set) -> dict:
 @contextlib.contextmanager
 def _intercepted(classes, on_call):
     """Each class's __call__ wrapped by on_call(original, self, args, kwargs)."""
+    classes = [cls for cls in classes if callable(getattr(cls, "__call__", None))]   # noqa: B004 (a container may have none)
     saved = {cls: cls.__dict__.get("__call__") for cls in classes}
     try:
         for cls in classes:
@@ -85,18 +86,35 @@ def _intercepted(classes, on_call):
                 cls.__call__ = own
 
 
+class _Delta(nnx.Variable):
+    """A zero added to one leaf of a module's output: its gradient is the gradient with
+    respect to that output."""
+
+
+class _Deltas(nnx.Module):
+    def __init__(self, zeros: list):
+        self.leaves = nnx.List([_Delta(z) for z in zeros])
+
+
+def _jax_array(a, dtype: str):
+    a = np.asarray(a)
+    return jnp.asarray(a, dtype if np.issubdtype(a.dtype, np.floating) else jnp.int32)
+
+
 def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
     """The NNX side: `paths` maps NNX path tuples to the torch paths they are recorded
-    under. Returns the same records as torch_trace."""
+    under. Returns the same records as torch_trace. Differentiated with
+    nnx.value_and_grad (not jax.vjp over a merge): a module that updates its own state
+    during the call (an RNN cell's carry RNG count) must be carried by NNX's transform."""
     with dtype_scope(dtype):
-        graphdef, state = nnx.split(model)
+        model = nnx.clone(model)                       # batch statistics land on a copy
         classes = {type(m) for p, m in nnx.iter_modules(model) if p in paths}
-        x, y = jnp.asarray(x), jnp.asarray(y)
+        x, y = _jax_array(x, dtype), _jax_array(y, dtype)
         order: dict = {}                               # path -> (start, end), plain ints
+        slots: dict = {}                               # path -> (treedef, first leaf index)
 
-        def run(deltas):
-            """The loss, and each module's inputs and outputs (tracers, as vjp's aux)."""
-            m = nnx.merge(graphdef, state)
+        def run(deltas, m):
+            """The loss, and each module's inputs and outputs (as aux)."""
             ids = {id(mod): paths[p] for p, mod in nnx.iter_modules(m) if p in paths}
             seen, counter, busy = {}, [0], set()
 
@@ -111,11 +129,15 @@ def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
                     out = original(self, *args, **kwargs)
                 finally:
                     busy.discard(id(self))
-                if deltas is not None:
-                    if path not in deltas:                 # the first pass: shapes only
-                        deltas[path] = jax.tree.map(jnp.zeros_like, out)
-                    else:
-                        out = jax.tree.map(lambda o, d: o + d, out, deltas[path])
+                if deltas is None:                       # the first pass: shapes only
+                    leaves, treedef = jax.tree.flatten(out)
+                    slots[path] = (treedef, len(zeros))
+                    zeros.extend(jnp.zeros_like(v) for v in leaves)
+                elif path in slots:
+                    treedef, first = slots[path]
+                    leaves = jax.tree.leaves(out)
+                    out = jax.tree.unflatten(treedef, [v + deltas.leaves[first + k][...]
+                                                       for k, v in enumerate(leaves)])
                 order[path] = (start, counter[0])
                 counter[0] += 1
                 seen[path] = ([a for a in jax.tree.leaves((args, kwargs)) if isinstance(a, jax.Array)],
@@ -125,14 +147,16 @@ def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
                 loss = loss_fn(m(x), y)
             return loss, seen
 
-        zeros: dict = {}
-        run(zeros)                                     # fills `zeros` with each output's shape
-        zeros = {p: jax.tree.map(lambda z: z, d) for p, d in zeros.items()}
-        loss, vjp, seen = jax.vjp(run, zeros, has_aux=True)
-        (grads,) = vjp(jnp.ones_like(loss))
+        zeros: list = []
+        run(None, nnx.clone(model))                    # fills `slots` and `zeros`
+        deltas = _Deltas(zeros)
+        (_, seen), grads = nnx.value_and_grad(run, argnums=nnx.DiffState(0, _Delta), has_aux=True)(deltas, model)
+        by_index = nnx.to_pure_dict(grads).get("leaves", {}) if zeros else {}
+        grad_leaves = [np.asarray(by_index[k]) for k in range(len(zeros))]
         records = {}
         for path, (inputs, outputs) in seen.items():
+            first = slots[path][1] if path in slots else 0
             records[path] = dict(start=order[path][0], end=order[path][1],
                                  inputs=[np.asarray(a) for a in inputs], outputs=[np.asarray(a) for a in outputs],
-                                 grads=[np.asarray(g) for g in jax.tree.leaves(grads[path])])
+                                 grads=grad_leaves[first:first + len(outputs)] if path in slots else [])
         return records

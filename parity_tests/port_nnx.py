@@ -80,13 +80,13 @@ class NnxRunner:
         self.paths = [_path(path) for path, _ in leaves]
         self.shapes = {p: np.shape(v) for p, (_, v) in zip(self.paths, leaves)}
 
-        def loss_and_aux(params, rest, x, y):
-            m = nnx.merge(self.train_def, params, rest)
-            out = m(x)
-            return loss_fn(out, y), nnx.state(m, nnx.Not(nnx.Param))
-
         def step(params, rest, opt_state, x, y):
-            (loss, new_rest), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(params, rest, x, y)
+            # merged at the jit's level and differentiated with nnx.value_and_grad: a
+            # module that updates its own state inside (an RNN cell's carry RNG count,
+            # batch statistics) must not be merged under jax.grad's trace
+            m = nnx.merge(self.train_def, params, rest)
+            loss, grads = nnx.value_and_grad(lambda m: loss_fn(m(x), y))(m)
+            new_rest = nnx.state(m, nnx.Not(nnx.Param))
             updates, opt_state = tx.update(grads, opt_state, params)
             return loss, grads, optax.apply_updates(params, updates), new_rest, opt_state
 
