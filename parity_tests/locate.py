@@ -69,12 +69,14 @@ def _compare(pairs: list, rtol: float):
     return worst, worst[2] > rtol
 
 
-def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_targets: bool) -> dict | None:
-    """The first module whose output or output gradient differs, or None."""
+def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_targets: bool,
+           rtol: float | None = None) -> dict | None:
+    """The first module whose output or output gradient differs beyond rtol (default
+    LOCATE_RTOL of the dtype), or None."""
     import copy  # noqa: PLC0415
 
     from flax import nnx  # noqa: PLC0415
-    rtol = LOCATE_RTOL[port.dtype]
+    rtol = LOCATE_RTOL[port.dtype] if rtol is None else rtol
     model = copy.deepcopy(port.torch_model)     # its forward updates BatchNorm's running stats
     nnx_paths = {tuple(p): None for p, _ in nnx.iter_modules(port.nnx_model) if p}
     by_nnx = {}
