@@ -21,6 +21,7 @@ SEQ, FEATURES, HIDDEN, CLASSES = 6, 5, 8, 3
 class TorchLSTMClassifier(nn.Module):
     def __init__(self):
         super().__init__()
+        torch.manual_seed(0)                   # the same weights on every call
         self.rnn = nn.LSTM(FEATURES, HIDDEN, batch_first=True)
         self.fc = nn.Linear(HIDDEN, CLASSES)
 
@@ -71,6 +72,7 @@ def lstm_data(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 class TorchCNN(nn.Module):
     def __init__(self):
         super().__init__()
+        torch.manual_seed(0)                   # the same weights on every call
         self.conv = nn.Conv2d(2, 4, 3, padding=1)
         self.head = nn.Linear(4, CLASSES)
 
@@ -103,6 +105,7 @@ def cnn_data(n: int = 24, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 class TorchBlocks(nn.Module):
     def __init__(self, width=6, depth=3):
         super().__init__()
+        torch.manual_seed(0)
         self.blocks = nn.ModuleList(nn.ModuleDict({"proj": nn.Linear(width, width), "norm": nn.LayerNorm(width)})
                                     for _ in range(depth))
         self.out = nn.Linear(width, 1)

@@ -5,11 +5,13 @@ backward order, the reverse), then every parameter's gradient.
 Tolerance (LOCATE_RTOL): |diff| <= rtol x the largest |entry| of the torch tensor. One
 module's output is a sum rounded at the scale of its terms, not of each entry, so the
 bound is relative to the tensor's largest entry, not elementwise. float64: 1e-10, the
-table's single-computation tolerance (parity.FLOAT64). float32: 2e-5, i.e. 336 float32
-ulps of the largest entry; correct ports measured in the harness's tests use at most
-a tenth of it (test_harness_locate.py prints the measured fraction), while a LayerNorm
-epsilon of 1e-6 instead of 1e-5 on inputs of variance ~0.1 moves the output by ~5e-5
-and tanh-GELU instead of erf-GELU by ~3e-4.
+table's single-computation tolerance (parity.FLOAT64). float32: 4e-6, 67 float32 ulps
+of the largest entry. Measured (max over every module's output and output gradient):
+correct float32 ports of the tests' MLP, LSTM, CNN and residual blocks 2.9e-7, 6.6e-7,
+3.5e-7 and 1.0e-6; float64 at most 4.1e-15. A LayerNorm epsilon of 1e-6 instead of
+1e-5 moves the MLP's norm output by 1.9e-5 of its largest entry (either dtype), tanh-
+instead of erf-GELU moves the next module's input by ~2e-4. test_harness_bugs.py
+asserts correct ports stay within half the tolerance and every planted bug exceeds it.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from .port_models import Port, nnx_to_torch_entries
 from .port_nnx import NnxRunner
 from .port_torch import as_torch
 
-LOCATE_RTOL = {"float64": 1e-10, "float32": 2e-5}
+LOCATE_RTOL = {"float64": 1e-10, "float32": 4e-6}
 
 
 def _worst(a: np.ndarray, e: np.ndarray) -> tuple[float, float, float]:

@@ -120,8 +120,8 @@ class Port:
     def layer_of(self, name) -> str:
         """The torch layer path a torch name ("fc.weight") or NNX path belongs to."""
         if isinstance(name, tuple):
-            best = max((p for p, h in self.flax_paths.items() if name[:len(h)] == h),
-                       key=lambda p: len(self.flax_paths[p]), default=None)
+            heads = {p: self.flax_paths.get(p, convert.flax_path(p)) for p in self.layers}
+            best = max((p for p, h in heads.items() if name[:len(h)] == h), key=lambda p: len(heads[p]), default=None)
             return best if best is not None else path_text(name[:-1])
         return name.rsplit(".", 1)[0] if "." in name else ""
 

@@ -52,9 +52,9 @@ def load_nnx(port: Port, torch_arrays: dict) -> None:
     state = nnx.state(port.nnx_model, nnx.Any(nnx.Param, nnx.BatchStat))
     have = flat_nnx(nnx.to_pure_dict(state))
     target = port.to_nnx(torch_arrays)
-    problems = [f"NNX {path_text(p)} gets no torch array" for p in have if p not in target]
-    problems += [f"torch layer {port.layer_of(p)!r} maps onto NNX {path_text(p)}, which the NNX model "
-                 "lacks (name_map?)" for p in target if p not in have]
+    problems = [f"torch layer {port.layer_of(p)!r} maps onto NNX {path_text(p)}, which the NNX model "
+                "lacks (name_map?)" for p in target if p not in have]
+    problems += [f"NNX {path_text(p)} gets no torch array" for p in have if p not in target]
     problems += [f"NNX {path_text(p)} has shape {have[p].shape}, torch's converted {target[p].shape}"
                  for p in have if p in target and have[p].shape != target[p].shape]
     if problems:

@@ -1,0 +1,113 @@
+"""The port harness (parity_tests/harness.py) on correct ports: the example MLP with
+LayerNorm and GELU, and an LSTM classifier (nn.LSTM against nnx.RNN of an LSTM cell),
+both in float64 and float32; a CNN and residual blocks the harness has never seen in
+the examples; and the caller's models left as they were."""
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from examples.own_port import NnxMLP, TorchMLP, make_data
+from parity_tests import harness_models as hm
+from parity_tests.harness import PortInputError, check_port
+
+ALL_RUNGS = {2, 3, 4, 5, 6, 7}
+
+
+def _assert_passed(report):
+    assert report.passed, report.markdown()
+    assert report.first_failure is None and report.located is None
+    assert {r.rung for r in report.rows} == ALL_RUNGS
+    # every comparison inside its tolerance: `used` is |diff| / allowed, measured
+    assert all(r.passed and r.used <= 1.0 for r in report.rows)
+    assert "| rung | quantity | max abs | max rel | tolerance | used | ok |" in report.markdown()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mlp_with_layernorm_port_passes(dtype):
+    x, y = make_data()
+    torch_model, nnx_model = TorchMLP(), NnxMLP()
+    before_torch = {k: v.clone() for k, v in torch_model.state_dict().items()}
+    before_nnx = nnx.to_pure_dict(nnx.state(nnx_model))
+    report = check_port(torch_model, nnx_model, x, y, loss="mse", optimizer="adam", lr=1e-2, steps=40,
+                        batch_size=32, dtype=dtype)
+    _assert_passed(report)
+    by_quantity = {(r.rung, r.quantity): r for r in report.rows}
+    if dtype == "float64":                    # the table's 1e-10: measured ~1e-16 absolute
+        assert by_quantity[(2, "loss")].max_abs < 1e-14
+        assert by_quantity[(3, "gradients")].max_abs < 1e-14
+    # the caller's models are untouched: torch's weights and dtype, NNX's own init
+    after = torch_model.state_dict()
+    assert all(torch.equal(before_torch[k], after[k]) for k in before_torch)
+    assert next(torch_model.parameters()).dtype == torch.float32
+    after_nnx = nnx.to_pure_dict(nnx.state(nnx_model))
+    assert np.array_equal(before_nnx["norm"]["scale"], after_nnx["norm"]["scale"])
+    assert np.array_equal(before_nnx["inp"]["kernel"], after_nnx["inp"]["kernel"])
+    assert not np.allclose(after_nnx["inp"]["kernel"], torch_model.inp.weight.detach().numpy().T)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_lstm_classifier_port_passes(dtype):
+    x, y = hm.lstm_data(32)                   # one batch shape: one compiled step (a scan)
+    report = check_port(hm.TorchLSTMClassifier(), hm.NnxLSTMClassifier(), x, y, loss="cross_entropy",
+                        optimizer="adam", steps=24, batch_size=32, dtype=dtype)
+    _assert_passed(report)
+    assert any(r.quantity == "fitted model: accuracy" or "accuracy" in r.quantity for r in report.rows)
+
+
+def test_cnn_port_with_nhwc_input_passes():
+    x, y = hm.cnn_data()
+    report = check_port(hm.TorchCNN(), hm.NnxCNN(), x, y, loss="cross_entropy", optimizer="sgd", lr=0.05,
+                        steps=12, batch_size=8, dtype="float32", input_layout="nhwc")
+    _assert_passed(report)
+
+
+def test_residual_blocks_port_passes_with_adamw():
+    x, y = hm.blocks_data()
+    report = check_port(hm.TorchBlocks(), hm.NnxBlocks(), x, y, optimizer="adamw", steps=12, dtype="float64")
+    _assert_passed(report)
+    assert "AdamW lr 0.01 weight decay 0.01" in report.markdown()
+
+
+def test_a_stock_lstm_cell_computes_the_same_but_trains_differently():
+    """A stock nnx.LSTMCell holds torch's two biases as one sum: the loss and every
+    gradient agree, but torch updates both biases, so the sum moves twice as far."""
+    x, y = hm.lstm_data(32)
+    report = check_port(hm.TorchLSTMClassifier(), hm.NnxLSTMClassifier(cell=nnx.LSTMCell), x, y,
+                        loss="cross_entropy", optimizer="sgd", lr=0.1, steps=4, batch_size=32)
+    assert not report.passed
+    f = report.first_failure
+    assert (f["rung"], f["quantity"], f["layer"]) == (4, "parameters after the update", "rnn")
+    assert f["entry"].startswith("rnn.cell.h") and f["entry"].endswith(".bias")
+    assert {r.rung for r in report.rows if r.passed} >= {2, 3}
+
+
+def test_name_map_connects_renamed_layers():
+    class Renamed(nnx.Module):
+        def __init__(self):
+            inner = NnxMLP()
+            self.first, self.norm, self.last = inner.inp, inner.norm, inner.out
+
+        def __call__(self, x):
+            return self.last(nnx.gelu(self.norm(self.first(x)), approximate=False))
+    x, y = make_data()
+    report = check_port(TorchMLP(), Renamed(), x, y, steps=4, rungs=(2, 3, 4),
+                        name_map={"inp": "first", "out": "last"})
+    assert report.passed, report.markdown()
+    with pytest.raises(PortInputError, match=r"torch layer 'inp' maps onto NNX inp.bias, which the NNX model lacks"):
+        check_port(TorchMLP(), Renamed(), x, y, steps=4, rungs=(2,))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(loss="hinge"), "unknown loss"),
+    (dict(optimizer="lamb"), "unknown optimizer"),
+    (dict(dtype="float16"), "unknown dtype"),
+    (dict(y=np.zeros((95, 1))), "same number of rows"),
+    (dict(y=np.zeros((96, 2))), "output per row"),
+    (dict(device="gpu"), "cpu only"),
+])
+def test_bad_input_is_a_port_input_error(kwargs, message):
+    x, y = make_data()
+    y = kwargs.pop("y", y)
+    with pytest.raises(PortInputError, match=message):
+        check_port(TorchMLP(), NnxMLP(), x, y, steps=2, **kwargs)
