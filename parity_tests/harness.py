@@ -49,6 +49,12 @@ def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert,
            optimizer="adam", lr=1e-2, steps=1, batch_size=1, momentum=0.9, weight_decay=1e-2) -> PortRun:
     if device != "cpu":
         raise PortInputError(f"device {device!r}: the harness runs on cpu only")
+    import torch  # noqa: PLC0415
+    from flax import nnx  # noqa: PLC0415
+    if not isinstance(torch_model, torch.nn.Module):
+        raise PortInputError(f"the torch model is a {type(torch_model).__name__}, not a torch.nn.Module")
+    if not isinstance(nnx_model, nnx.Module):
+        raise PortInputError(f"the NNX model is a {type(nnx_model).__name__}, not an nnx.Module")
     torch_loss(loss)                                        # an unknown loss is exit 2, before any work
     x, y = _data(x, y, loss)
     if steps < 1 or batch_size < 1:

@@ -132,7 +132,7 @@ def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
                 if deltas is None:                       # the first pass: shapes only
                     leaves, treedef = jax.tree.flatten(out)
                     slots[path] = (treedef, len(zeros))
-                    zeros.extend(jnp.zeros_like(v) for v in leaves)
+                    zeros.extend(jax.ShapeDtypeStruct(v.shape, v.dtype) for v in leaves)
                 elif path in slots:
                     treedef, first = slots[path]
                     leaves = jax.tree.leaves(out)
@@ -148,9 +148,12 @@ def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
             return loss, seen
 
         zeros: list = []
-        run(None, nnx.clone(model))                    # fills `slots` and `zeros`
-        deltas = _Deltas(zeros)
-        (_, seen), grads = nnx.value_and_grad(run, argnums=nnx.DiffState(0, _Delta), has_aux=True)(deltas, model)
+        # Both passes compiled (one program each): run eagerly, every primitive of the
+        # model compiles on its own, which cost seconds per check.
+        nnx.jit(lambda m: run(None, m)[0])(nnx.clone(model))   # fills `slots` and `zeros`
+        deltas = _Deltas([jnp.zeros(z.shape, z.dtype) for z in zeros])
+        (_, seen), grads = nnx.jit(nnx.value_and_grad(run, argnums=nnx.DiffState(0, _Delta), has_aux=True))(
+            deltas, model)
         by_index = nnx.to_pure_dict(grads).get("leaves", {}) if zeros else {}
         grad_leaves = [np.asarray(by_index[k]) for k in range(len(zeros))]
         records = {}
