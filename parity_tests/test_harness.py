@@ -98,6 +98,22 @@ def test_name_map_connects_renamed_layers():
         check_port(TorchMLP(), Renamed(), x, y, steps=4, rungs=(2,))
 
 
+def test_an_explicit_optimizer_pair_runs_as_given():
+    """(torch factory, optax transformation): plain SGD agrees; optax.adamw's default
+    weight decay (1e-4) against torch's AdamW's (1e-2) is caught at the first step."""
+    import optax
+    x, y = make_data(64)
+    sgd = (lambda ps: torch.optim.SGD(ps, lr=0.05), optax.sgd(0.05))
+    report = check_port(TorchMLP(), NnxMLP(), x, y, optimizer=sgd, steps=6, batch_size=64)
+    _assert_passed(report)
+    adamw = (lambda ps: torch.optim.AdamW(ps, lr=1e-2), optax.adamw(1e-2))
+    report = check_port(TorchMLP(), NnxMLP(), x, y, optimizer=adamw, steps=6, batch_size=64, locate=False)
+    f = report.first_failure
+    assert (f["rung"], f["quantity"]) == (4, "parameters after the update"), report.markdown()
+    # the decay's difference, lr x (1e-2 - 1e-4) x |w|, is ~1e-4 x |w|: far above float64's 1e-10
+    assert 1e-6 < f["max_abs"] < 1e-3
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(loss="hinge"), "unknown loss"),
     (dict(optimizer="lamb"), "unknown optimizer"),
