@@ -139,3 +139,28 @@ def blocks_data(n: int = 32, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 6))
     return x, np.cos(x[:, :1]) * x[:, 1:2]
+
+
+# ---- BatchNorm: Flax's running variance is the biased one -----------------------------
+class TorchBatchNormMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.fc(x))))
+
+
+class NnxBatchNormMLP(nnx.Module):
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.fc = nnx.Linear(4, 8, rngs=rngs)
+        # torch's momentum 0.1 is Flax's 0.9, and its eps 1e-5 Flax's default too
+        self.bn = nnx.BatchNorm(8, momentum=0.9, epsilon=1e-5, rngs=rngs)
+        self.out = nnx.Linear(8, 1, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(jax.nn.relu(self.bn(self.fc(x))))

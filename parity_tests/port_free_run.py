@@ -83,6 +83,12 @@ def rung6_free_running(run: PortRun) -> None:
             run.check(stat(j[0]), centre, rung=6, quantity=f"{name} (after horizon)", tol=bound)
     on_nnx = lambda arrays: run.texts({p: v for p, v in run.port.to_nnx(arrays).items() if p in run.runner.shapes})  # noqa: E731
     judge_fitted(run, run.texts(j[1]), on_nnx(t_fitted), [on_nnx(a) for a in m_fitted], chaotic, 6, "fitted parameters")
+    # running statistics (BatchNorm's mean and var): torch's buffers converted, NNX's rest
+    stats = lambda arrays: {p: v for p, v in run.port.to_nnx(arrays).items() if p not in run.runner.shapes}  # noqa: E731
+    t_stats = stats(t_fitted)
+    if t_stats:
+        judge_fitted(run, run.texts(run.runner.rest_arrays(j[2], set(t_stats))), run.texts(t_stats),
+                     [run.texts(stats(a)) for a in m_fitted], chaotic, 6, "fitted running statistics")
 
 
 def fitted_model(run: PortRun, predictions: np.ndarray, loss_fn) -> dict:

@@ -125,6 +125,11 @@ class NnxRunner:
                    for p, leaf in ((_path(path), leaf) for path, leaf in leaves)]
             return jax.tree.unflatten(treedef, new)
 
+    def rest_arrays(self, rest, paths) -> dict:
+        """The entries of a non-parameter state at `paths` (running statistics), flat."""
+        leaves = jax.tree_util.tree_flatten_with_path(rest)[0]
+        return {p: np.asarray(leaf) for p, leaf in ((_path(k), leaf) for k, leaf in leaves) if p in paths}
+
     def opt_state(self, moments: dict | None, count: int):
         """optax's state from torch's moments ({"exp_avg": flat, ...} on NNX paths)."""
         if self._template is None:         # compiled once: eager zeros_like compiles per shape

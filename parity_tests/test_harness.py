@@ -82,6 +82,23 @@ def test_a_stock_lstm_cell_computes_the_same_but_trains_differently():
     assert {r.rung for r in report.rows if r.passed} >= {2, 3}
 
 
+def test_batchnorm_steps_agree_but_flax_keeps_the_biased_running_variance():
+    """Training steps from torch's state agree (batch statistics, the running ones fed
+    from torch); the free run's running variance does not: torch updates it with the
+    unbiased batch variance, nnx.BatchNorm with the biased one (batch 32: 1/31 apart)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4))
+    report = check_port(hm.TorchBatchNormMLP(), hm.NnxBatchNormMLP(), x, np.sin(x[:, :1]), steps=8,
+                        keep_going=True, locate=False)
+    f = report.first_failure
+    assert (f["rung"], f["quantity"], f["layer"]) == (6, "fitted running statistics: bn.var", "bn")
+    assert 1e-3 < f["max_rel"] < 1 / 31
+    rows = {(r.rung, r.quantity): r for r in report.rows}
+    assert all(r.passed for r in report.rows if r.rung in (2, 3, 4, 5))
+    assert rows[(6, "fitted running statistics: bn.mean, RMS distance from torch")].passed
+    assert not rows[(7, "fitted model: final loss")].passed     # eval mode uses the running stats
+
+
 def test_name_map_connects_renamed_layers():
     class Renamed(nnx.Module):
         def __init__(self):
