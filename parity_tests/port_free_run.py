@@ -71,24 +71,28 @@ def free_run(run: PortRun) -> dict:
 
 def rung6_free_running(run: PortRun) -> None:
     """Per-step losses up to the horizon; after it, the loss statistics; the fitted
-    parameters (on NNX's paths) entry by entry or as one more draw of the ensemble."""
+    parameters (on NNX's paths) and running statistics entry by entry or as one more
+    draw of the ensemble: criterion.judge_losses and judge_fitted, the ladder's own
+    judgement (free_run.py calls them too)."""
     v = free_run(run)
     (t, t_fitted), (m, m_fitted), j = v["torch"], v["members"], v["jax"]
-    h, chaotic = v["horizon"], v["horizon"] < v["steps"]
-    run.check(j[0][:h], t[:h], rung=6, quantity=f"per-step losses before the horizon (step {h} of {v['steps']})",
-              tol=criterion.predictable_bound(v["spread"][:h], t[:h], run.dtype))
-    if chaotic:
-        for name, stat in (("final step loss", lambda r: float(r[-1])), ("median loss, last tenth", criterion.tail_median)):
-            centre, bound = criterion.scalar_bound(stat(t), [stat(r) for r in m])
-            run.check(stat(j[0]), centre, rung=6, quantity=f"{name} (after horizon)", tol=bound)
+    h = criterion.judge_losses(_checker(run, 6), j[0], t, m, run.dtype)
+    chaotic = h < v["steps"]
     on_nnx = lambda arrays: run.texts({p: v for p, v in run.port.to_nnx(arrays).items() if p in run.runner.shapes})  # noqa: E731
-    judge_fitted(run, run.texts(j[1]), on_nnx(t_fitted), [on_nnx(a) for a in m_fitted], chaotic, 6, "fitted parameters")
+    criterion.judge_fitted(_checker(run, 6), run.texts(j[1]), on_nnx(t_fitted), [on_nnx(a) for a in m_fitted],
+                           chaotic, run.dtype, "fitted parameters")
     # running statistics (BatchNorm's mean and var): torch's buffers converted, NNX's rest
     stats = lambda arrays: {p: v for p, v in run.port.to_nnx(arrays).items() if p not in run.runner.shapes}  # noqa: E731
     t_stats = stats(t_fitted)
     if t_stats:
-        judge_fitted(run, run.texts(run.runner.rest_arrays(j[2], set(t_stats))), run.texts(t_stats),
-                     [run.texts(stats(a)) for a in m_fitted], chaotic, 6, "fitted running statistics")
+        criterion.judge_fitted(_checker(run, 6), run.texts(run.runner.rest_arrays(j[2], set(t_stats))),
+                               run.texts(t_stats), [run.texts(stats(a)) for a in m_fitted], chaotic, run.dtype,
+                               "fitted running statistics")
+
+
+def _checker(run: PortRun, rung: int):
+    """criterion's `check`: the run's own, recording and going on after a failure."""
+    return lambda actual, expected, **c: run.check(actual, expected, rung=rung, **c)
 
 
 def fitted_model(run: PortRun, predictions: np.ndarray, loss_fn) -> dict:
@@ -114,26 +118,4 @@ def rung7_fitted_model(run: PortRun) -> None:
     j = fitted_model(run, _output_in_torch_layout(run, run.runner.predict(v["jax"][1], run.x, rest=v["jax"][2])),
                      jax_loss)
     members = [fitted_model(run, run.side.predict(a, run.x), torch_loss) for a in v["members"][1]]
-    judge_fitted(run, j, t, members, v["horizon"] < v["steps"], 7, "fitted model")
-
-
-def judge_fitted(run: PortRun, j: dict, t: dict, members: list, chaotic: bool, rung: int, quantity: str) -> None:
-    """free_run._judge_fitted's rule: entry by entry while neither the run nor the
-    ensemble's spread of a tensor has left the single-step tolerance, else a scalar by
-    the ensemble's range and a tensor by its RMS distance from torch's."""
-    for name in t:
-        label = name
-        spread = criterion.spread([m[name] for m in members], t[name])
-        ref = np.abs(np.asarray(t[name], np.float64))
-        spread_past = bool(np.any(np.asarray(spread) > criterion.LOSS_TOL[run.dtype].allowed(ref.max() if ref.size else 0.0)))
-        if not chaotic and not spread_past:
-            run.check({name: j[name]}, {name: t[name]}, rung=rung, quantity=f"{quantity}: {label}", tol=criterion.Bound(
-                criterion.per_step_allowed(spread, t[name], run.dtype, tensorwise=True),
-                "per entry, as the per-step losses, relative to the largest entry"))
-        elif np.ndim(t[name]) == 0:
-            centre, bound = criterion.scalar_bound(float(t[name]), [float(m[name]) for m in members])
-            run.check(float(j[name]), centre, rung=rung, quantity=f"{quantity}: {label} (ensemble range)", tol=bound)
-        else:
-            dist = [criterion.rms(m[name], t[name]) for m in members]
-            run.check(criterion.rms(j[name], t[name]), 0.0, rung=rung, tol=criterion.distance_bound(dist),
-                      quantity=f"{quantity}: {label}, RMS distance from torch")
+    criterion.judge_fitted(_checker(run, 7), j, t, members, v["horizon"] < v["steps"], run.dtype, "fitted model")

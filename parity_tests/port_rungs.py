@@ -65,19 +65,21 @@ class PortRun:
             out[text] = value
         return out
 
-    def check(self, actual, expected, *, rung, quantity, tol, step=None) -> bool:
+    def check(self, actual, expected, *, rung, quantity, tol, step=None, step_axis=False, entry=None) -> bool:
         """parity.check into this run's record; a failure is kept (with its first failing
         layer) and the rung goes on with the next quantity."""
         where = dict(example=self.label, form="", dtype=self.dtype, device="cpu", config="")
         try:
             with parity.recording_into(self.rows):
-                parity.check(actual, expected, where=where, rung=rung, quantity=quantity, tol=tol, step=step)
+                parity.check(actual, expected, where=where, rung=rung, quantity=quantity, tol=tol, step=step,
+                             step_axis=step_axis)
             return True
         except parity.ParityError as error:
-            self.failures.append(self._failure(actual, expected, rung, quantity, tol, step, str(error)))
+            self.failures.append(self._failure(actual, expected, rung, quantity, tol, step, str(error), step_axis,
+                                               entry))
             return False
 
-    def _failure(self, actual, expected, rung, quantity, tol, step, message) -> dict:
+    def _failure(self, actual, expected, rung, quantity, tol, step, message, step_axis=False, entry=None) -> dict:
         names = list(expected) if isinstance(expected, dict) else [None]
         out = dict(rung=rung, rung_name=parity.RUNG_NAMES.get(rung, rung), step=step, quantity=quantity,
                    layer=None, entry=None, message=message)
@@ -88,11 +90,12 @@ class PortRun:
                 bad = True
             else:
                 d = np.abs(a - e)
-                bad = bool(np.any((d > tol.allowed(np.abs(e), name)) | (np.isnan(a) != np.isnan(e))))
+                bad = bool(np.any((d > tol.allowed(np.abs(e), name, step_axis)) | (np.isnan(a) != np.isnan(e))))
             if bad:
+                name = entry if name is None else name     # a single tensor named by the caller
                 label = path_text(name) if isinstance(name, tuple) else name
                 owner = self.key_paths.get(name, name)
-                out.update(layer=self.port.layer_of(owner) if name is not None else None, entry=label,
+                out.update(layer=(self.port.layer_of(owner) or None) if name is not None else None, entry=label,
                            max_abs=float(np.max(np.abs(a - e))) if a.shape == e.shape and a.size else float("inf"),
                            max_rel=float(np.max(np.abs(a - e) / np.maximum(np.abs(e), 1e-300)))
                            if a.shape == e.shape and a.size else float("inf"))
