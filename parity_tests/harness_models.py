@@ -164,3 +164,56 @@ class NnxBatchNormMLP(nnx.Module):
 
     def __call__(self, x):
         return self.out(jax.nn.relu(self.bn(self.fc(x))))
+
+
+# ---- conv, max-pool, flatten, linear: the flatten order differs ------------------------
+class TorchPoolFlattenCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(3 * 3 * 3, CLASSES)
+
+    def forward(self, x):                      # (N, 2, 6, 6) -> (N, 3, 3, 3) -> (N, 27)
+        return self.fc(self.flatten(self.pool(torch.relu(self.conv(x)))))
+
+
+class NnxPoolFlattenCNN(nnx.Module):
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.conv = nnx.Conv(2, 3, (3, 3), padding=1, rngs=rngs)
+        self.fc = nnx.Linear(27, CLASSES, rngs=rngs)
+
+    def __call__(self, x):                     # (N, 6, 6, 2) -> (N, 3, 3, 3) NHWC -> (N, 27) in H, W, C order
+        h = nnx.max_pool(jax.nn.relu(self.conv(x)), (2, 2), strides=(2, 2))
+        return self.fc(h.reshape(h.shape[0], -1))
+
+
+# ---- a bag of embeddings, a logit -------------------------------------------------------
+class TorchBagOfEmbeddings(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 1)
+
+    def forward(self, tokens):                 # (N, 5) integers
+        return self.out(self.embed(tokens).mean(dim=1))
+
+
+class NnxBagOfEmbeddings(nnx.Module):
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.embed = nnx.Embed(10, 4, rngs=rngs)
+        self.out = nnx.Linear(4, 1, rngs=rngs)
+
+    def __call__(self, tokens):
+        return self.out(self.embed(tokens).mean(axis=1))
+
+
+def token_data(n: int = 32, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, 10, size=(n, 5))
+    return tokens, (tokens.sum(1, keepdims=True) > 22).astype(np.float64)

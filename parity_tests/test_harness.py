@@ -62,6 +62,39 @@ def test_cnn_port_with_nhwc_input_passes():
     _assert_passed(report)
 
 
+def test_flatten_after_conv_needs_the_linears_input_order():
+    """torch flattens (C, H, W), an NHWC port (H, W, C): the Linear after the flatten takes
+    the converter's input_chw permutation (a LayerKind given as the layer's conversion).
+    Without it the port fails, and the locator names the Linear (its input, the flatten's
+    output, agrees once compared in NHWC order)."""
+    from portcore.kinds import Linear
+    x, y = hm.cnn_data()
+    kw = dict(loss="cross_entropy", optimizer="sgd", lr=0.05, steps=6, batch_size=24, input_layout="nhwc")
+    fc = {"fc": Linear(27, hm.CLASSES, input_chw=(3, 3, 3))}
+    _assert_passed(check_port(hm.TorchPoolFlattenCNN(), hm.NnxPoolFlattenCNN(), x, y, convert=fc, **kw))
+    report = check_port(hm.TorchPoolFlattenCNN(), hm.NnxPoolFlattenCNN(), x, y, **kw)
+    assert not report.passed and report.located["layer"] == "fc" and report.located["quantity"] == "output"
+
+
+@pytest.mark.parametrize("loss", ["bce_with_logits", "bce"])
+def test_embedding_port_with_binary_losses(loss):
+    """Integer inputs through nn.Embedding / nnx.Embed; bce takes probabilities (torch's
+    -100 clamp of each log written on the JAX side)."""
+    class Probabilities(hm.TorchBagOfEmbeddings):
+        def forward(self, tokens):
+            return torch.sigmoid(super().forward(tokens))
+
+    class NnxProbabilities(hm.NnxBagOfEmbeddings):
+        def __call__(self, tokens):
+            return nnx.sigmoid(super().__call__(tokens))
+    torch_model, nnx_model = (hm.TorchBagOfEmbeddings(), hm.NnxBagOfEmbeddings()) if loss == "bce_with_logits" \
+        else (Probabilities(), NnxProbabilities())
+    x, y = hm.token_data()
+    report = check_port(torch_model, nnx_model, x, y, loss=loss, optimizer="adam", lr=0.05, steps=8, batch_size=32)
+    _assert_passed(report)
+    assert any("accuracy" in r.quantity for r in report.rows if r.rung == 7)
+
+
 def test_residual_blocks_port_passes_with_adamw():
     x, y = hm.blocks_data()
     report = check_port(hm.TorchBlocks(), hm.NnxBlocks(), x, y, optimizer="adamw", steps=12, dtype="float64")
