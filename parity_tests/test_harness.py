@@ -29,7 +29,7 @@ def test_mlp_with_layernorm_port_passes(dtype):
     torch_model, nnx_model = TorchMLP(), NnxMLP()
     before_torch = {k: v.clone() for k, v in torch_model.state_dict().items()}
     before_nnx = nnx.to_pure_dict(nnx.state(nnx_model))
-    report = check_port(torch_model, nnx_model, x, y, loss="mse", optimizer="adam", lr=1e-2, steps=30,
+    report = check_port(torch_model, nnx_model, x, y, loss="mse", optimizer="adam", lr=1e-2, steps=20,
                         batch_size=32, dtype=dtype)
     _assert_passed(report)
     by_quantity = {(r.rung, r.quantity): r for r in report.rows}
@@ -69,7 +69,7 @@ def test_flatten_after_conv_needs_the_linears_input_order():
     output, agrees once compared in NHWC order)."""
     from portcore.kinds import Linear
     x, y = hm.cnn_data()
-    kw = dict(loss="cross_entropy", optimizer="sgd", lr=0.05, steps=6, batch_size=24, input_layout="nhwc")
+    kw = dict(loss="cross_entropy", optimizer="sgd", lr=0.05, steps=4, batch_size=24, input_layout="nhwc")
     fc = {"fc": Linear(27, hm.CLASSES, input_chw=(3, 3, 3))}
     _assert_passed(check_port(hm.TorchPoolFlattenCNN(), hm.NnxPoolFlattenCNN(), x, y, convert=fc, **kw))
     report = check_port(hm.TorchPoolFlattenCNN(), hm.NnxPoolFlattenCNN(), x, y, **kw)

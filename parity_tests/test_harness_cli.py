@@ -30,7 +30,7 @@ def data(tmp_path):
 
 
 def test_a_correct_port_exits_0(tmp_path, data):
-    done = _cli([*MLP, "--data", data, "--steps", "6", "--report", "report.md"], tmp_path)
+    done = _cli([*MLP, "--data", data, "--steps", "3", "--report", "report.md"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "parity: agree"
     assert "## Parity of MLP / MLP: PASSED" in done.stdout
@@ -40,7 +40,7 @@ def test_a_correct_port_exits_0(tmp_path, data):
 def test_a_planted_bug_exits_1_and_names_the_layer(tmp_path, data):
     (tmp_path / "buggy_port.py").write_text(
         "from examples.own_port import NnxMLP\n\n\ndef Nnx():\n    return NnxMLP(eps=1e-6)   # Flax's default\n")
-    done = _cli([MLP[0], "buggy_port:Nnx", "--data", data, "--steps", "6"], tmp_path)
+    done = _cli([MLP[0], "buggy_port:Nnx", "--data", data, "--steps", "2"], tmp_path)
     assert done.returncode == 1, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "parity: DIFFER at rung 2 (loss at init), loss, layer norm"
     assert "Located: the output of `norm` differs first" in done.stdout
