@@ -119,7 +119,7 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", optimizer="adam", lr
     if first is not None:
         if located and (first.get("layer") is None or first["rung"] in (2, 3)):
             first = dict(first, layer=located["layer"], located=located)
-    free = getattr(run, "_free", None)
+    free = run.free
     return PortReport(passed=not run.failures, first_failure=first, rows=list(run.rows.values()),
                       settings=run.settings, horizon=free["horizon"] if free else None,
                       steps=free["steps"] if free else 0, failures=run.failures, located=located,

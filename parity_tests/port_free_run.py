@@ -60,13 +60,13 @@ def nnx_run(run: PortRun) -> tuple:
 
 def free_run(run: PortRun) -> dict:
     """Both runs, the ensemble and the horizon (cached on the run: rungs 6 and 7 share it)."""
-    if getattr(run, "_free", None) is None:
+    if run.free is None:
         t_losses, t_fitted, m_losses, m_fitted = torch_runs(run)
         j_losses, j_params, j_rest = nnx_run(run)
         spread = criterion.spread(m_losses, t_losses)
-        run._free = dict(torch=(t_losses, t_fitted), members=(m_losses, m_fitted), jax=(j_losses, j_params, j_rest),
+        run.free = dict(torch=(t_losses, t_fitted), members=(m_losses, m_fitted), jax=(j_losses, j_params, j_rest),
                          spread=spread, horizon=criterion.horizon(spread, t_losses, run.dtype), steps=len(t_losses))
-    return run._free
+    return run.free
 
 
 def rung6_free_running(run: PortRun) -> None:

@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from . import parity
 from .port_models import Port, nnx_to_torch_entries, path_text, torch_to_nnx_entries
 from .port_nnx import NnxRunner
-from .port_torch import Teacher, TorchSide, row_order_spread, step_spread
+from .port_torch import Teacher, TorchSide, as_torch, row_order_spread, step_spread
 from .step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound, _moved
 
 
@@ -42,7 +43,9 @@ class PortRun:
     loss_name: str
     rows: dict = field(default_factory=dict)
     failures: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)   # what the report's header says
     at_init: tuple = ()                # rung 2's (torch step, NNX step), for rung 3
+    free: dict | None = None           # the free runs and the ensemble (rungs 6 and 7 share them)
     own_opt_state: object = None       # an explicit optimizer pair's NNX state (rung 5)
     key_paths: dict = field(default_factory=dict)   # text key -> NNX path (see texts)
 
@@ -251,18 +254,16 @@ def _nnx_step_from(run: PortRun, state, xb, yb):
 
 
 def output_spread(run: PortRun, arrays: dict, reference: np.ndarray, members: int = MEMBERS) -> np.ndarray:
-    """The float32 noise of the model's output: float64 forward passes with every
-    weight and input moved by one float32 ulp (step_noise.output_spread, generic)."""
+    """The float32 noise of the model's output: float64 forward passes (eval mode) with
+    every weight and float input moved by one float32 ulp (step_noise.output_spread,
+    generic)."""
     rng = np.random.default_rng([0, 8])
     outs = []
     for _ in range(members):
         moved = {k: _moved(v, rng) for k, v in arrays.items()}
-        model = run.side.model(moved, "float64").eval()
-        import torch  # noqa: PLC0415
         x = _moved(run.x, rng) if np.issubdtype(run.x.dtype, np.floating) else run.x
         with torch.no_grad():
-            outs.append(model(torch.as_tensor(np.asarray(x)) if not np.issubdtype(np.asarray(x).dtype, np.floating)
-                              else torch.as_tensor(x)).numpy())
+            outs.append(run.side.model(moved, "float64").eval()(as_torch(x, "float64")).numpy())
     return np.max(np.abs(np.asarray(outs) - np.asarray(reference, np.float64)), axis=0)
 
 

@@ -132,6 +132,21 @@ def test_batchnorm_steps_agree_but_flax_keeps_the_biased_running_variance():
     assert not rows[(7, "fitted model: final loss")].passed     # eval mode uses the running stats
 
 
+@pytest.mark.parametrize("form", ["class", "sequential"])
+def test_the_tutorials_own_network_passes(form):
+    """The ladder's own twins through the harness: torchref's and jaxport's network on
+    the tutorial's data. torch's Sequential names its layers "0", "2", "4", NNX's
+    ("layers", 0), ...: a name_map."""
+    import jaxport.neural_network as jn
+    import torchref.neural_network as tn
+    from portcore import specs
+    x, y = specs.make_data("neural_network", 0)
+    names = None if form == "class" else {str(i): f"layers.{i}" for i in (0, 2, 4)}
+    report = check_port(tn.build_model(form), jn.build_model(form), x, y, loss="mse", optimizer="adam", lr=0.01,
+                        steps=20, batch_size=100, name_map=names)
+    _assert_passed(report)
+
+
 def test_name_map_connects_renamed_layers():
     class Renamed(nnx.Module):
         def __init__(self):
