@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from .port_free_run import rung6_free_running, rung7_fitted_model
-from .port_models import build_port
+from .port_models import build_port, torch_arrays
 from .port_objectives import JAX_LOSSES, PortInputError, integer_targets, optimizer_pair, torch_loss
 from .port_report import PortReport
 from .port_rungs import (PortRun, batches, rung2_loss_at_init, rung3_gradients_at_init, rung4_one_step,
@@ -67,32 +67,31 @@ def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert,
     runner = NnxRunner(port, JAX_LOSSES[loss], pair.optax, pair.kind)
     _check_shapes(side, runner, port, x, y, loss)
     label = f"{type(torch_model).__name__} / {type(nnx_model).__name__}"
-    run = PortRun(port, side, runner, x, y, batches(len(x), batch_size, steps), label, loss)
-    run.settings = dict(model=label, dtype=dtype, loss=loss, optimizer=pair.label, steps=steps,
-                        batch_size=batch_size, rows=len(x), device=device)
-    return run
+    return PortRun(port, side, runner, x, y, batches(len(x), batch_size, steps), label, loss,
+                   settings=dict(model=label, dtype=dtype, loss=loss, optimizer=pair.label, steps=steps,
+                                 batch_size=batch_size, rows=len(x), device=device))
 
 
 def _check_shapes(side, runner, port, x, y, loss) -> None:
     """The model's output must fit y (a broadcast (N, 1) against (N,) would be silently
-    wrong in both frameworks)."""
+    wrong in both frameworks; a class label out of range is torch's IndexError)."""
     try:
-        out = side.predict(port_arrays(port), x[:2])
+        out = side.predict(torch_arrays(port.torch_model), x[:2])
     except Exception as error:                              # noqa: BLE001 (the user's model)
         raise PortInputError(f"the torch model cannot take x[:2] of shape {x[:2].shape}: {error}") from None
-    expected = y.shape[1:] if not integer_targets(loss) else out.shape[1:-1]
-    if out.shape[1:] != expected and not integer_targets(loss):
+    if integer_targets(loss):
+        if out.ndim != y.ndim + 1 or out.shape[2:] != y.shape[1:]:
+            raise PortInputError(f"cross_entropy needs (N, classes) outputs for (N,) labels: output per row "
+                                 f"{out.shape[1:]}, y's {y.shape[1:]}")
+        if y.min() < 0 or y.max() >= out.shape[1]:
+            raise PortInputError(f"class labels in y run {y.min()}..{y.max()}, the model has {out.shape[1]} classes")
+    elif out.shape[1:] != y.shape[1:]:
         raise PortInputError(f"the model's output per row is {out.shape[1:]}, y's is {y.shape[1:]} (loss {loss})")
     try:
         runner.output_shape(x[:2])
     except Exception as error:                              # noqa: BLE001
         raise PortInputError(f"the NNX model cannot take x[:2] (layout {port.input_layout or 'as given'}): "
                              f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
-
-
-def port_arrays(port) -> dict:
-    from .port_models import torch_arrays  # noqa: PLC0415
-    return torch_arrays(port.torch_model)
 
 
 def check_port(torch_model, nnx_model, x, y, *, loss="mse", optimizer="adam", lr=1e-2, steps=100,

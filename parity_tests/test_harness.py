@@ -50,7 +50,7 @@ def test_mlp_with_layernorm_port_passes(dtype):
 def test_lstm_classifier_port_passes(dtype):
     x, y = hm.lstm_data(32)                   # one batch shape: one compiled step (a scan)
     report = check_port(hm.TorchLSTMClassifier(), hm.NnxLSTMClassifier(), x, y, loss="cross_entropy",
-                        optimizer="adam", steps=24, batch_size=32, dtype=dtype)
+                        optimizer="adam", steps=12, batch_size=32, dtype=dtype)
     _assert_passed(report)
     assert any(r.quantity == "fitted model: accuracy" or "accuracy" in r.quantity for r in report.rows)
 
@@ -143,7 +143,7 @@ def test_the_tutorials_own_network_passes(form):
     x, y = specs.make_data("neural_network", 0)
     names = None if form == "class" else {str(i): f"layers.{i}" for i in (0, 2, 4)}
     report = check_port(tn.build_model(form), jn.build_model(form), x, y, loss="mse", optimizer="adam", lr=0.01,
-                        steps=20, batch_size=100, name_map=names)
+                        steps=10, batch_size=100, name_map=names)
     _assert_passed(report)
 
 
@@ -186,6 +186,8 @@ def test_an_explicit_optimizer_pair_runs_as_given():
     (dict(y=np.zeros((95, 1))), "same number of rows"),
     (dict(y=np.zeros((96, 2))), "output per row"),
     (dict(device="gpu"), "cpu only"),
+    (dict(loss="cross_entropy", y=np.arange(96) % 3), r"class labels in y run 0\.\.2, the model has 1 classes"),
+    (dict(loss="cross_entropy", y=np.zeros((96, 2), int)), r"cross_entropy needs \(N, classes\) outputs"),
 ])
 def test_bad_input_is_a_port_input_error(kwargs, message):
     x, y = make_data()

@@ -9,7 +9,6 @@ conv kernel transposed with .T (the right shape for a square kernel), LSTM gates
 in the wrong order, and a wrong epsilon deep inside a stack ("blocks.2.norm").
 """
 import pytest
-from flax import nnx
 
 from examples.own_port import NnxMLP, TorchMLP, make_data
 from parity_tests import harness_models as hm
@@ -60,9 +59,7 @@ def test_planted_bug_in_float32_is_located_by_check_port_itself(bug):
 
 
 CORRECT = {"mlp": (MLP, NnxMLP, {}), "lstm": (LSTM, hm.NnxLSTMClassifier, {}), "cnn": (CNN, hm.NnxCNN, {}),
-           "blocks": (BLOCKS, hm.NnxBlocks, {}),
-           # a stock cell computes torch's function (it only trains differently: test_harness.py)
-           "stock lstm cell": (LSTM, lambda: hm.NnxLSTMClassifier(nnx.LSTMCell), {})}
+           "blocks": (BLOCKS, hm.NnxBlocks, {})}
 
 
 @pytest.mark.parametrize("port", list(CORRECT))

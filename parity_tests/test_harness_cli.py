@@ -37,13 +37,16 @@ def test_a_correct_port_exits_0(tmp_path, data):
     assert (tmp_path / "report.md").read_text().strip() == done.stdout.strip()
 
 
-def test_a_planted_bug_exits_1_and_names_the_layer(tmp_path, data):
+def test_a_planted_bug_exits_1_and_names_the_layer(tmp_path, data, capsys, monkeypatch):
+    """In this process (the real-process path is the test above): a factory module of
+    the user's, found on the path."""
     (tmp_path / "buggy_port.py").write_text(
         "from examples.own_port import NnxMLP\n\n\ndef Nnx():\n    return NnxMLP(eps=1e-6)   # Flax's default\n")
-    done = _cli([MLP[0], "buggy_port:Nnx", "--data", data, "--steps", "2"], tmp_path)
-    assert done.returncode == 1, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "parity: DIFFER at rung 2 (loss at init), loss, layer norm"
-    assert "Located: the output of `norm` differs first" in done.stdout
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["check", MLP[0], "buggy_port:Nnx", "--data", data, "--steps", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines()[-1] == "parity: DIFFER at rung 2 (loss at init), loss, layer norm"
+    assert "Located: the output of `norm` differs first" in out
 
 
 def test_bad_input_in_a_real_process_is_one_line_without_traceback(tmp_path, data):
