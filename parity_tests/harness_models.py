@@ -19,10 +19,10 @@ SEQ, FEATURES, HIDDEN, CLASSES = 6, 5, 8, 3
 
 # ---- an LSTM classifier --------------------------------------------------------------
 class TorchLSTMClassifier(nn.Module):
-    def __init__(self):
+    def __init__(self, rnn=nn.LSTM):
         super().__init__()
         torch.manual_seed(0)                   # the same weights on every call
-        self.rnn = nn.LSTM(FEATURES, HIDDEN, batch_first=True)
+        self.rnn = rnn(FEATURES, HIDDEN, batch_first=True)
         self.fc = nn.Linear(HIDDEN, CLASSES)
 
     def forward(self, x):                      # (N, SEQ, FEATURES)
@@ -41,7 +41,9 @@ class BiasedLSTMCell(nnx.LSTMCell):
             setattr(self, gate, nnx.Linear(in_features, hidden_features, use_bias=True, rngs=rngs))
 
 
-class NnxLSTMClassifier(nnx.Module):
+class NnxRecurrentClassifier(nnx.Module):
+    """nnx.RNN of `cell` (an LSTM cell by default, or a GRU cell) and a Linear on the last step."""
+
     def __init__(self, cell=BiasedLSTMCell, seed: int = 0):
         rngs = nnx.Rngs(seed)
         self.rnn = nnx.RNN(cell(FEATURES, HIDDEN, rngs=rngs))
@@ -49,6 +51,9 @@ class NnxLSTMClassifier(nnx.Module):
 
     def __call__(self, x):
         return self.fc(self.rnn(x)[:, -1])
+
+
+NnxLSTMClassifier = NnxRecurrentClassifier
 
 
 def lstm_gates_out_of_order(arrays: dict) -> dict:
@@ -217,3 +222,18 @@ def token_data(n: int = 32, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, 10, size=(n, 5))
     return tokens, (tokens.sum(1, keepdims=True) > 22).astype(np.float64)
+
+
+# ---- a GRU classifier: torch's b_hn needs a bias in the cell's hidden Linear -----------
+class TorchGRUClassifier(TorchLSTMClassifier):
+    def __init__(self):
+        super().__init__(rnn=nn.GRU)
+
+
+class BiasedGRUCell(nnx.GRUCell):
+    """nnx.GRUCell computes n = tanh(W_in x + b_in + r * (W_hn h)): with a bias in dense_h,
+    torch's b_hn sits inside the reset product as in torch."""
+
+    def __init__(self, in_features, hidden_features, *, rngs):
+        super().__init__(in_features, hidden_features, rngs=rngs)
+        self.dense_h = nnx.Linear(hidden_features, 3 * hidden_features, use_bias=True, rngs=rngs)

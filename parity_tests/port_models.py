@@ -195,5 +195,10 @@ def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, in
     flax_paths = {p: convert.flax_path(q) for p, q in (name_map or {}).items()}
     layers = _layer_kinds(model, nnx_paths, flax_paths, hooks or {})
     port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout)
-    load_nnx(port, torch_arrays(model))
+    try:
+        load_nnx(port, torch_arrays(model))
+    except PortInputError:
+        raise
+    except (ValueError, KeyError) as error:                # a layer kind's own refusal
+        raise PortInputError(f"converting torch's weights: {error}") from None
     return port

@@ -55,6 +55,16 @@ def test_lstm_classifier_port_passes(dtype):
     assert any(r.quantity == "fitted model: accuracy" or "accuracy" in r.quantity for r in report.rows)
 
 
+def test_gru_port_passes_and_a_stock_gru_cell_is_refused():
+    """nn.GRU against nnx.RNN of a GRU cell whose hidden Linear has a bias (torch's b_hn
+    sits inside the reset gate's product); a stock nnx.GRUCell has no slot for it."""
+    x, y = hm.lstm_data(32)
+    kw = dict(loss="cross_entropy", optimizer="adam", steps=6, batch_size=32)
+    _assert_passed(check_port(hm.TorchGRUClassifier(), hm.NnxRecurrentClassifier(cell=hm.BiasedGRUCell), x, y, **kw))
+    with pytest.raises(PortInputError, match="nnx.GRUCell has no slot for torch's b_hn"):
+        check_port(hm.TorchGRUClassifier(), hm.NnxRecurrentClassifier(cell=nnx.GRUCell), x, y, **kw)
+
+
 def test_cnn_port_with_nhwc_input_passes():
     x, y = hm.cnn_data()
     report = check_port(hm.TorchCNN(), hm.NnxCNN(), x, y, loss="cross_entropy", optimizer="sgd", lr=0.05,
