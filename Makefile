@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
-TRAINABLE := linear_regression logistic_regression neural_network
-DEMOS     := bce_from_primitives tensor_interop
+# From the example registry (portcore/registry.py), read once the venv exists.
+TRAINABLE = $(shell $(PY) -m examples list --trainable)
+DEMOS     = $(shell $(PY) -m examples list --demos)
 
 .PHONY: demo test bench report portability docs clean
 
@@ -17,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Every example on both backends: GIF, plot and history JSON per trainable example.
 demo: $(STAMP)
+	@test -n "$(TRAINABLE)" || { echo "error: python -m examples list --trainable listed nothing" >&2; exit 1; }
 	@mkdir -p $(OUT)
 	@set -e; for be in torch jax; do \
 	  for ex in $(DEMOS); do echo "== $$ex ($$be)"; \

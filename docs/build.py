@@ -197,12 +197,12 @@ def build_images() -> None:
     what `python -m examples run NAME --backend jax` gives. Each takes seconds (the
     GIF writer blits, and the run is one compiled program), about 30 s in all.
     """
-    from portcore import specs          # the editable install; imported late, on purpose
+    from portcore import registry       # the editable install; imported late, on purpose
     import diagrams                     # docs/diagrams.py: the guide's drawings
     IMAGES.mkdir(exist_ok=True)
     print("docs/build.py: drawing the diagrams", flush=True)
     diagrams.build()
-    for example in specs.TRAINABLE:
+    for example in registry.TRAINABLE:
         print(f"docs/build.py: rendering {example}", flush=True)
         subprocess.run([sys.executable, "-m", "examples", "run", example, "--backend", "jax",
                         "--gif", str(IMAGES / f"{example}.gif"), "--plot", str(IMAGES / f"{example}.png"),

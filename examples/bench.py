@@ -23,22 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from portcore import specs
+from portcore import registry, specs
+from examples.bench_common import SIZES, align, matmul_flops, say, workload
+from examples.bench_timing import peak_flops, time_jax, time_torch_compile, time_torch_eager
+from examples.usage import DEVICES_HELP
 from portcore.weights import atomic_write
 
-SIZES = ("tutorial", "large")
-# Large: 10,000 points in batches of 100, so 100 steps an epoch instead of the
-# tutorial's 1; 20 epochs (2,000 steps) keep a torch eager run to a few seconds.
-LARGE_N, LARGE_BATCH, LARGE_EPOCHS = 10_000, 100, 20
-PEAK_N = 2048                  # the peak matmul, (PEAK_N, PEAK_N) @ (PEAK_N, PEAK_N)
-COMPILE_BUDGET_S = 300         # inductor on CPU builds C++: give up (null) past this
-# The issue's targets, for neural_network's tutorial run on CPU in float32.
-TARGET_SPEEDUP, TARGET_FLOOR = 8.0, 3.0
 
 
 def configure(p) -> None:
     p.add_argument("names", nargs="*", metavar="NAME",
-                   help=f"trainable examples (default: all of {', '.join(specs.TRAINABLE)})")
+                   help=f"trainable examples (default: all of {', '.join(registry.TRAINABLE)})")
     p.add_argument("--dtype", choices=specs.DTYPES, default="float32")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
@@ -46,7 +41,6 @@ def configure(p) -> None:
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     from examples.bench_parallel import devices_list
-    from examples.cli import DEVICES_HELP
     p.add_argument("--devices", type=devices_list, default=(1,), metavar="N[,N...]",
                    help="with counts other than 1: time data parallel jaxport and torch DDP on each "
                         "(examples/bench_parallel.py) instead of the backends' table. " + DEVICES_HELP)
@@ -55,137 +49,6 @@ def configure(p) -> None:
     # went from 0.8 s to 17-46 s on a shared 2-core machine. One thread is steady.
     p.add_argument("--torch-threads", type=int, default=1, metavar="N",
                    help="torch's intra-op threads (default 1; 0: torch's own choice)")
-
-
-def workload(example: str, size: str, seed: int = specs.DEFAULT_SEED):
-    """(x, y, order, config) of one run, in numpy, so both backends get the same bits."""
-    x, y = specs.make_data(example, seed)
-    config = specs.DEFAULTS[example]
-    if size == "large":
-        # The tutorial's points tiled to LARGE_N and shuffled once, so that every batch
-        # is drawn from the whole data set like the tutorial's single full batch.
-        rows = np.random.default_rng([seed, 99]).permutation(np.resize(np.arange(len(x)), LARGE_N))
-        x, y = x[rows], y[rows]
-        config = config.replace(epochs=LARGE_EPOCHS, batch_size=LARGE_BATCH)
-    return x, y, specs.batch_order(len(x), config.epochs, config.shuffle, seed), config
-
-
-def matmul_flops(example: str, samples: int) -> int:
-    """Forward 2·in·out per sample per Linear; backward about twice the forward."""
-    return 3 * 2 * samples * sum(n_in * n_out for _, n_in, n_out in specs.LAYERS[example])
-
-
-def _elapsed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def peak_flops(dtype: str, device: str, repeats: int = 3) -> float:
-    """FLOP/s of the best large matmul: numpy's and torch's BLAS on CPU, torch on GPU."""
-    import torch
-    from torchref.numerics import torch_device, torch_dtype
-    if device == "cpu":
-        a = np.random.default_rng(0).random((PEAK_N, PEAK_N)).astype(dtype)
-        t = torch.from_numpy(a)
-        fns = (lambda: a @ a, lambda: t @ t)
-    else:
-        t = torch.rand(PEAK_N, PEAK_N, dtype=torch_dtype(dtype), device=torch_device(device))
-        fns = (lambda: (t @ t, torch.cuda.synchronize()),)
-    best = float("inf")
-    for fn in fns:
-        fn()                                                 # warm-up: threads, pages, clocks
-        best = min(best, *(_elapsed(fn) for _ in range(repeats)))
-    return 2 * PEAK_N ** 3 / best
-
-
-def time_torch_eager(example, params, x, y, order, config, dtype, device, repeats):
-    from torchref import training
-    training.fit(example, params, x, y, order[:1], config, dtype=dtype, device=device)  # warm-up
-    return statistics.median(training.fit(example, params, x, y, order, config, dtype=dtype,
-                                          device=device).train_seconds for _ in range(repeats))
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: int):
-    """TimeoutError after `seconds` via SIGALRM, where the main thread may own the alarm."""
-    if not (hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)):
-        yield
-        return
-
-    def expire(signum, frame):
-        raise TimeoutError(f"compiling took over {seconds} s")
-    signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
-
-
-def time_torch_compile(example, params, x, y, order, config, dtype, device, repeats):
-    """(steady seconds, compile seconds) of torchref's loop with torch.compile'd model
-    and optimizer step (PyTorch's recipe for compiling both), or (None, None)."""
-    import torch
-    from torch.utils.data import BatchSampler, DataLoader
-    from torchref import example_module, training
-    from torchref.convert import load_numpy
-
-    torch._dynamo.reset()      # fresh guards: otherwise earlier runs count to the recompile limit
-    ex = example_module(example)
-    model = training.build_model(example, params, dtype=dtype, device=device)
-    data = ex.Dataset(x, y, dtype=dtype, device=device)
-    optimizer = training.make_optimizer(config, model.parameters())
-    forward, opt_step = torch.compile(model), torch.compile(optimizer.step)
-
-    def run(rows):
-        sampler = BatchSampler(training.SharedOrderSampler(rows), config.batch_size, drop_last=False)
-        loader, losses = DataLoader(data, batch_size=None, sampler=sampler), []
-        start = time.perf_counter()
-        for _ in range(len(rows)):
-            for xb, yb in loader:
-                loss = ex.loss_fn(forward(xb), yb)
-                optimizer.zero_grad()
-                loss.backward()
-                opt_step()
-                losses.append(loss.detach())
-        torch.stack(losses).cpu()                            # syncs a GPU
-        return time.perf_counter() - start
-
-    def reset():
-        # Same weights and a zeroed optimizer state in place: new tensors or a new
-        # optimizer would fail dynamo's guards and compile again.
-        load_numpy(model, params, example)
-        with torch.no_grad():
-            for state in optimizer.state.values():
-                for value in state.values():
-                    if torch.is_tensor(value):
-                        value.zero_()
-
-    # Three one-batch steps compile everything: Adam traces once without state, once with.
-    try:
-        with _time_limit(COMPILE_BUDGET_S):
-            compile_seconds = run(order[:3, :config.batch_size])
-    except Exception as e:     # inductor without a compiler, an unsupported op, the budget
-        _say(f"torch.compile failed for {example}: {type(e).__name__}: {(str(e) or '-').splitlines()[0]}")
-        return None, None
-    times = []
-    for _ in range(repeats):
-        reset()
-        times.append(run(order))
-    return statistics.median(times), compile_seconds
-
-
-def time_jax(example, params, x, y, order, config, dtype, device, repeats):
-    """(steady seconds, compile seconds): the first fit compiles and warms up."""
-    from jaxport import training
-    training._programs.clear()     # measure the compile even if this run was seen before
-    first = training.fit(example, params, x, y, order, config, dtype=dtype, device=device)
-    return statistics.median(training.fit(example, params, x, y, order, config, dtype=dtype,
-                                          device=device).train_seconds
-                             for _ in range(repeats)), first.compile_seconds
 
 
 def device_name(device: str) -> str:
@@ -211,16 +74,12 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _say(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
 def command(args) -> int:
-    names = list(args.names) or list(specs.TRAINABLE)
+    names = list(args.names) or list(registry.TRAINABLE)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    unknown = [n for n in names if n not in specs.TRAINABLE]
+    unknown = [n for n in names if n not in registry.TRAINABLE]
     if unknown:
-        return _fail(f"unknown example {unknown[0]!r} (trainable: {', '.join(specs.TRAINABLE)})")
+        return _fail(f"unknown example {unknown[0]!r} (trainable: {', '.join(registry.TRAINABLE)})")
     if not sizes or any(s not in SIZES for s in sizes):
         return _fail(f"--sizes {args.sizes!r}: use a comma-separated subset of {','.join(SIZES)}")
     if args.repeats < 1 or args.torch_threads < 0:
@@ -256,7 +115,7 @@ def command(args) -> int:
         return 0
     # The peak with torch's own threads, before and after (the better of both): the
     # machine's, whatever --torch-threads gives the runs, and no one busy moment's.
-    _say(f"measuring the {args.dtype} matmul peak on {args.device} ...")
+    say(f"measuring the {args.dtype} matmul peak on {args.device} ...")
     peak, threads = peak_flops(args.dtype, args.device), torch.get_num_threads()
     torch.set_num_threads(args.torch_threads or threads)
     try:
@@ -279,18 +138,18 @@ def command(args) -> int:
 def measure(names, sizes, args) -> list[dict]:
     results = []
     for name in names:
-        params = specs.shared_init(name)
+        params = registry.shared_init(name)
         for size in sizes:
             x, y, order, config = workload(name, size)
             run = (name, params, x, y, order, config, args.dtype, args.device, args.repeats)
             steps = len(order) * specs.steps_per_epoch(len(x), config.batch_size)
-            _say(f"{name} {size} ({steps} steps): torch eager ...")
+            say(f"{name} {size} ({steps} steps): torch eager ...")
             eager = time_torch_eager(*run)
             compiled = compile_s = None
             if not args.no_compile:
-                _say(f"{name} {size}: torch.compile (compiling can take minutes) ...")
+                say(f"{name} {size}: torch.compile (compiling can take minutes) ...")
                 compiled, compile_s = time_torch_compile(*run)
-            _say(f"{name} {size}: jaxport ...")
+            say(f"{name} {size}: jaxport ...")
             jax_s, jax_compile_s = time_jax(*run)
             results.append(dict(example=name, size=size, steps=steps, n=len(x), epochs=config.epochs,
                                 batch_size=config.batch_size, torch_eager_s=eager,
@@ -298,13 +157,6 @@ def measure(names, sizes, args) -> list[dict]:
                                 jax_s=jax_s, jax_compile_s=jax_compile_s,
                                 flops=matmul_flops(name, len(order) * len(x))))
     return results
-
-
-def align(rows: list, left: int) -> list[str]:
-    """Text table lines: the first `left` columns left-aligned, the rest right-aligned."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-            for row in rows]
 
 
 def _ratio(a, b):
@@ -327,10 +179,11 @@ def table(report: dict) -> str:
                  f"median of {report['repeats']}; torch threads {report['torch_threads']}; "
                  f"(n): seconds spent compiling; load average {report['load_average'][0]:.1f} at start")
     for r in report["results"]:
-        if (r["example"], r["size"], report["dtype"], report["device_kind"]) == \
-                ("neural_network", "tutorial", "float32", "cpu"):
+        target = registry.get(r["example"]).speed_target        # (eager/jax at least, jax/floor at most)
+        if target and (r["size"], report["dtype"], report["device_kind"]) == ("tutorial", "float32", "cpu"):
             speedup, floor = r["torch_eager_s"] / r["jax_s"], r["jax_s"] / r["floor_s"]
-            lines.append(f"targets: eager/jax {speedup:.1f}x (>= {TARGET_SPEEDUP:g}x: "
-                         f"{'met' if speedup >= TARGET_SPEEDUP else 'missed'}), jax/floor {floor:.1f}x "
-                         f"(<= {TARGET_FLOOR:g}x: {'met' if floor <= TARGET_FLOOR else 'missed'})")
+            met = [f"eager/jax {speedup:.1f}x (>= {target[0]:g}x: {'met' if speedup >= target[0] else 'missed'})"]
+            if target[1] is not None:
+                met.append(f"jax/floor {floor:.1f}x (<= {target[1]:g}x: {'met' if floor <= target[1] else 'missed'})")
+            lines.append(f"targets, {r['example']}: " + ", ".join(met))
     return "\n".join(lines)

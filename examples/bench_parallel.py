@@ -19,7 +19,8 @@ import statistics
 
 import numpy as np
 
-from portcore import specs
+from examples.bench_common import align, say, workload
+from portcore import registry, specs
 
 
 def devices_list(text: str) -> tuple[int, ...]:
@@ -36,9 +37,9 @@ def devices_list(text: str) -> tuple[int, ...]:
 def check(args) -> str | None:
     """An error message, before any measurement, or None."""
     from examples.commands import check_devices
-    from examples.cli import UsageError
-    from examples.bench import LARGE_BATCH
-    batch = min([LARGE_BATCH] + [specs.DEFAULTS[n].batch_size for n in args.names or specs.TRAINABLE])
+    from examples.usage import UsageError
+    from examples.bench_common import LARGE_BATCH
+    batch = min([LARGE_BATCH] + [registry.get(n).defaults.batch_size for n in args.names or registry.TRAINABLE])
     for n in args.devices:
         if n > batch:
             return f"--devices {n}: more devices than rows in a batch ({batch}); every device needs at least one"
@@ -68,18 +69,17 @@ def shard_workload(x, y, config, order, devices: int):
 
 
 def measure(names, sizes, args) -> list[dict]:
-    from examples import bench
     from jaxport import training as jt
     from torchref import training as tt
     results = []
     for name in names:
-        params = specs.shared_init(name)
+        params = registry.shared_init(name)
         for size in sizes:
-            x, y, order, config = bench.workload(name, size)
+            x, y, order, config = workload(name, size)
             steps = len(order) * specs.steps_per_epoch(len(x), config.batch_size)
             for backend, fit in (("jax", jt.fit), ("torch", tt.fit)):
                 for n in args.devices:
-                    bench._say(f"{name} {size} ({steps} steps): {backend} on {n} device(s) ...")
+                    say(f"{name} {size} ({steps} steps): {backend} on {n} device(s) ...")
                     t_n = _time(fit, name, params, x, y, order, config, args.dtype, args.device,
                                 args.repeats, n) / steps
                     t_shard = None
@@ -104,7 +104,6 @@ def table(report: dict) -> str:
                      "-" if r["shard_step_s"] is None else f"{r['shard_step_s']:.3g}",
                      "-" if r["comm_share"] is None else f"{100 * r['comm_share']:.0f}%",
                      f"{one / r['step_s']:.2f}x" if one else "-"))
-    from examples.bench import align  # noqa: PLC0415 (bench imports this module)
     lines = align(rows, left=3)
     lines.append(f"{report['dtype']} on {report['device']}; median of {report['repeats']}; torch threads "
                  f"1 per rank; load average {report['load_average'][0]:.1f} at start; vs N=1: speed-up "

@@ -12,11 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from portcore import specs, weights
-
-
-class UsageError(Exception):
-    """A bad command line or input file: reported in one line, exit status 2."""
+from examples.usage import DEVICES_HELP, UsageError
+from portcore import registry, specs, weights
 
 
 class Parser(argparse.ArgumentParser):
@@ -56,7 +53,7 @@ def positive_float(text):
 
 
 def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    p.add_argument("name", choices=specs.EXAMPLES, metavar="NAME", help="an example (see `list`)")
+    p.add_argument("name", choices=registry.NAMES, metavar="NAME", help="an example (see `list`)")
     if backend:
         p.add_argument("--backend", choices=specs.BACKENDS, required=True)
     p.add_argument("--dtype", choices=specs.DTYPES, default="float32")
@@ -71,13 +68,6 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--init", type=Path, help="initial parameters, .npz or .safetensors, PyTorch names")
     p.add_argument("--devices", type=positive_int, default=1, metavar="N", help=DEVICES_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-DEVICES_HELP = ("data parallel on N devices (default 1): each global batch split into N equal "
-                "shards, the loss its global mean; torch: N DistributedDataParallel processes "
-                "(gloo on CPU); jax: jax.sharding over N devices, on a CPU made by setting "
-                "XLA_FLAGS=--xla_force_host_platform_device_count=N, which this command does "
-                "before JAX starts")
 
 
 def request_host_devices(n: int) -> None:
@@ -97,14 +87,17 @@ def request_host_devices(n: int) -> None:
 def build_parser() -> Parser:
     parser = Parser(prog="python -m examples", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    sub.add_parser("list", help="the example names, one a line")
+    p = sub.add_parser("list", help="the example names, one a line")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--trainable", action="store_true", help="only the examples that train")
+    which.add_argument("--demos", action="store_true", help="only the demos without training")
     p = sub.add_parser("data", help="write the arrays x and y both backends receive")
-    p.add_argument("name", choices=specs.TRAINABLE + ("bce_from_primitives",), metavar="NAME")
+    p.add_argument("name", choices=registry.WITH_DATA, metavar="NAME")
     p.add_argument("--seed", type=seed, default=specs.DEFAULT_SEED)
     p.add_argument("--out", type=Path, required=True, help="a .npz file")
     p = sub.add_parser("init", help="write torch-style initial weights (nn.Linear's distribution) "
                        "drawn with numpy's default_rng(--rng)")
-    p.add_argument("name", choices=specs.TRAINABLE, metavar="NAME")
+    p.add_argument("name", choices=registry.TRAINABLE, metavar="NAME")
     p.add_argument("--rng", type=seed, required=True, help="the numpy generator's seed")
     p.add_argument("--out", type=Path, required=True, help="a .npz or .safetensors file")
     p = sub.add_parser("run", help="run one example on one backend")
@@ -127,7 +120,8 @@ def main(argv=None) -> int:
         devices = getattr(args, "devices", 1)      # bench: a list
         request_host_devices(max(devices) if isinstance(devices, (list, tuple)) else devices)
         if args.command == "list":
-            print("\n".join(specs.EXAMPLES))
+            print("\n".join(registry.TRAINABLE if args.trainable else registry.DEMOS if args.demos
+                            else registry.NAMES))
             return 0
         if args.command == "bench":
             from examples import bench

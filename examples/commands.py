@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from portcore import schedule, specs, weights
+from portcore import registry, schedule, specs, weights
 from examples import outcome
-from examples.cli import UsageError
+from examples.usage import UsageError
 
 TRAIN_ONLY = ("epochs", "batch_size", "lr", "init", "save", "gif", "plot")
 OUTPUT_SUFFIXES = {"save": weights.SUFFIXES, "history": (".json",), "gif": (".gif",),
@@ -44,6 +45,12 @@ def load_backend(name: str, dtype: str, device: str, devices: int = 1):
     return importlib.import_module(package)
 
 
+# What one torch DDP rank on a CPU holds (torch, gloo, the data): measured 0.31 GiB
+# resident per rank; a run that asks for more ranks than memory holds would swap the
+# machine to a halt (`bench --devices 200` filled 24 GiB) instead of failing.
+RANK_BYTES = int(0.4 * 2**30)
+
+
 def check_devices(backend: str, device: str, devices: int) -> None:
     """--devices N needs N devices: torch N CUDA GPUs for --device gpu (N CPU processes
     otherwise), JAX N devices of the platform (made on a CPU by XLA_FLAGS, cli.py)."""
@@ -51,6 +58,11 @@ def check_devices(backend: str, device: str, devices: int) -> None:
         import torch
         if device == "gpu" and torch.cuda.device_count() < devices:
             raise UsageError(f"--devices {devices}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+        if device == "cpu" and memory and devices * RANK_BYTES > memory:
+            raise UsageError(f"--devices {devices}: {devices} torch processes need about "
+                             f"{devices * RANK_BYTES / 2**30:.0f} GiB ({RANK_BYTES / 2**30:.1f} GiB each), "
+                             f"this machine has {memory / 2**30:.0f} GiB")
         return
     from jaxport import parallel
     try:
@@ -68,19 +80,20 @@ def check_args(args) -> None:
         if path.suffix not in suffixes:
             raise UsageError(f"--{flag} {path}: the file must end in {' or '.join(suffixes)}")
         check_writable(flag, path)
-    if args.name not in specs.TRAINABLE:
+    if args.name not in registry.TRAINABLE:
         used = [f"--{f.replace('_', '-')}" for f in TRAIN_ONLY if getattr(args, f, None) is not None]
         used += ["--shuffle"] if args.shuffle else []
         used += ["--model"] if args.model != "class" else []
         if used:
             raise UsageError(f"{args.name} is a demo without training: {', '.join(used)} not applicable")
-    elif args.model not in specs.forms(args.name):
-        raise UsageError(f"{args.name} has no {args.model} form (only neural_network has sequential)")
+    elif args.model not in registry.forms(args.name):
+        having = [n for n in registry.TRAINABLE if args.model in registry.forms(n)]
+        raise UsageError(f"{args.name} has no {args.model} form (only {', '.join(having)} has it)")
     devices = getattr(args, "devices", 1)
-    if devices > 1 and args.name in specs.TRAINABLE and devices > config_of(args).batch_size:
+    if devices > 1 and args.name in registry.TRAINABLE and devices > config_of(args).batch_size:
         raise UsageError(f"--devices {devices}: more devices than rows in a batch "
                          f"({config_of(args).batch_size}); every device needs at least one")
-    if devices > 1 and args.name in specs.DEMOS:
+    if devices > 1 and args.name in registry.DEMOS:
         raise UsageError(f"{args.name} is a demo without training: --devices not applicable")
     if getattr(args, "gif", None) is not None and args.epochs == 0:
         raise UsageError("--gif needs at least one epoch to animate")
@@ -98,17 +111,14 @@ def check_writable(flag: str, path) -> None:
 
 def config_of(args) -> specs.TrainConfig:
     changes = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr") if getattr(args, k) is not None}
-    return specs.DEFAULTS[args.name].replace(shuffle=args.shuffle, **changes)
+    return registry.get(args.name).defaults.replace(shuffle=args.shuffle, **changes)
 
 
 def data(args) -> int:
     if args.out.suffix != ".npz":
         raise UsageError(f"--out {args.out}: must be a .npz file")
     check_writable("out", args.out)
-    if args.name == "bce_from_primitives":
-        x, y = np.array(specs.BCE_LOGITS), np.array(specs.BCE_LABELS)
-    else:
-        x, y = specs.make_data(args.name, args.seed)
+    x, y = registry.make_data(args.name, args.seed)
     weights.save(args.out, {"x": x, "y": y})
     print(f"wrote {args.out}: x {x.shape}, y {y.shape}, float64")
     return 0
@@ -116,26 +126,26 @@ def data(args) -> int:
 
 def init(args) -> int:
     """Write torch-style initial weights drawn with numpy.random.default_rng(--rng)."""
-    if args.name not in specs.TRAINABLE:
-        raise UsageError(f"{args.name} has no weights (trainable: {', '.join(specs.TRAINABLE)})")
+    if args.name not in registry.TRAINABLE:
+        raise UsageError(f"{args.name} has no weights (trainable: {', '.join(registry.TRAINABLE)})")
     if args.out.suffix not in weights.SUFFIXES:
         raise UsageError(f"--out {args.out}: the file must end in {' or '.join(weights.SUFFIXES)}")
     check_writable("out", args.out)
-    weights.save(args.out, specs.torch_style_init(args.name, args.rng))
+    weights.save(args.out, registry.torch_style_init(args.name, args.rng))
     print(f"wrote {args.out}: {args.name}'s initial weights, U(+-1/sqrt(fan_in)) from default_rng({args.rng})")
     return 0
 
 
 def initial_params(args, backend) -> dict:
     if args.init is not None:
-        return weights.load(args.init, specs.param_shapes(args.name))
+        return weights.load(args.init, registry.param_shapes(args.name))
     return backend.training.default_params(args.name, args.seed, dtype=args.dtype, form=args.model)
 
 
 def train(args, backend, params, frames=False, stop_on_divergence=False):
     """Fit from `params`; returns (FitResult, metrics) in the exchange format. The batch
     order is drawn as the run goes, so any number of epochs fits in memory."""
-    x, y = specs.make_data(args.name, args.seed)
+    x, y = registry.make_data(args.name, args.seed)
     config = config_of(args)
     order = schedule.EpochOrder(len(x), config.epochs, config.shuffle, args.seed)
     kw = dict(dtype=args.dtype, device=args.device, form=args.model)
@@ -144,7 +154,7 @@ def train(args, backend, params, frames=False, stop_on_divergence=False):
                                   devices=args.devices, **kw)
     final_loss, _ = backend.training.loss_and_grads(args.name, result.params, x, y, **kw)
     metrics = {"final_loss": final_loss}
-    if args.name == "logistic_regression":
+    if registry.get(args.name).metric == "accuracy":
         metrics["accuracy"] = specs.accuracy(backend.training.predict(args.name, result.params, x, **kw), y)
     return result, metrics
 
@@ -154,12 +164,12 @@ def run(args) -> int:
     backend = load_backend(args.backend, args.dtype, args.device, args.devices)
     header = {"example": args.name, "backend": args.backend, "dtype": args.dtype,
               "device": args.device, "seed": args.seed}
-    if args.name in specs.DEMOS:
+    if args.name in registry.DEMOS:
         return run_demo(args, backend, header)
     params = initial_params(args, backend)
     result, metrics = train(args, backend, params, frames=args.gif is not None, stop_on_divergence=True)
     config = config_of(args)
-    per_epoch = specs.steps_per_epoch(len(specs.make_data(args.name, args.seed)[0]), config.batch_size)
+    per_epoch = specs.steps_per_epoch(len(registry.make_data(args.name, args.seed)[0]), config.batch_size)
     on = f"{args.device} x{args.devices}" if args.devices > 1 else args.device
     print(f"{args.backend} {args.name} ({args.dtype}, {on}): {result.epochs_run} epochs, "
           f"{result.epochs_run * per_epoch} steps in {result.train_seconds:.3f} s"
@@ -187,7 +197,7 @@ def run(args) -> int:
         weights.save(args.save, result.params)
     if args.plot or args.gif:
         from examples import plots
-        x, y = specs.make_data(args.name, args.seed)
+        x, y = registry.make_data(args.name, args.seed)
         if args.plot:
             predictions = backend.training.predict(args.name, result.params, x, dtype=args.dtype,
                                                    device=args.device, form=args.model)
@@ -201,7 +211,7 @@ def run(args) -> int:
 
 def run_demo(args, backend, header) -> int:
     module = backend.example_module(args.name)
-    if args.name == "bce_from_primitives":
+    if registry.get(args.name).demo == "values":
         values = module.run(dtype=args.dtype, device=args.device)
         for name, value in values.items():
             print(f"{args.backend} BCE, {name.replace('_', ' ')}: {value:.6f}")

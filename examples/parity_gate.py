@@ -7,9 +7,9 @@ import importlib
 import sys
 from pathlib import Path
 
-from portcore import specs, weights
+from portcore import registry, specs, weights
 from examples import outcome
-from examples.cli import UsageError
+from examples.usage import UsageError
 from examples.commands import check_args, config_of, diff, load_backend
 
 # The ensemble keeps MEMBERS x steps losses; compare is for runs a CI job would judge.
@@ -32,16 +32,17 @@ def compare(args) -> int:
     check_args(args)
     torch_be = load_backend("torch", args.dtype, args.device, args.devices)
     jax_be = load_backend("jax", args.dtype, args.device, args.devices)
-    if args.name == "tensor_interop":
-        raise UsageError("tensor_interop has no numbers to compare; run it with --backend")
-    if args.name == "bce_from_primitives":
+    demo = registry.get(args.name).demo
+    if demo == "interop":
+        raise UsageError(f"{args.name} has no numbers to compare; run it with --backend")
+    if demo == "values":
         return _compare_bce(args, torch_be, jax_be)
     if args.init is not None:
-        weights.load(args.init, specs.param_shapes(args.name))      # bad files: exit 2 now
+        weights.load(args.init, registry.param_shapes(args.name))      # bad files: exit 2 now
     config = config_of(args)
     if config.epochs == 0:
         raise UsageError("compare needs at least one epoch (--epochs 0 trains nothing)")
-    steps = config.epochs * specs.steps_per_epoch(len(specs.make_data(args.name, args.seed)[0]), config.batch_size)
+    steps = config.epochs * specs.steps_per_epoch(len(registry.make_data(args.name, args.seed)[0]), config.batch_size)
     if steps > MAX_STEPS:
         raise UsageError(f"compare judges runs of up to {MAX_STEPS} steps (an ensemble of torch runs "
                          f"is kept in memory); this one has {steps}: use fewer --epochs")

@@ -8,7 +8,6 @@ leaks) in pyplot's global list across many calls.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.animation import AbstractMovieWriter
@@ -16,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image     # matplotlib's own dependency, which its PillowWriter uses too
 
+from portcore import registry
 from portcore.weights import atomic_write
 
 FIGSIZE = (12, 7)        # inches, as in the tutorial
@@ -23,30 +23,12 @@ FRAME_MS = 100           # per GIF frame
 BOUNDARY_X = np.array([4.0, 8.0])   # the decision boundary is straight: two points suffice
 
 
-@dataclass(frozen=True)
-class _Style:
-    title: str
-    xlabel: str
-    ylabel: str
-    xlim: tuple
-    ylim: tuple
-    text_xy: tuple       # where "Epoch = .., Loss = .." goes, in data coordinates
-
-
-STYLES = {
-    "linear_regression": _Style("Linear Regression", "x", "y",
-                                (-1.5, 1.5), (-1, 16), (0.8, 1.0)),
-    "logistic_regression": _Style("Logistic Regression", "SepalLength (cm)", "SepalWidth (cm)",
-                                  (3.5, 8.5), (1, 5), (7.5, 1.5)),
-    "neural_network": _Style("Neural Networks Regression Analysis", "x", "y",
-                             (-10.5, 10.5), (-1.5, 2), (6.0, -1.0)),
-}
-
-
-def _style(example: str) -> _Style:
-    if example not in STYLES:
-        raise ValueError(f"no plot for {example!r}; expected one of {', '.join(STYLES)}")
-    return STYLES[example]
+def _style(example: str):
+    style = registry.get(example).plot
+    if style is None:
+        raise ValueError(f"no plot for {example!r}; expected one of "
+                         f"{', '.join(n for n in registry.TRAINABLE if registry.get(n).plot)}")
+    return style
 
 
 def _figure(example: str, x: np.ndarray, y: np.ndarray, dpi: int, title_suffix: str = ""):
@@ -56,14 +38,12 @@ def _figure(example: str, x: np.ndarray, y: np.ndarray, dpi: int, title_suffix: 
     FigureCanvasAgg(fig)     # attaches itself as fig.canvas
     ax = fig.add_subplot()
     x, y = np.asarray(x), np.asarray(y).reshape(-1)
-    if example == "logistic_regression":
-        setosa = y < 0.5
-        ax.scatter(x[setosa, 0], x[setosa, 1], color="red", label="Setosa")
-        ax.scatter(x[~setosa, 0], x[~setosa, 1], color="blue", label="Versicolor")
-    else:
+    for label, colour, name in style.classes:
+        ax.scatter(x[y == label, 0], x[y == label, 1], color=colour, label=name)
+    if not style.classes:
         ax.scatter(x[:, 0], y, color="purple", alpha=0.6)
     (line,) = ax.plot([], [], color="green", lw=3)
-    if example == "logistic_regression":
+    if style.draws == "boundary":
         line.set_label("Decision boundary")
         ax.legend(loc="upper left")
     # Larger than matplotlib's 10 pt so that the text stays legible at the GIF's dpi 50.
@@ -77,7 +57,7 @@ def _figure(example: str, x: np.ndarray, y: np.ndarray, dpi: int, title_suffix: 
 def _fit_xy(example: str, x: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The green line's points for one frame (see animate for what a frame holds)."""
     frame = np.asarray(frame, dtype=np.float64).reshape(-1)
-    if example == "logistic_regression":
+    if _style(example).draws == "boundary":
         w0, w1, b = frame
         # w1 == 0 is a vertical boundary this form cannot draw: inf/nan just leave a gap.
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -96,9 +76,10 @@ def plot_fit(example: str, x: np.ndarray, y: np.ndarray, params: dict,
     from params["linear.weight"] (1, 2) and params["linear.bias"] (1,) (its predictions,
     probabilities, are not needed). Written atomically: no partial file on failure.
     """
-    if example == "logistic_regression":
-        frame = np.concatenate([np.asarray(params["linear.weight"]).reshape(-1)[:2],
-                                np.asarray(params["linear.bias"]).reshape(-1)[:1]])
+    if _style(example).draws == "boundary":
+        layer = next(iter(registry.get(example).layers))
+        frame = np.concatenate([np.asarray(params[f"{layer}.weight"]).reshape(-1)[:2],
+                                np.asarray(params[f"{layer}.bias"]).reshape(-1)[:1]])
     else:
         frame = np.asarray(predictions).reshape(-1)
         if frame.size != len(x):
@@ -180,7 +161,7 @@ def animate(example: str, x: np.ndarray, y: np.ndarray, frames: np.ndarray,
     style = _style(example)
     frames = np.asarray(frames, dtype=np.float64)
     losses = np.asarray(epoch_losses, dtype=np.float64).reshape(-1)
-    k = 3 if example == "logistic_regression" else len(x)
+    k = 3 if style.draws == "boundary" else len(x)
     if frames.ndim != 2 or frames.shape[1] != k:
         raise ValueError(f"{example} frames must be (epochs, {k}), got {frames.shape}")
     if len(losses) != len(frames):

@@ -1,9 +1,8 @@
-"""NNX state to and from the exchange format (PyTorch names and layout, numpy).
-
-torch's Linear keeps weight (out, in) and computes x @ W.T; Flax's keeps kernel
-(in, out) and computes x @ K. So weight <-> kernel is a transpose, and names map
-"hidden_1.weight" <-> ("hidden_1", "kernel"), or ("layers", 0, "kernel") for the
-nnx.Sequential form. Twin: torchref/convert.py.
+"""NNX state to and from the exchange format (PyTorch names and layout, numpy), through
+the example's layer kinds and the one converter (portcore/convert.py): a Linear's
+weight (out, in) is the kernel (in, out) transposed, a conv's OIHW weight the HWIO
+kernel, and so on. The nnx.Sequential form keeps its layers under ("layers", i).
+Twin: torchref/convert.py.
 """
 from __future__ import annotations
 
@@ -11,38 +10,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.traverse_util import flatten_dict
 
-from portcore import specs
+from portcore import convert, registry
 from portcore.weights import check_params
 
 
-def nnx_path(name: str, form: str) -> tuple:
-    """'hidden_1.weight' -> ('hidden_1', 'kernel') (class) or ('layers', 0, 'kernel')."""
-    layer, kind = name.split(".")
-    head = (layer,) if form == "class" else ("layers", specs.SEQUENTIAL_INDEX[layer])
-    return head + ({"weight": "kernel", "bias": "bias"}[kind],)
-
-
-def _get(tree: dict, path: tuple):
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-def _set(tree: dict, path: tuple, value) -> None:
-    for key in path[:-1]:
-        tree = tree[key]
-    tree[path[-1]] = value
+def flax_paths(example: str, form: str) -> dict:
+    """Where each layer lives in the form's NNX state, when not under its own name."""
+    return {layer: ("layers", i) for layer, i in registry.get(example).forms[form].items()}
 
 
 def to_numpy(state: nnx.State, example: str, form: str = "class") -> dict[str, np.ndarray]:
     """A model's (or an optimizer moment's) state as {torch name: array in torch layout}."""
-    pure = nnx.to_pure_dict(state)
-    out = {}
-    for name in specs.param_shapes(example):
-        value = np.asarray(_get(pure, nnx_path(name, form)))
-        out[name] = value.T.copy() if name.endswith(".weight") else value.copy()
-    return out
+    flat = {path: np.asarray(v) for path, v in flatten_dict(nnx.to_pure_dict(state)).items()}
+    out = convert.from_flax(registry.get(example).layers, flat, flax_paths(example, form))
+    return {name: np.array(value) for name, value in out.items()}      # owned, writable copies
 
 
 def to_state(params: dict, template: nnx.State, example: str, form: str = "class", dtype=None) -> nnx.State:
@@ -50,13 +33,15 @@ def to_state(params: dict, template: nnx.State, example: str, form: str = "class
 
     Raises WeightsError naming every missing, extra or mis-shaped parameter.
     """
-    check_params(params, specs.param_shapes(example))
+    record = registry.get(example)
+    check_params(params, record.param_shapes())
     state = jax.tree.map(lambda leaf: leaf, template)   # a fresh State; the template stays
     pure = nnx.to_pure_dict(state)
-    for name, value in params.items():
-        value = np.asarray(value)
-        value = value.T if name.endswith(".weight") else value
-        _set(pure, nnx_path(name, form), jnp.asarray(value, dtype=dtype or value.dtype))
+    for path, value in convert.to_flax(record.layers, params, flax_paths(example, form)).items():
+        node = pure
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = jnp.asarray(value, dtype=dtype or value.dtype)
     nnx.replace_by_pure_dict(state, pure)
     return state
 

@@ -4,12 +4,12 @@ Twin: torchref/linear_regression.py.
 """
 from flax import nnx
 
-from portcore import specs
+from portcore import registry
 from jaxport.layers import torch_linear
 from jaxport.losses import mse
 from jaxport.numerics import jax_dtype
 
-FORMS = specs.forms("linear_regression")
+FORMS = registry.forms("linear_regression")
 
 
 class LinearRegression(nnx.Module):
@@ -25,7 +25,7 @@ loss_fn = mse
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nnx.Module:
     """The model with torch's init distribution, drawn from JAX's PRNG key `seed`."""
-    specs.check_form("linear_regression", form)
+    registry.check_form("linear_regression", form)
     return LinearRegression(rngs=nnx.Rngs(seed), dtype=jax_dtype(dtype))
 
 

@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from portcore import specs
+from portcore import registry
 from jaxport.layers import torch_linear
 from jaxport.losses import bce
 from jaxport.numerics import jax_dtype
 
-FORMS = specs.forms("logistic_regression")
+FORMS = registry.forms("logistic_regression")
 
 
 class LogisticRegression(nnx.Module):
@@ -29,7 +29,7 @@ loss_fn = bce
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nnx.Module:
     """The model with torch's init distribution, drawn from JAX's PRNG key `seed`."""
-    specs.check_form("logistic_regression", form)
+    registry.check_form("logistic_regression", form)
     return LogisticRegression(rngs=nnx.Rngs(seed), dtype=jax_dtype(dtype))
 
 

@@ -5,12 +5,12 @@ parameters. Twin: torchref/neural_network.py.
 """
 from flax import nnx
 
-from portcore import specs
+from portcore import registry
 from jaxport.layers import torch_linear
 from jaxport.losses import mse
 from jaxport.numerics import jax_dtype
 
-FORMS = specs.forms("neural_network")
+FORMS = registry.forms("neural_network")
 
 
 class NeuralNetworks(nnx.Module):
@@ -37,7 +37,7 @@ loss_fn = mse
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nnx.Module:
     """The model with torch's init distribution, drawn from JAX's PRNG key `seed`."""
-    specs.check_form("neural_network", form)
+    registry.check_form("neural_network", form)
     build = NeuralNetworks if form == "class" else sequential
     return build(rngs=nnx.Rngs(seed), dtype=jax_dtype(dtype))
 

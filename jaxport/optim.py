@@ -81,3 +81,16 @@ def torch_adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
     return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """The optax twin of torchref.optim.make_optimizer for a specs.TrainConfig."""
+    if config.optimizer == "sgd":
+        # optax.sgd's trace is torch's momentum buffer with dampening 0.
+        return optax.sgd(config.lr, momentum=config.momentum or None)
+    if config.optimizer == "adam":
+        # optax.adam is the same algorithm (eps outside the root), but its bias
+        # corrections are computed in JAX's default float: see torch_adam above.
+        b1, b2 = config.betas
+        return torch_adam(config.lr, b1=b1, b2=b2, eps=config.eps)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}")

@@ -23,21 +23,14 @@ make_array_from_callback, which only touches this process's devices.
 from __future__ import annotations
 
 import os
-import sys
-import time
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from tqdm import tqdm
 
-from portcore import schedule, specs
-from jaxport.convert import to_numpy
-from jaxport.numerics import jax_dtype
-
-compile_count = 0
-_programs = {}
-
+from jaxport.programs import DEFAULT, Placement, batch_indices, run_fit
+from jaxport.state import host_dtype
+from portcore import specs
 
 def initialize_from_env(device: str = "cpu") -> int:
     """Join a multi-process run when JAX_COORDINATOR_ADDRESS (host:port of process 0),
@@ -85,7 +78,6 @@ def shard_size(batch_size: int, devices: int) -> int:
 def sharded_indices(order: np.ndarray, batch_size: int, devices: int):
     """training.batch_indices, each batch padded with index 0 and weight 0 up to
     devices x shard_size rows. Weights are None only when no row is padding."""
-    from jaxport.training import batch_indices
     idx, weight = batch_indices(order, batch_size)       # (epochs, steps, B), (steps, B, 1)
     pad = devices * shard_size(batch_size, devices) - batch_size
     if pad == 0:
@@ -111,59 +103,22 @@ def host(array) -> np.ndarray:
 def fit(example, params, x, y, order, config, *, devices, dtype="float32", device="cpu",
         form="class", frames=False, progress=False, stop_on_divergence=False,
         chunk_epochs=None) -> specs.FitResult:
-    """training.fit on `devices` devices (called by it, inside its dtype scope)."""
-    global compile_count
-    from jaxport import training
+    """training.fit on `devices` devices (called by it, inside its dtype scope): the same
+    chunk loop (programs.run_fit) with every array placed on the mesh."""
     mesh_ = mesh(devices, device)
     replicated, rows = NamedSharding(mesh_, P()), NamedSharding(mesh_, P("data"))
     idx_sharding, weight_sharding = NamedSharding(mesh_, P(None, None, "data")), NamedSharding(mesh_, P(None, "data"))
-    epochs, n = schedule.order_size(order)
-    size = chunk_epochs or schedule.chunk_epochs(n, config.batch_size)
-    graphdef, state = training._split(example, params, dtype, device, form)
-    opt_state = training.make_optimizer(config).init(state)
-    state, opt_state = (jax.tree.map(lambda a: put(a, replicated), tree) for tree in (state, opt_state))
-    x_, y_ = (put(np.asarray(a, dtype=jax_dtype(dtype)), replicated) for a in (x, y))
-    steps = specs.steps_per_epoch(n, config.batch_size)
-    rec = schedule.Recorder(epochs, steps)
 
-    def place(chunk):
+    def put_batches(chunk):
         idx, weight = sharded_indices(np.asarray(chunk), config.batch_size, devices)
         return put(idx, idx_sharding), None if weight is None else put(weight, weight_sharding)
-
-    compile_seconds, programs = 0.0, {}
-    for count in sorted({min(size, epochs), epochs % size if epochs > size else 0} - {0}):
-        key = (example, graphdef, config.replace(shuffle=False), frames, dtype, device, np.shape(x),
-               np.shape(y), (count, steps, config.batch_size), tuple(d.id for d in mesh_.devices.flat))
-        if key not in _programs:
-            if progress:
-                print(f"jax {example}: compiling a {count}-epoch program for {devices} devices ...",
-                      file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            program = training._train_program(example, graphdef, config, frames, batch_sharding=rows)
-            args = (state, opt_state, x_, y_, *place(np.zeros((count, n), np.int64)))
-            # Outputs replicated: every process can read them from its own devices.
-            _programs[key] = jax.jit(program, out_shardings=replicated).lower(*args).compile()
-            compile_count += 1
-            compile_seconds += time.perf_counter() - start
-        programs[count] = _programs[key]
-    train_seconds, host_idx = 0.0, None
-    with tqdm(total=epochs, desc=f"jax {example} x{devices}", unit="epoch", disable=not progress,
-              leave=False, file=sys.stderr) as bar:
-        for chunk in schedule.order_chunks(order, size):
-            if chunk is not host_idx:
-                idx_, weight_ = place(chunk)
-                host_idx = chunk
-            start = time.perf_counter()
-            state, opt_state, losses, frame_stack = jax.block_until_ready(
-                programs[len(chunk)](state, opt_state, x_, y_, idx_, weight_))
-            train_seconds += time.perf_counter() - start
-            kept = rec.rows(rec.epochs_run, len(chunk))
-            rec.add(host(losses), host(frame_stack)[kept] if frames else None)
-            bar.update(len(chunk))
-            if stop_on_divergence and rec.nonfinite_loss_step is not None:
-                break
-    if progress:
-        print(f"jax {example}: compiled in {compile_seconds:.2f} s, trained on {devices} devices in "
-              f"{train_seconds:.3f} s", file=sys.stderr, flush=True)
-    params_out = to_numpy(jax.tree.map(host, state), example, form)
-    return rec.result(params_out, train_seconds, compile_seconds)
+    place = Placement(
+        put_tree=lambda tree: jax.tree.map(lambda a: put(a, replicated), tree),
+        put_data=lambda a, dtype: put(np.asarray(a, dtype=host_dtype(dtype)), replicated),
+        put_batches=put_batches, to_host=host,
+        # Outputs replicated: every process can read them from its own devices.
+        jit=lambda run: jax.jit(run, out_shardings=replicated),
+        key=(tuple(d.id for d in mesh_.devices.flat),), label=f" on {devices} devices")
+    return run_fit(DEFAULT, example, params, x, y, order, config, place, dtype=dtype, device=device,
+                   form=form, frames=frames, progress=progress, stop_on_divergence=stop_on_divergence,
+                   chunk_epochs=chunk_epochs, batch_sharding=rows)

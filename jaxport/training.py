@@ -1,8 +1,9 @@
-"""Training with Optax, generic over the examples. `fit` compiles the whole run, every
-epoch and every batch, into one XLA program (two nested lax.scan), or for a long run
-one program per chunk of epochs (see portcore/schedule.py); parameters and
-optimizer state cross this API as numpy mappings with PyTorch names, so the torch
-twin can be fed the same state. Twin: torchref/training.py.
+"""Training with Optax, generic over the examples: the backend contract, the same public
+names and signatures as torchref/training.py (parity_tests/test_backend_contract.py
+checks). `fit` compiles the whole run, every epoch and every batch, into one XLA
+program (two nested lax.scan; jaxport/programs.py), or for a long run one program per
+chunk of epochs (portcore/schedule.py); parameters and optimizer state cross this API
+as numpy mappings with PyTorch names, so the torch twin can be fed the same state.
 
 NNX modules are stateful Python objects; inside compiled code we use the functional
 form instead: nnx.split(model) -> (graphdef, state), and nnx.merge(graphdef, state)
@@ -10,25 +11,16 @@ rebuilds the module from a state pytree at trace time, at no run-time cost.
 """
 from __future__ import annotations
 
-import functools
-import sys
-import time
-
 import jax
 import numpy as np
-import optax
 from flax import nnx
-from tqdm import tqdm
 
-from portcore import schedule, specs
 from jaxport import example_module
-from jaxport.convert import load_numpy, to_numpy, to_state
-from jaxport.numerics import dtype_scoped, jax_device, jax_dtype
-from jaxport.optim import torch_adam
-
-# How many times fit has compiled its program: once per configuration (test_jaxport).
-compile_count = 0
-_programs = {}
+from jaxport import convert, optim
+from jaxport.numerics import dtype_scope, dtype_scoped, jax_device, jax_dtype
+from jaxport.programs import DEFAULT, Placement, batch_indices, run_fit
+from jaxport.state import Layout, device_array, host_dtype, labels, opt_state_from_numpy, opt_state_to_numpy
+from portcore import registry, specs
 
 
 @dtype_scoped
@@ -38,118 +30,29 @@ def build_model(example, params=None, *, dtype="float32", device="cpu", form="cl
     with jax.default_device(jax_device(device)):
         model = example_module(example).build_model(form, seed=seed, dtype=dtype)
         if params is not None:
-            load_numpy(model, params, example, form)
+            convert.load_numpy(model, params, example, form)
     return model
 
 
 @dtype_scoped
 def default_params(example, seed=0, *, dtype="float32", form="class") -> dict:
     """jaxport's default initial parameters for this seed, in the exchange format."""
-    return to_numpy(nnx.state(build_model(example, dtype=dtype, form=form, seed=seed)), example, form)
-
-
-def make_optimizer(config: specs.TrainConfig) -> optax.GradientTransformation:
-    if config.optimizer == "sgd":
-        # optax.sgd's trace is torch's momentum buffer with dampening 0.
-        return optax.sgd(config.lr, momentum=config.momentum or None)
-    if config.optimizer == "adam":
-        # optax.adam is the same algorithm (eps outside the root), but its bias
-        # corrections are computed in JAX's default float: see jaxport/optim.py.
-        b1, b2 = config.betas
-        return torch_adam(config.lr, b1=b1, b2=b2, eps=config.eps)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
-
-
-def device_array(array, dtype, device) -> jax.Array:
-    """`array` on the device, in its own buffer. On CPU, device_put may adopt an aligned
-    numpy buffer without copying, so a caller editing its array afterwards would edit
-    ours: copy first (the copy is private, so sharing it is harmless)."""
-    return jax.device_put(np.array(array, dtype=jax_dtype(dtype), copy=True), jax_device(device))
-
-
-@functools.lru_cache(maxsize=None)
-def _skeleton(example, form, dtype, device):
-    """(graphdef, template state) of a model: built once, since building draws an
-    initialisation that `_split` would throw away."""
-    return nnx.split(build_model(example, dtype=dtype, device=device, form=form))
-
-
-def _split(example, params, dtype, device, form):
-    """(graphdef, state holding `params`, or a copy of the template for None)."""
-    graphdef, template = _skeleton(example, form, dtype, device)
-    state = (jax.tree.map(lambda leaf: leaf, template) if params is None
-             else to_state(params, template, example, form, jax_dtype(dtype)))
-    return graphdef, jax.device_put(state, jax_device(device))
-
-
-@functools.lru_cache(maxsize=None)
-def _loss_fn(example, graphdef):
-    loss_fn = example_module(example).loss_fn
-    return lambda state, x, y, weight=None: loss_fn(nnx.merge(graphdef, state)(x), y, weight)
-
-
-@functools.lru_cache(maxsize=None)
-def _value_and_grad(example, graphdef):
-    return jax.jit(jax.value_and_grad(_loss_fn(example, graphdef)))
-
-
-@functools.lru_cache(maxsize=None)
-def _forward(graphdef):
-    return jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+    return convert.to_numpy(nnx.state(build_model(example, dtype=dtype, form=form, seed=seed)), example, form)
 
 
 @dtype_scoped
 def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form="class"):
     """(loss, {name: gradient}) of the example's loss on (x, y) at `params`."""
-    graphdef, state = _split(example, params, dtype, device, form)
-    loss, grads = _value_and_grad(example, graphdef)(state, device_array(x, dtype, device), device_array(y, dtype, device))
-    return float(loss), to_numpy(grads, example, form)
+    graphdef, state = DEFAULT.split(example, params, dtype, device, form)
+    loss, grads = DEFAULT.value_and_grad(example, graphdef)(
+        state, device_array(x, dtype, device), labels(example, y, dtype, device))
+    return float(loss), convert.to_numpy(grads, example, form)
 
 
 @dtype_scoped
 def predict(example, params, x, *, dtype="float32", device="cpu", form="class") -> np.ndarray:
-    graphdef, state = _split(example, params, dtype, device, form)
-    return np.asarray(_forward(graphdef)(state, device_array(x, dtype, device)))
-
-
-# Optax's state fields and torch's names for the same moments.
-_MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq", "trace": "momentum_buffer"}
-
-
-def opt_state_to_numpy(opt_state, example, form="class") -> dict:
-    out = {}
-    for field, torch_key in _MOMENTS.items():
-        moment = optax.tree_utils.tree_get(opt_state, field)
-        if moment is not None:
-            out.update({f"{torch_key}/{n}": v for n, v in to_numpy(moment, example, form).items()})
-    count = optax.tree_utils.tree_get(opt_state, "count")
-    if count is not None:
-        out["step"] = np.asarray(float(count))
-    return out
-
-
-def opt_state_from_numpy(template, state: dict, example, form="class", dtype=None):
-    """`template` (from tx.init) with the moments and step count of `state` put in."""
-    changes = {}
-    for field, torch_key in _MOMENTS.items():
-        moment = {k.split("/", 1)[1]: v for k, v in state.items() if k.startswith(torch_key + "/")}
-        if moment:
-            changes[field] = to_state(moment, optax.tree_utils.tree_get(template, field), example, form, dtype)
-    if "step" in state:
-        changes["count"] = jax.numpy.asarray(int(state["step"]), dtype=jax.numpy.int32)
-    return optax.tree_utils.tree_set(template, **changes) if changes else template
-
-
-@functools.lru_cache(maxsize=None)
-def _step_fn(example, graphdef, config):
-    value_and_grad, tx = jax.value_and_grad(_loss_fn(example, graphdef)), make_optimizer(config)
-
-    @jax.jit
-    def step(state, opt_state, x, y):
-        loss, grads = value_and_grad(state, x, y)
-        updates, opt_state = tx.update(grads, opt_state, state)
-        return loss, grads, optax.apply_updates(state, updates), opt_state
-    return step
+    graphdef, state = DEFAULT.split(example, params, dtype, device, form)
+    return np.asarray(DEFAULT.forward(graphdef)(state, device_array(x, dtype, device)))
 
 
 @dtype_scoped
@@ -160,59 +63,66 @@ def train_step(example, params, opt_state, x, y, config, *, dtype="float32", dev
     Returns (loss before the update, grads, new params, new opt_state), all numpy.
     opt_state None or {} is a fresh optimizer.
     """
-    graphdef, state = _split(example, params, dtype, device, form)
-    template = make_optimizer(config).init(state)
+    graphdef, state = DEFAULT.split(example, params, dtype, device, form)
+    template = optim.make_optimizer(config).init(state)
     opt = opt_state_from_numpy(template, opt_state or {}, example, form, jax_dtype(dtype))
     # Committed to the device like `state`, so the jitted step sees the same input
     # placement every call and compiles once.
     opt = jax.device_put(opt, jax_device(device))
-    loss, grads, state, opt = _step_fn(example, graphdef, config)(
-        state, opt, device_array(x, dtype, device), device_array(y, dtype, device))
-    return (float(loss), to_numpy(grads, example, form), to_numpy(state, example, form),
+    loss, grads, state, opt = DEFAULT.step(example, graphdef, config)(
+        state, opt, device_array(x, dtype, device), labels(example, y, dtype, device))
+    return (float(loss), convert.to_numpy(grads, example, form), convert.to_numpy(state, example, form),
             opt_state_to_numpy(opt, example, form))
 
 
-def batch_indices(order: np.ndarray, batch_size: int):
-    """(epochs, N) order -> indices (epochs, steps, batch_size) and weights (steps, B, 1).
+class Stepper:
+    """train_step without its per-call set-up, for thousands of steps (the ladder's
+    teacher-forced rung): the compiled step is built once, and the exchange-format
+    arrays go straight into the pytree's leaves. Bit for bit train_step's result."""
 
-    XLA needs static shapes, so the last partial batch is padded with index 0 and
-    weight 0; weights are None when batch_size divides N.
-    """
-    epochs, n = order.shape
-    steps = specs.steps_per_epoch(n, batch_size)
-    pad = steps * batch_size - n
-    idx = np.concatenate([order, np.zeros((epochs, pad), order.dtype)], axis=1)
-    weight = (np.arange(steps * batch_size) < n).reshape(steps, batch_size, 1) if pad else None
-    return idx.reshape(epochs, steps, batch_size).astype(np.int32), weight
+    def __init__(self, example, config, params, opt_state=None, *, dtype="float32", device="cpu",
+                 form="class"):
+        self.dtype_name, self.device = dtype, jax_device(device)
+        with dtype_scope(dtype):
+            self.dtype = jax_dtype(dtype)
+            self.label_dtype = host_dtype(registry.get(example).label_dtype(dtype))
+            graphdef, state = DEFAULT.split(example, None, dtype, device, form)
+            self.params_layout = Layout(state, example, form)
+            self.opt_layout = Layout(optim.make_optimizer(config).init(state), example, form)
+            self.fn = DEFAULT.step(example, graphdef, config)
+        self.trees = (state, None)
+        self.load(params, opt_state)
+
+    def load(self, params, opt_state=None) -> None:
+        """Continue from these parameters (None: keep the model's) and optimizer state
+        (None: a fresh optimizer)."""
+        model = self.trees[0] if params is None else self.params_layout.tree(params)
+        self.trees = model, self.opt_layout.tree(opt_state or {})
+
+    def step(self, xb, yb):
+        """(loss before the update, grads, new params, new opt_state), numpy, like train_step."""
+        # numpy in: jit's own transfer (per-leaf device_put costs ~1 ms a step).
+        with dtype_scope(self.dtype_name), jax.default_device(self.device):
+            loss, grads, new, opt = self.fn(*self.trees, np.asarray(xb, self.dtype), np.asarray(yb, self.label_dtype))
+        self.trees = new, opt
+        return float(loss), self.params_layout.arrays(grads), *self.state()
+
+    def state(self) -> tuple[dict, dict]:
+        return self.params_layout.arrays(self.trees[0]), self.opt_layout.arrays(self.trees[1])
 
 
-def _train_program(example, graphdef, config, frames, batch_sharding=None):
-    """A run of epochs as one function of arrays: scan over epochs of scan over batches.
-    The optimizer state goes in and out, so a long run is this program chunk after chunk.
-    batch_sharding: data parallel (jaxport/parallel.py), each batch's rows split across
-    the devices; None on one device."""
-    ex, tx = example_module(example), make_optimizer(config)
-    value_and_grad = jax.value_and_grad(_loss_fn(example, graphdef))
+def stepper(example, config, params, opt_state=None, *, dtype="float32", device="cpu",
+            form="class") -> Stepper:
+    """A Stepper at (params, opt_state)."""
+    return Stepper(example, config, params, opt_state, dtype=dtype, device=device, form=form)
 
-    def run(state, opt_state, x, y, idx, weight):  # idx (epochs, steps, B)
-        def step(carry, batch):
-            state, opt_state = carry
-            ib, wb = batch                         # (B,), (B, 1) or None
-            xb, yb = x[ib], y[ib]
-            if batch_sharding is not None:         # each device its own rows of the batch
-                xb, yb = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (xb, yb))
-            loss, grads = value_and_grad(state, xb, yb, wb)
-            updates, opt_state = tx.update(grads, opt_state, state)
-            return (optax.apply_updates(state, updates), opt_state), loss
 
-        def epoch(carry, idx_e):
-            frame = ex.frame(nnx.merge(graphdef, carry[0]), x) if frames else None
-            carry, losses = jax.lax.scan(step, carry, (idx_e, weight))
-            return carry, (losses, frame)
-
-        (state, opt_state), (losses, frame_stack) = jax.lax.scan(epoch, (state, opt_state), idx)
-        return state, opt_state, losses, frame_stack   # losses (epochs, steps)
-    return run
+def _one_device(dtype, device, batch_size) -> Placement:
+    dev = jax_device(device)
+    return Placement(put_tree=lambda tree: jax.device_put(tree, dev),
+                     put_data=lambda a, dtype: device_array(a, dtype, device),
+                     put_batches=lambda chunk: jax.device_put(batch_indices(chunk, batch_size), dev),
+                     to_host=np.asarray, jit=jax.jit)
 
 
 @dtype_scoped
@@ -228,55 +138,16 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
     (module.frame) at the start of every kept epoch. stop_on_divergence: stop after the
     chunk in which a loss became inf or NaN. devices: data parallel over that many
     devices (jaxport/parallel.py: the global batch split, the loss its global weighted
-    mean); 1 is this function's own single-device path.
+    mean); 1 is one device.
     """
-    global compile_count
+    kw = dict(dtype=dtype, device=device, form=form, frames=frames, progress=progress,
+              stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs)
     if devices != 1:
         from jaxport import parallel
-        return parallel.fit(example, params, x, y, order, config, devices=devices, dtype=dtype,
-                            device=device, form=form, frames=frames, progress=progress,
-                            stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs)
-    epochs, n = schedule.order_size(order)
-    size = chunk_epochs or schedule.chunk_epochs(n, config.batch_size)
-    graphdef, state = _split(example, params, dtype, device, form)
-    dev = jax_device(device)
-    opt_state = jax.device_put(make_optimizer(config).init(state), dev)
-    x_, y_ = device_array(x, dtype, device), device_array(y, dtype, device)
-    steps = specs.steps_per_epoch(n, config.batch_size)
-    rec = schedule.Recorder(epochs, steps)
-    # Compile up front, for the full chunks and the shorter last one, so that the
-    # progress bar below measures training only.
-    compile_seconds, programs = 0.0, {}
-    for count in sorted({min(size, epochs), epochs % size if epochs > size else 0} - {0}):
-        key = (example, graphdef, config.replace(shuffle=False), frames, dtype, device,
-               np.shape(x), np.shape(y), (count, steps, config.batch_size))
-        if key not in _programs:
-            if progress:
-                print(f"jax {example}: compiling a {count}-epoch program ...", file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            idx, weight = batch_indices(np.zeros((count, n), np.int64), config.batch_size)
-            args = (state, opt_state, x_, y_, *jax.device_put((idx, weight), dev))
-            _programs[key] = jax.jit(_train_program(example, graphdef, config, frames)).lower(*args).compile()
-            compile_count += 1
-            compile_seconds += time.perf_counter() - start
-        programs[count] = _programs[key]
-    train_seconds, host_idx = 0.0, None
-    with tqdm(total=epochs, desc=f"jax {example}", unit="epoch", disable=not progress,
-              leave=False, file=sys.stderr) as bar:
-        for chunk in schedule.order_chunks(order, size):
-            if chunk is not host_idx:              # an unshuffled order repeats one array
-                idx_, weight_ = jax.device_put(batch_indices(np.asarray(chunk), config.batch_size), dev)
-                host_idx = chunk
-            start = time.perf_counter()
-            state, opt_state, losses, frame_stack = jax.block_until_ready(
-                programs[len(chunk)](state, opt_state, x_, y_, idx_, weight_))
-            train_seconds += time.perf_counter() - start
-            rows = rec.rows(rec.epochs_run, len(chunk))
-            rec.add(np.asarray(losses), np.asarray(frame_stack)[rows] if frames else None)
-            bar.update(len(chunk))
-            if stop_on_divergence and rec.nonfinite_loss_step is not None:
-                break
-    if progress:
-        print(f"jax {example}: compiled in {compile_seconds:.2f} s, trained in {train_seconds:.3f} s",
-              file=sys.stderr, flush=True)
-    return rec.result(to_numpy(state, example, form), train_seconds, compile_seconds)
+        return parallel.fit(example, params, x, y, order, config, devices=devices, **kw)
+    return run_fit(DEFAULT, example, params, x, y, order, config, _one_device(dtype, device, config.batch_size), **kw)
+
+
+def clear_caches() -> None:
+    """Forget every compiled function (a planted bug's, or before measuring a compile)."""
+    DEFAULT.clear()

@@ -46,7 +46,7 @@ torchref.numerics.pin_numerics()
 torch.set_num_threads(1)
 
 import parity  # noqa: E402
-from portcore import specs  # noqa: E402
+from portcore import registry, specs  # noqa: E402
 from runs import Cell  # noqa: E402
 
 DTYPES = ("float32", "float64")
@@ -99,11 +99,12 @@ def _versions() -> dict:
                       "cudnn.deterministic, cudnn.benchmark off; torch.set_num_threads(1)"}
 
 
-parity.SESSION.update(versions=_versions(), outcomes={}, skips={}, failures=[])
+RECORD = pytest.StashKey[parity.Record]()
+RECORDING = pytest.StashKey[object]()
 
 
 def pytest_report_header(config):
-    v = parity.SESSION["versions"]
+    v = config.stash[RECORD].facts["versions"]
     return [f"parity: torch {v['torch']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
             f"optax {v['optax']}, numpy {v['numpy']}",
             "parity devices: " + "; ".join(f"{k}: {d}" for k, d in v["devices"].items())
@@ -111,15 +112,22 @@ def pytest_report_header(config):
 
 
 def pytest_configure(config):
+    # The session's record of comparisons, which the report is written from: owned by
+    # the pytest config, active for the whole session, and the `parity_record` fixture.
+    record = parity.Record(for_report=True)
+    record.facts.update(versions=_versions(), outcomes={}, skips={}, failures=[])
+    config.stash[RECORD] = record
+    config.stash[RECORDING] = parity.recording(record)
+    config.stash[RECORDING].__enter__()
     config.addinivalue_line("markers", "parity_cells(examples=..., forms=..., dtypes=...): "
                             "restrict the parity grid that parametrizes `cell`")
 
 
-def cells(examples=specs.TRAINABLE, forms=None, dtypes=DTYPES, devices=DEVICES):
+def cells(examples=registry.TRAINABLE, forms=None, dtypes=DTYPES, devices=DEVICES):
     """The grid as pytest params: example x form x dtype x device."""
     out = []
     for example in examples:
-        for form in specs.forms(example):
+        for form in registry.forms(example):
             if forms is not None and form not in forms:
                 continue
             for dtype in dtypes:
@@ -136,29 +144,42 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("cell", cells(**(marker.kwargs if marker else {})))
 
 
+def pytest_unconfigure(config):
+    if RECORDING in config.stash:
+        config.stash[RECORDING].__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def parity_record(pytestconfig) -> parity.Record:
+    return pytestconfig.stash[RECORD]
+
+
 @pytest.fixture(autouse=True)
-def _name_the_comparisons(request):
-    parity.current_test[0] = request.node.name
+def _name_the_comparisons(request, parity_record):
+    parity_record.test = request.node.name
     yield
-    parity.current_test[0] = ""
+    parity_record.test = ""
     # The suite runs what users run: a test (or the code it calls) that leaves x64
     # switched on would change every later test's float32 numbers.
     assert jax.config.jax_enable_x64 is False, f"{request.node.name} left jax_enable_x64 on"
 
 
 def pytest_sessionstart(session):
-    parity.SESSION["start"] = time.perf_counter()
+    session.config.stash[RECORD].facts["start"] = time.perf_counter()
 
 
-def pytest_runtest_logreport(report):
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
     if report.when == "call" or report.outcome != "passed":
-        outcomes = parity.SESSION["outcomes"]
-        outcomes[report.outcome] = outcomes.get(report.outcome, 0) + 1
+        facts = item.config.stash[RECORD].facts
+        facts["outcomes"][report.outcome] = facts["outcomes"].get(report.outcome, 0) + 1
         if report.skipped:
             reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            parity.SESSION["skips"][reason] = parity.SESSION["skips"].get(reason, 0) + 1
+            facts["skips"][reason] = facts["skips"].get(reason, 0) + 1
         elif report.failed:
-            parity.SESSION["failures"].append(report.nodeid)
+            facts["failures"].append(report.nodeid)
+    return report
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -166,6 +187,7 @@ def pytest_sessionfinish(session, exitstatus):
     if not target:
         return
     import report
-    parity.SESSION["seconds"] = time.perf_counter() - parity.SESSION.get("start", time.perf_counter())
-    path = report.write(target, gpu=GPU_SKIP is None)
+    record = session.config.stash[RECORD]
+    record.facts["seconds"] = time.perf_counter() - record.facts.get("start", time.perf_counter())
+    path = report.write(target, gpu=GPU_SKIP is None, record=record)
     print(f"\nparity report written to {path}", file=sys.stderr)

@@ -23,7 +23,10 @@ import torch
 from torch.func import functional_call, vmap
 
 import torchref
+import torchref.convert as tc
+import torchref.optim as torch_optim
 import torchref.training as tt
+from torchref.data import ArrayDataset
 
 MEMBERS = 16
 
@@ -50,15 +53,15 @@ def run(example: str, params: dict, x: np.ndarray, y: np.ndarray, order: np.ndar
     """`members` torch runs from `params` over the batches of `order`, each moved by one
     ulp per parameter after every update (all but member 0)."""
     model = tt.build_model(example, params, dtype=dtype, device=device, form=form)
-    names = dict(zip((id(p) for p in tt.named_parameters(model, example, form).values()),
-                     tt.named_parameters(model, example, form)))
+    names = dict(zip((id(p) for p in tc.named_parameters(model, example, form).values()),
+                     tc.named_parameters(model, example, form)))
     paths = {path: names[id(p)] for path, p in model.named_parameters()}
     stacked = {path: torch.nn.Parameter(p.detach().unsqueeze(0).repeat(members, *[1] * p.dim()))
                for path, p in model.named_parameters()}
-    optimizer = tt.make_optimizer(config, list(stacked.values()))
+    optimizer = torch_optim.make_optimizer(config, list(stacked.values()))
     loss_fn = torchref.example_module(example).loss_fn
     generator = torch.Generator().manual_seed(seed)
-    data = tt.ArrayDataset(x, y, dtype=dtype, device=device)
+    data = ArrayDataset(x, y, dtype=dtype, device=device)
 
     def losses(ps, xb, yb):                      # one member's loss
         return loss_fn(functional_call(model, ps, (xb,)), yb)

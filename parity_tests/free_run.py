@@ -23,8 +23,8 @@ def free_run_verdict(cell: Cell, run: Run) -> dict:
     verdict = dict(horizon=h, steps=len(t.step_losses), spread=step_spread, torch=t, jax=j, noise=noise,
                    diff=np.abs(j.step_losses.astype(np.float64) - t.step_losses))
     verdict["allowed"] = criterion.per_step_allowed(step_spread, t.step_losses, cell.dtype)
-    if parity.recording_for_the_report():
-        parity.keep_curve((cell.example, cell.form, cell.dtype, cell.device, run.label), verdict)
+    if parity.report_record():
+        parity.report_record().curves[(cell.example, cell.form, cell.dtype, cell.device, run.label)] = verdict
     return verdict
 
 

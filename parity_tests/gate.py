@@ -30,8 +30,8 @@ class Verdict:
 
 
 def judge(cell: ladder.Cell, run: ladder.Run, progress=True) -> Verdict:
-    records, failures = {}, []
-    with parity.recording_into(records):
+    failures = []
+    with parity.recording() as records:
         for rung in RUNGS:
             if progress:
                 print(f"compare: rung {rung} ({parity.RUNG_NAMES[rung]}) ...", file=sys.stderr, flush=True)
@@ -40,7 +40,7 @@ def judge(cell: ladder.Cell, run: ladder.Run, progress=True) -> Verdict:
             except parity.ParityError as error:
                 failures.append((rung, str(error)))
         v = ladder.free_run_verdict(cell, run)        # inside: a compare stays out of the report
-    return Verdict(agree=not failures, rows=list(records.values()), failures=failures,
+    return Verdict(agree=not failures, rows=list(records.rows.values()), failures=failures,
                    horizon=v["horizon"], steps=v["steps"],
                    spread_final=float(v["spread"][-1]) if v["steps"] else 0.0,
                    diff_final=float(v["diff"][-1]) if v["steps"] else 0.0)

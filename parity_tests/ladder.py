@@ -15,12 +15,12 @@ import jaxport.training as jt
 import parity
 import step_noise
 import torchref.training as tt
-from portcore import specs
+from portcore import registry, specs
 from free_run import free_run_verdict, rung6_free_running, rung7_fitted_model  # noqa: F401
-from parity import EXACT, ParityError, check, recording_into, tolerance
+from parity import EXACT, ParityError, check, recording, tolerance
 from runs import (SEED, Cell, Run, batches, clear_jax_caches, data, default_run,  # noqa: F401
                   fitted_model, init, jax_fit, reference_noise, torch_fit)
-from teacher import JaxStepper, TorchTeacher, kink_referee, opt_state_pair, step_with_kinks_decided
+from teacher import jax_stepper, kink_referee, opt_state_pair, step_with_kinks_decided, torch_teacher
 
 CHUNK = 50                             # teacher-forced steps compared at once
 
@@ -32,11 +32,11 @@ def rung1_identical_inputs(cell: Cell) -> None:
     per-step losses are torch's loss on exactly the batches specs.batch_order names;
     the default run's first loss is each backend's own loss_and_grads at init."""
     ex, x, y = cell.example, *data(cell.example)
-    redrawn = specs.make_data(ex, SEED) + (specs.shared_init(ex, SEED),)
+    redrawn = registry.make_data(ex, SEED) + (registry.shared_init(ex, SEED),)
     for name, first, again in zip(("data x", "data y", "shared init"), (x, y, init(ex)), redrawn):
         check(again, first, where=cell.where(), rung=1, quantity=f"{name}: redrawn", tol=EXACT)
     assert x.dtype == y.dtype == np.float64 and all(v.dtype == np.float64 for v in init(ex).values())
-    run = Run("lr 0, batch 30, shuffled, 2 epochs", specs.DEFAULTS[ex].replace(
+    run = Run("lr 0, batch 30, shuffled, 2 epochs", registry.get(ex).defaults.replace(
         lr=0.0, epochs=2, batch_size=30, shuffle=True))
     order = run.order(len(x))
     assert all(sorted(row) == list(range(len(x))) for row in order) and not np.array_equal(*order)
@@ -120,7 +120,7 @@ def _check_step(cell, run, rung, prefix, t, j, step=None, step_axis=False, tols=
 
 def _passes(cell, run, rung, prefix, t, j, step, tols) -> bool:
     try:
-        with recording_into({}):
+        with recording():
             _check_step(cell, run, rung, prefix, t, j, step=step, tols=tols)
         return True
     except ParityError:
@@ -137,9 +137,9 @@ def _check_step_refereed(cell, run, rung, prefix, state, xb, yb, t, j, step=None
     tols = single_step_tolerances(cell, run, state, xb, yb, t)
     if cell.dtype == "float32" and not _passes(cell, run, rung, prefix, t, j, step, tols):
         tols = single_step_tolerances(cell, run, state, xb, yb, t, members=step_noise.MORE_MEMBERS)
-    scratch = {}
+    scratch = parity.Record()
     try:
-        with recording_into(scratch):
+        with recording(scratch):
             _check_step(cell, run, rung, prefix, t, j, step=step, tols=tols)
     except ParityError as error:
         verdict = kink_referee(cell, run.config, state, xb, yb,
@@ -149,8 +149,8 @@ def _check_step_refereed(cell, run, rung, prefix, state, xb, yb, t, j, step=None
         result = step_with_kinks_decided(cell, run.config, state, xb, yb, *verdict)
         _check_step(cell, run, rung, f"{prefix}ReLU-kink step vs float64 torch, kinks decided: ",
                     result, j, step=step, tols=tols)
-        if parity.recording_for_the_report():
-            parity.SESSION.setdefault("kinks", []).append(dict(
+        if parity.report_record():
+            parity.report_record().facts.setdefault("kinks", []).append(dict(
                 cell=str(cell), config=run.label, rung=rung, step=step, kinks=verdict[0],
                 signs=verdict[1], error=str(error)))
         return
@@ -200,14 +200,14 @@ def rung5_teacher_forced(cell: Cell, run: Run | None = None, max_steps: int | No
     number of steps run."""
     run = run or default_run(cell.example)
     ex, x, y = cell.example, *data(cell.example, run.seed)
-    teacher, stepper = TorchTeacher(cell, run.config, init(ex, run)), JaxStepper.get(cell, run.config)
+    teacher, stepper = torch_teacher(cell, run.config, init(ex, run)), jax_stepper(cell, run.config)
     total = run.config.epochs * specs.steps_per_epoch(len(x), run.config.batch_size)
     losses, chunk = [], []
 
     def flush():                       # compare CHUNK steps at once: ~50x less overhead
         if not chunk:
             return
-        scratch, first = {}, chunk[0][0]
+        scratch, first = parity.Record(), chunk[0][0]
         try:
             t, j = _stack([c[2] for c in chunk]), _stack([c[3] for c in chunk])
             # float32: first the bound's result term alone (4 ulps of each tensor's
@@ -215,7 +215,7 @@ def rung5_teacher_forced(cell: Cell, run: Run | None = None, max_steps: int | No
             tols = None if cell.dtype == "float64" else (
                 step_noise.StepBound(0.0, t[0]), step_noise.StepBound(0.0, t[1]), step_noise.StepBound(0.0, t[2]),
                 step_noise.StepBound(0.0, opt_state_pair(j[3], t[3])[1]))
-            with recording_into(scratch):
+            with recording(scratch):
                 _check_step(cell, run, 5, "", t, j, step=first, step_axis=True, tols=tols)
             parity.keep(scratch)
         except ParityError:            # step by step, to name the step or referee a kink
@@ -230,7 +230,8 @@ def rung5_teacher_forced(cell: Cell, run: Run | None = None, max_steps: int | No
         if not _compared(cell, step, total):
             flush()
             continue
-        j = stepper(*state, x[idx], y[idx])
+        stepper.load(*state)
+        j = stepper.step(x[idx], y[idx])
         if chunk and (len(chunk) == CHUNK or len(idx) != len(chunk[-1][4]) or chunk[-1][0] != step - 1):
             flush()
         chunk.append((step, state, t, j, idx))

@@ -74,26 +74,62 @@ class Row:
     test: str = ""
 
 
-RECORDS: dict[tuple, Row] = {}     # key -> Row; repeated comparisons (per step) merge
-_sink: list = [RECORDS]
-current_test = [""]
+class Record:
+    """What a run of the ladder found: its comparisons (one Row per quantity, repeated
+    comparisons at other steps merged in), its free-run verdicts, and facts for the
+    report. The suite's is a session fixture (conftest.py); `compare` and the planted-bug
+    tests record into scratch ones, which keeps them out of the report."""
+
+    def __init__(self, for_report: bool = False):
+        self.rows: dict[tuple, Row] = {}
+        self.curves: dict[tuple, object] = {}   # (example, form, dtype, device, config) -> free-run verdict
+        self.facts: dict = {}                   # versions, outcomes, planted bugs, kinks, seconds
+        self.for_report = for_report
+        self.test = ""                          # the test now running, named in each row
+
+    def add(self, row: Row) -> None:
+        key = (row.example, row.form, row.dtype, row.device, row.config, str(row.rung), row.quantity)
+        old = self.rows.get(key)
+        if old is not None:            # the same comparison at another step: keep the worst
+            if old.used >= row.used:
+                row.worst, row.used = old.worst, old.used
+            row.max_abs, row.max_rel = max(row.max_abs, old.max_abs), max(row.max_rel, old.max_rel)
+            row.norm_rel = max(row.norm_rel, old.norm_rel)
+            row.passed = row.passed and old.passed
+            row.test = old.test or row.test
+        self.rows[key] = row
+
+
+# The records being written, innermost last; outside any (a library call), a scratch one.
+_active: list[Record] = []
 
 
 @contextlib.contextmanager
-def recording_into(target: dict):
-    """Send the records of a block elsewhere (the planted-bug test keeps its failures out
-    of the parity table)."""
-    _sink.append(target)
+def recording(record: Record | None = None):
+    """Send the comparisons of a block to `record` (a new scratch Record by default)."""
+    record = Record() if record is None else record
+    _active.append(record)
     try:
-        yield target
+        yield record
     finally:
-        _sink.pop()
+        _active.remove(record)
 
 
-def keep(rows: dict) -> None:
-    """Record rows that were first recorded into a scratch dict."""
-    for row in rows.values():
-        _record(row)
+def active() -> Record:
+    if not _active:
+        _active.append(Record())
+    return _active[-1]
+
+
+def report_record() -> Record | None:
+    """The record the report is written from, when the innermost one is it."""
+    return active() if active().for_report else None
+
+
+def keep(scratch: Record) -> None:
+    """Record in the active record what was first recorded into a scratch one."""
+    for row in scratch.rows.values():
+        active().add(row)
 
 
 def _leaves(value) -> dict[str, np.ndarray]:
@@ -169,8 +205,8 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
         problems.insert(0, first[2])
     row = Row(where["example"], where.get("form", ""), where["dtype"], where["device"],
               where.get("config", "default"), rung, quantity, max_abs, max_rel, str(tol),
-              not problems, worst, max(worst_ratio, 0.0), norm_rel, current_test[0])
-    _record(row)
+              not problems, worst, max(worst_ratio, 0.0), norm_rel, active().test)
+    active().add(row)
     if problems:
         raise ParityError(
             f"parity failure: {row.example}/{row.form} {row.dtype} on {row.device} "
@@ -180,34 +216,8 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
     return row
 
 
-def _record(row: Row) -> None:
-    sink = _sink[-1]
-    key = (row.example, row.form, row.dtype, row.device, row.config, str(row.rung), row.quantity)
-    old = sink.get(key)
-    if old is not None:                # the same comparison at another step: keep the worst
-        if old.used >= row.used:
-            row.worst, row.used = old.worst, old.used
-        row.max_abs, row.max_rel = max(row.max_abs, old.max_abs), max(row.max_rel, old.max_rel)
-        row.norm_rel = max(row.norm_rel, old.norm_rel)
-        row.passed = row.passed and old.passed
-        row.test = old.test or row.test
-    sink[key] = row
-
-
 RUNG_NAMES = {1: "identical inputs", 2: "loss at init", 3: "gradients at init",
               4: "one optimizer step", 5: "teacher-forced", 6: "free-running",
               7: "fitted model", "bce": "saturated BCE", "init": "default init"}
 
 
-CURVES: dict[tuple, dict] = {}         # (example, form, dtype, device, config) -> free-run verdict
-
-
-def recording_for_the_report() -> bool:
-    """False inside recording_into (a planted bug's comparisons stay out of the report)."""
-    return _sink[-1] is RECORDS
-
-
-def keep_curve(key: tuple, curve: Curve) -> None:
-    if recording_for_the_report():
-        CURVES[key] = curve
-SESSION: dict = {}                     # versions, device, outcome counts (conftest fills it)

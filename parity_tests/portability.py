@@ -35,9 +35,10 @@ DTYPES = ("float32", "float64")
 
 def variants(example: str) -> list:
     """The default run and test_parity_variants' runs (label, changes) for an example."""
-    from portcore import specs
-    net = example == "neural_network"
-    epochs = 25 if net else specs.DEFAULTS[example].epochs
+    from portcore import registry, specs
+    record = registry.get(example)
+    net = record.variant_epochs is not None
+    epochs = record.variant_epochs or record.defaults.epochs
     out = [("default", {}), ("batch 30, shuffled", dict(batch_size=30, shuffle=True, epochs=epochs)),
            ("SGD momentum 0.9", dict(optimizer="sgd", momentum=0.9, epochs=100 if net else epochs))]
     out.append(("SGD", dict(optimizer="sgd", epochs=100)) if net else ("Adam lr 0.1", dict(optimizer="adam", lr=0.1)))
@@ -49,7 +50,7 @@ def judge(cell, run) -> dict:
     import parity
     row = dict(cell=str(cell), run=run.label, init=run.init, nudge=run.jax_nudge)
     try:
-        with parity.recording_into({}):
+        with parity.recording():
             ladder.rung6_free_running(cell, run)
             ladder.rung7_fitted_model(cell, run)
         row["passed"], row["error"] = True, ""
@@ -67,20 +68,20 @@ def worker(args) -> dict:
     torch.set_num_threads(args.threads)
     import ladder
     import test_parity_planted_bugs as planted
-    from portcore import specs
+    from portcore import registry, specs
     runs, bugs = [], []
-    examples = ("neural_network",) if args.quick else specs.TRAINABLE
+    examples = tuple(n for n in registry.TRAINABLE if registry.get(n).chaotic) if args.quick else registry.TRAINABLE
     for example in examples:
         for dtype in ("float32",) if args.quick else DTYPES:
             cell = ladder.Cell(example, "class", dtype, "cpu")
             for label, changes in variants(example)[:1 if args.quick else None]:
-                base = ladder.Run(label, specs.DEFAULTS[example].replace(**changes))
+                base = ladder.Run(label, registry.get(example).defaults.replace(**changes))
                 for nudge in NUDGES[:2 if args.quick else None]:
                     runs.append(judge(cell, ladder.Run(label, base.config, jax_nudge=nudge)))
-            if args.inits and example == "neural_network":
+            if args.inits and registry.get(example).chaotic:
                 for init in INITS:
                     for nudge in (0, 1):
-                        runs.append(judge(cell, ladder.Run(init, specs.DEFAULTS[example], init=init, jax_nudge=nudge)))
+                        runs.append(judge(cell, ladder.Run(init, registry.get(example).defaults, init=init, jax_nudge=nudge)))
     if not args.quick:
         import pytest
         for bug, (plant, bug_examples, extra) in planted.BUGS.items():

@@ -12,19 +12,20 @@ import numpy as np
 
 import parity
 import report_free_runs
-from parity import RECORDS, RUNG_NAMES, SESSION
+from parity import RUNG_NAMES
 
 
 def _fmt(x: float) -> str:
     return "0" if x == 0 else ("inf" if not np.isfinite(x) else f"{x:.2e}")
 
 
-def write(target: str, gpu: bool) -> Path:
+def write(target: str, gpu: bool, record: parity.Record) -> Path:
     path = Path(target)
     if gpu and "cpu" in path.name:
         path = path.with_name(path.name.replace("cpu", "gpu"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    v, rows = SESSION["versions"], list(RECORDS.values())
+    facts = record.facts
+    v, rows = facts["versions"], list(record.rows.values())
     out = [f"# Parity report: {'GPU' if gpu else 'CPU'}", "",
            f"Written by `JAXPORT_REPORT={target} pytest -q parity_tests` (`make report`) on "
            f"{datetime.date.today().isoformat()}. Every number below is a comparison of jaxport "
@@ -36,12 +37,12 @@ def write(target: str, gpu: bool) -> Path:
     for device, name in v["devices"].items():
         out.append(f"| device `{device}` | {name} |")
     out += [f"| pinned numerics | {v['pinned']} |", ""]
-    o = SESSION.get("outcomes", {})
+    o = facts.get("outcomes", {})
     out += ["## Outcome", "",
             f"{o.get('passed', 0)} passed, {o.get('failed', 0)} failed, {o.get('skipped', 0)} skipped "
-            f"in {SESSION.get('seconds', 0):.0f} s (the whole `parity_tests` directory)."]
-    out += [f"- skipped {n}: {reason}" for reason, n in SESSION.get("skips", {}).items()]
-    out += [f"- FAILED: `{f}`" for f in SESSION.get("failures", [])]
+            f"in {facts.get('seconds', 0):.0f} s (the whole `parity_tests` directory)."]
+    out += [f"- skipped {n}: {reason}" for reason, n in facts.get("skips", {}).items()]
+    out += [f"- FAILED: `{f}`" for f in facts.get("failures", [])]
     failed_rows = [r for r in rows if not r.passed]
     out += ["", f"{len(rows)} comparisons recorded, {len(failed_rows)} outside tolerance.", ""]
     out += ["## Tolerances (one table: `parity_tests/parity.py`)", "",
@@ -59,8 +60,8 @@ def write(target: str, gpu: bool) -> Path:
             "negligible absolute difference. *norm rel* is the largest \\|diff\\| of a tensor "
             "(at a step) over its largest \\|torch\\|. "
             "*used* is the largest \\|diff\\| / allowed: 1 would be the edge of the tolerance.", ""]
-    out += report_free_runs.section(path)
-    out += _planted_section() + _kink_section()
+    out += report_free_runs.section(path, record.curves)
+    out += _planted_section(facts) + _kink_section(facts)
     out += _summary_section(rows)
     out += ["## Every comparison", "",
             "| example | form | dtype | device | config | rung | quantity | max abs | max rel | norm rel "
@@ -78,8 +79,8 @@ def _order(r):
     return (r.device, r.example, r.form, r.dtype, r.config != "default", r.config, str(r.rung), r.quantity)
 
 
-def _planted_section() -> list:
-    planted = SESSION.get("planted", [])
+def _planted_section(facts: dict) -> list:
+    planted = facts.get("planted", [])
     if not planted:
         return []
     out = ["## Planted bugs (`test_planted_bugs_are_caught`)", "",
@@ -96,8 +97,8 @@ def _planted_section() -> list:
     return out + [""]
 
 
-def _kink_section() -> list:
-    kinks = SESSION.get("kinks", [])
+def _kink_section(facts: dict) -> list:
+    kinks = facts.get("kinks", [])
     out = ["## ReLU kinks float32 cannot decide", "",
            "Where a hidden pre-activation lies within float32's dot-product rounding bound of 0, "
            "whether that sample passes the ReLU is down to summation order, and the two backends "

@@ -11,10 +11,10 @@ import numpy as np
 import criterion
 import ensemble
 import step_noise
-from parity import CURVES
+from portcore import registry
 
 
-def section(path: Path) -> list:
+def section(path: Path, curves: dict) -> list:
     out = ["## Free-running runs (rungs 6-7): the criterion", "",
            "Long training runs are chaotic in both dtypes: a difference of one rounding grows until "
            "it is as large as the signal, so \"jaxport equals torch to 1e-10 over 1000 steps\" can "
@@ -45,7 +45,7 @@ def section(path: Path) -> list:
            "| final loss: jaxport, torch, ensemble range |",
            "| " + " | ".join(["---"] * 9) + " |"]
     plots = {}
-    for (example, form, dtype, device, config), v in sorted(CURVES.items()):
+    for (example, form, dtype, device, config), v in sorted(curves.items()):
         h = v["horizon"]
         used = float(np.max(v["diff"][:h] / np.maximum(v["allowed"][:h], 1e-300))) if h else 0.0
         finals = v["noise"]["step_losses"][:, -1] if v["steps"] else np.zeros(1)
@@ -53,7 +53,7 @@ def section(path: Path) -> list:
                    f"| {h if h < v['steps'] else 'never'} | {used:.2f} "
                    f"| {v['jax'].step_losses[-1]:.5g}, {v['torch'].step_losses[-1]:.5g}, "
                    f"[{finals.min():.5g}, {finals.max():.5g}] |")
-        if config == "default" and example == "neural_network":
+        if config == "default" and registry.get(example).chaotic:
             plots[(example, form, dtype, device)] = v
     out += [""] + _ensemble_size(plots)
     for (example, form, dtype, device), v in plots.items():

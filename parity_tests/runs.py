@@ -15,8 +15,8 @@ import numpy as np
 import jaxport.training as jt
 import torchref.training as tt
 import ensemble
-from portcore import specs, weights
-from teacher import JaxStepper
+from portcore import registry, specs, weights
+from teacher import forget_jax_steppers
 
 SEED = specs.DEFAULT_SEED
 
@@ -45,7 +45,7 @@ class Run:
     """A training run: configuration, data seed, initial weights, and its label in the
     report; order from specs.
 
-    init: "shared" (specs.shared_init of the seed), "torch-style:N" (nn.Linear's
+    init: "shared" (registry.shared_init of the seed), "torch-style:N" (nn.Linear's
     distribution drawn with numpy.random.default_rng(N)) or a weights file's path.
     jax_nudge: when not 0, jaxport starts from the initial weights moved by one ulp in
     a random direction drawn from this seed (a simulated machine whose rounding starts
@@ -65,21 +65,21 @@ class Run:
 
 
 def default_run(example: str) -> Run:
-    return Run("default", specs.DEFAULTS[example])
+    return Run("default", registry.get(example).defaults)
 
 
 @functools.lru_cache(maxsize=None)
 def data(example, seed=SEED):
-    return specs.make_data(example, seed)
+    return registry.make_data(example, seed)
 
 
 def init(example, run: Run | None = None) -> dict:
     """The run's initial weights (float64, exchange format)."""
     if run is None or run.init == "shared":
-        return specs.shared_init(example, SEED if run is None else run.seed)
+        return registry.shared_init(example, SEED if run is None else run.seed)
     if run.init.startswith("torch-style:"):
-        return specs.torch_style_init(example, int(run.init.split(":", 1)[1]))
-    return weights.load(run.init, specs.param_shapes(example))
+        return registry.torch_style_init(example, int(run.init.split(":", 1)[1]))
+    return weights.load(run.init, registry.param_shapes(example))
 
 
 def jax_init(example, run: Run, dtype: str) -> dict:
@@ -95,11 +95,7 @@ def jax_init(example, run: Run, dtype: str) -> dict:
 
 # A grid of inputs for the fitted model's predictions: the plots' axes, widened.
 def grid(example) -> np.ndarray:
-    if example == "logistic_regression":
-        a, b = np.meshgrid(np.linspace(3.5, 8.5, 21), np.linspace(1.0, 5.0, 17))
-        return np.c_[a.ravel(), b.ravel()]                       # (357, 2)
-    lo, hi = (-1.5, 1.5) if example == "linear_regression" else (-10.5, 10.5)
-    return np.linspace(lo, hi, 211)[:, None]                     # (211, 1)
+    return registry.get(example).grid()
 
 
 def batches(order: np.ndarray, batch_size: int):
@@ -135,13 +131,9 @@ def jax_fit(cell: Cell, run: Run) -> specs.FitResult:
 def clear_jax_caches() -> None:
     """Forget every compiled jaxport function and result (before and after a planted bug).
     jax's own caches can stay: they are keyed by function objects, and these are new."""
-    getattr(jt, "_programs", {}).clear()
-    for name in ("_step_fn", "_value_and_grad", "_loss_fn", "_forward"):
-        fn = getattr(jt, name, None)
-        if hasattr(fn, "cache_clear"):
-            fn.cache_clear()
+    jt.clear_caches()
     _JAX.clear()
-    JaxStepper.cache.clear()
+    forget_jax_steppers()
 
 
 def reference_noise(cell: Cell, run: Run) -> dict:
@@ -173,6 +165,6 @@ def fitted_model(backend, cell: Cell, params: dict, run: Run | None = None) -> d
     x, y = data(cell.example, SEED if run is None else run.seed)
     out = {"final loss": backend.loss_and_grads(cell.example, params, x, y, **cell.kw)[0],
            "predictions": backend.predict(cell.example, params, grid(cell.example), **cell.kw)}
-    if cell.example == "logistic_regression":
+    if registry.get(cell.example).metric == "accuracy":
         out["accuracy"] = specs.accuracy(backend.predict(cell.example, params, x, **cell.kw), y)
     return out

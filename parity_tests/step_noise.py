@@ -55,11 +55,13 @@ def step_spread(cell, config, state, xb, yb, reference, seed: int = 0, members: 
     from torch.func import functional_call, vmap        # noqa: PLC0415
 
     import torchref                                     # noqa: PLC0415
+    import torchref.convert as tc                       # noqa: PLC0415
+    import torchref.optim as torch_optim                # noqa: PLC0415
     import torchref.training as tt                      # noqa: PLC0415
     rng = np.random.default_rng([seed, 7])
     params, opt = state[0], state[1] or {}
     model = tt.build_model(cell.example, params, dtype="float64", device=cell.device, form=cell.form)
-    names = {id(p): n for n, p in tt.named_parameters(model, cell.example, cell.form).items()}
+    names = {id(p): n for n, p in tc.named_parameters(model, cell.example, cell.form).items()}
     paths = {path: names[id(p)] for path, p in model.named_parameters()}
 
     def stack(value, positive=False):
@@ -71,7 +73,7 @@ def step_spread(cell, config, state, xb, yb, reference, seed: int = 0, members: 
     y = torch.as_tensor(np.asarray(yb, np.float32).astype(np.float64), device=p0.device)
     loss_fn = torchref.example_module(cell.example).loss_fn
     losses = vmap(lambda ps, xm: loss_fn(functional_call(model, ps, (xm,)), y), in_dims=(0, 0))(stacked, x)
-    optimizer = tt.make_optimizer(config, list(stacked.values()))
+    optimizer = torch_optim.make_optimizer(config, list(stacked.values()))
     for path, name in paths.items():
         entry = {key: stack(opt[f"{key}/{name}"], positive=key == "exp_avg_sq")
                  for key in ("exp_avg", "exp_avg_sq", "momentum_buffer") if f"{key}/{name}" in opt}

@@ -1,129 +1,41 @@
-"""Single steps for the teacher-forced rung (thousands per cell), and the referee for
-ReLU kinks that float32 cannot decide.
+"""The steppers of the teacher-forced rung (thousands of steps per cell), and the
+referee for ReLU kinks that float32 cannot decide.
 
-The API's train_step rebuilds the model and converts every tensor through NNX state
-objects on each call (~30 ms for the network); over 1000 steps x 4 cells that alone
-would blow the suite's time budget. So:
-- TorchTeacher keeps torchref's model, optimizer and loss between steps, exactly like
-  torchref.fit (the ladder checks its losses equal fit's bit for bit);
-- JaxStepper calls jaxport's own compiled step (jaxport.training._step_fn, the function
-  train_step runs) with the exchange-format arrays put into the pytree leaves directly
-  (the ladder checks it equals jaxport.train_step bit for bit).
+Both come from the backends' public contract (`training.stepper`): torch's keeps its
+model, optimizer and loss between steps, exactly like torchref.fit (the ladder checks
+its losses equal fit's bit for bit); jaxport's keeps its compiled step and puts the
+exchange-format arrays into the pytree leaves directly (the ladder checks it equals
+jaxport.train_step bit for bit).
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 
-import jax
 import numpy as np
 import torch
-from jax.tree_util import DictKey, GetAttrKey
 from torch import nn
 
-import jaxport.convert as jc
 import jaxport.training as jt
-import torchref
 import torchref.training as tt
-from portcore import specs
-from jaxport.numerics import dtype_scope, jax_device, jax_dtype
+from torchref.state import tensor
 
-# Optax's state fields and torch's names for the same moments.
-MOMENTS = {"mu": "exp_avg", "nu": "exp_avg_sq", "trace": "momentum_buffer"}
+_JAX_STEPPERS: dict = {}
 
 
-class TorchTeacher:
-    def __init__(self, cell, config, params, opt_state=None):
-        self.cell = cell
-        self.model = tt.build_model(cell.example, params, **cell.kw)
-        self.named = tt.named_parameters(self.model, cell.example, cell.form)
-        self.optimizer = tt.make_optimizer(config, self.model.parameters())
-        if opt_state:
-            tt._state_from_numpy(self.optimizer, self.named, {k: v.copy() for k, v in opt_state.items()})
-        self.loss_fn = torchref.example_module(cell.example).loss_fn
-
-    def state(self) -> tuple[dict, dict]:
-        params = {n: p.detach().cpu().numpy().copy() for n, p in self.named.items()}
-        return params, tt._state_to_numpy(self.optimizer, self.named)
-
-    def step(self, xb, yb):
-        """(loss, grads, new params, new optimizer state), like train_step."""
-        xt, yt = (tt._tensors(a, self.cell.dtype, self.cell.device) for a in (xb, yb))
-        loss = self.loss_fn(self.model(xt), yt)
-        self.optimizer.zero_grad()
-        loss.backward()
-        grads = {n: p.grad.detach().cpu().numpy().copy() for n, p in self.named.items()}
-        self.optimizer.step()
-        return (loss.item(), grads, *self.state())
+def torch_teacher(cell, config, params, opt_state=None) -> tt.Stepper:
+    return tt.stepper(cell.example, config, params, opt_state, **cell.kw)
 
 
-class Layout:
-    """Where each exchange-format entry lives among a pytree's leaves (torch weights are
-    the transpose of Flax kernels); entries an optimizer lacks read as zeros."""
-
-    def __init__(self, template, example, form):
-        leaves, self.treedef = jax.tree_util.tree_flatten_with_path(template)
-        names = {jc.nnx_path(n, form): n for n in specs.param_shapes(example)}
-        self.slots = []                                    # (key, is_weight, dtype, shape)
-        for path, leaf in leaves:
-            field, keys = None, []
-            for k in path:
-                if isinstance(k, GetAttrKey) and k.name in MOMENTS:
-                    field = MOMENTS[k.name]
-                elif isinstance(k, GetAttrKey) and k.name == "count":
-                    field = "step"
-                elif isinstance(k, DictKey):
-                    keys.append(k.key)
-            if field == "step":
-                self.slots.append(("step", False, leaf.dtype, leaf.shape))
-                continue
-            name = names[tuple(keys)]
-            key = f"{field}/{name}" if field else name
-            self.slots.append((key, name.endswith(".weight"), leaf.dtype, leaf.shape))
-
-    def tree(self, arrays: dict):
-        leaves = []
-        for key, weight, dtype, shape in self.slots:
-            value = arrays.get(key)
-            if value is None:
-                leaves.append(np.zeros(shape, dtype))
-            else:
-                value = np.asarray(value, dtype)
-                leaves.append(np.ascontiguousarray(value.T) if weight else value)
-        return jax.tree_util.tree_unflatten(self.treedef, leaves)
-
-    def arrays(self, tree) -> dict:
-        out = {}
-        for (key, weight, _, _), leaf in zip(self.slots, jax.tree_util.tree_leaves(tree)):
-            leaf = np.asarray(leaf)
-            out[key] = np.asarray(float(leaf)) if key == "step" else (leaf.T.copy() if weight else leaf)
-        return out
+def jax_stepper(cell, config) -> jt.Stepper:
+    """One per (cell, configuration), reused across runs: building one traces its step."""
+    if (cell, config) not in _JAX_STEPPERS:
+        _JAX_STEPPERS[(cell, config)] = jt.stepper(cell.example, config, None, **cell.kw)
+    return _JAX_STEPPERS[(cell, config)]
 
 
-class JaxStepper:
-    cache: dict = {}
-
-    @classmethod
-    def get(cls, cell, config):
-        if (cell, config) not in cls.cache:
-            cls.cache[(cell, config)] = cls(cell, config)
-        return cls.cache[(cell, config)]
-
-    def __init__(self, cell, config):
-        self.scope = cell.dtype
-        with dtype_scope(cell.dtype):
-            graphdef, state = jt._split(cell.example, None, cell.dtype, cell.device, cell.form)
-            self.params = Layout(state, cell.example, cell.form)
-            self.opt = Layout(jt.make_optimizer(config).init(state), cell.example, cell.form)
-            self.step = jt._step_fn(cell.example, graphdef, config)
-            self.device, self.dtype = jax_device(cell.device), jax_dtype(cell.dtype)
-
-    def __call__(self, params, opt_state, xb, yb):
-        # numpy in: jit's own transfer (per-leaf device_put costs ~1 ms a step).
-        with dtype_scope(self.scope), jax.default_device(self.device):
-            loss, grads, new, opt = self.step(self.params.tree(params), self.opt.tree(opt_state),
-                                              np.asarray(xb, self.dtype), np.asarray(yb, self.dtype))
-        return float(loss), self.params.arrays(grads), self.params.arrays(new), self.opt.arrays(opt)
+def forget_jax_steppers() -> None:
+    _JAX_STEPPERS.clear()
 
 
 def opt_state_pair(jax_state: dict, torch_state: dict) -> tuple[dict, dict]:
@@ -150,7 +62,7 @@ def undecidable_kinks(cell, config, state, xb) -> list[tuple[int, int, int]]:
     worst-case dot-product rounding bound (n + 1) u (|W| |h| + |b|) of 0, computed in
     float64 from the same weights: there, which side of the ReLU's kink a sample falls on
     (and so whether it contributes to the unit's gradient) is down to rounding order."""
-    teacher = TorchTeacher(dataclasses.replace(cell, dtype="float64"), config, state[0])
+    teacher = torch_teacher(dataclasses.replace(cell, dtype="float64"), config, state[0])
     u, found = UNIT_ROUNDOFF[cell.dtype], []
 
     def probe(module, inputs, out):
@@ -160,7 +72,7 @@ def undecidable_kinks(cell, config, state, xb) -> list[tuple[int, int, int]]:
     handles = [m.register_forward_hook(probe) for m in _hidden_linears(teacher.model)]
     try:
         with torch.no_grad():
-            teacher.model(tt._tensors(xb, "float64", cell.device))
+            teacher.model(tensor(xb, "float64", cell.device))
     finally:
         for handle in handles:
             handle.remove()
@@ -171,7 +83,7 @@ def step_with_kinks_decided(cell, config, state, xb, yb, kinks, signs):
     """One float64 torch step from `state` with each kink's pre-activation set to
     +-1e-300 (ReLU' 1 or 0); the forward values move by less than their rounding bound,
     and gradients flow through to W, b and h as before."""
-    teacher = TorchTeacher(dataclasses.replace(cell, dtype="float64"), config, state[0], state[1])
+    teacher = torch_teacher(dataclasses.replace(cell, dtype="float64"), config, state[0], state[1])
     layers = _hidden_linears(teacher.model)
 
     def force(layer):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from examples import bench
+from examples import bench_common, bench_timing
 from examples.cli import main
 
 
@@ -16,7 +16,7 @@ def run_cli(capsys, *argv):
 
 def test_bench_writes_a_complete_report(tmp_path, capsys, monkeypatch):
     # The smoke run needs the floor's arithmetic, not a precise peak: a small matmul.
-    monkeypatch.setattr(bench, "PEAK_N", 256)
+    monkeypatch.setattr(bench_timing, "PEAK_N", 256)
     path = tmp_path / "bench.json"
     code, out, _ = run_cli(capsys, "bench", "linear_regression", "--repeats", 1, "--sizes", "tutorial",
                            "--no-compile", "--json", path)
@@ -46,10 +46,10 @@ def test_bad_arguments_fail_in_one_line(argv, message, tmp_path, capsys):
 
 
 def test_large_workload_is_the_tutorial_data_tiled():
-    x, y, order, config = bench.workload("logistic_regression", "large")
-    assert x.shape == (bench.LARGE_N, 2) and y.shape == (bench.LARGE_N, 1)
-    assert order.shape == (bench.LARGE_EPOCHS, bench.LARGE_N) and config.batch_size == bench.LARGE_BATCH
-    assert bench.matmul_flops("neural_network", 100) == 3 * 2 * 100 * (200 + 200 * 100 + 100)
+    x, y, order, config = bench_common.workload("logistic_regression", "large")
+    assert x.shape == (bench_common.LARGE_N, 2) and y.shape == (bench_common.LARGE_N, 1)
+    assert order.shape == (bench_common.LARGE_EPOCHS, bench_common.LARGE_N) and config.batch_size == bench_common.LARGE_BATCH
+    assert bench_common.matmul_flops("neural_network", 100) == 3 * 2 * 100 * (200 + 200 * 100 + 100)
 
 
 def test_gpu_without_one_fails_in_one_line(capsys):

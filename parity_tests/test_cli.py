@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from portcore import specs, weights
+from portcore import registry, specs, weights
 from examples.cli import main
 
 
@@ -25,13 +25,13 @@ def assert_usage_error(code, err, *fragments):
 
 def test_list_names_every_example(capsys):
     code, out, _ = run_cli(capsys, "list")
-    assert code == 0 and out.split() == list(specs.EXAMPLES)
+    assert code == 0 and out.split() == list(registry.NAMES)
 
 
 def test_data_writes_what_the_backends_receive(tmp_path, capsys):
     code, _, _ = run_cli(capsys, "data", "neural_network", "--seed", 3, "--out", tmp_path / "d.npz")
     assert code == 0
-    x, y = specs.make_data("neural_network", seed=3)
+    x, y = registry.make_data("neural_network", seed=3)
     with np.load(tmp_path / "d.npz") as f:
         assert np.array_equal(f["x"], x) and np.array_equal(f["y"], y) and f["x"].dtype == np.float64
 
@@ -66,7 +66,7 @@ def write_init(path, params):
 
 @pytest.fixture
 def network_init():
-    return {k: v.astype(np.float32) for k, v in specs.shared_init("neural_network").items()}
+    return {k: v.astype(np.float32) for k, v in registry.shared_init("neural_network").items()}
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
@@ -122,7 +122,7 @@ def test_gpu_where_there_is_none(backend, tmp_path, capsys):
 @pytest.mark.parametrize("backend,dtype,model", [("torch", "float32", "class"), ("jax", "float32", "class"),
                                                  ("torch", "float64", "sequential"), ("jax", "float64", "sequential")])
 def test_init_then_save_round_trips_exactly(backend, dtype, model, suffix, tmp_path, capsys):
-    params = {k: v.astype(dtype) for k, v in specs.shared_init("neural_network").items()}
+    params = {k: v.astype(dtype) for k, v in registry.shared_init("neural_network").items()}
     init = write_init(tmp_path / f"init{suffix}", params)
     code, _, _ = run_cli(capsys, "run", "neural_network", "--backend", backend, "--dtype", dtype, "--model", model,
                          "--epochs", 0, "--init", init, "--save", tmp_path / f"out{suffix}", "--quiet")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from portcore import specs, weights
+from portcore import registry, weights
 from examples.cli import main
 
 EXIT_STATUSES = {0, 1, 2, 3}
@@ -48,7 +48,7 @@ def output_path(root: Path, flag: str, kind: str) -> str:
 
 
 def init_file(root: Path, kind: str) -> str:
-    params = specs.shared_init("linear_regression")
+    params = registry.shared_init("linear_regression")
     if kind == "nan":
         params["linear.bias"] = np.array([np.nan])
     elif kind == "misshaped":
@@ -77,7 +77,7 @@ def command_lines(draw, root: Path, command: str):
         if draw(st.booleans()):
             argv += ["--json", output_path(root, "json", draw(st.sampled_from(["good", "proc", "missing dir"])))]
         return argv
-    name = draw(st.sampled_from(list(specs.TRAINABLE) * 2 + list(specs.DEMOS)))
+    name = draw(st.sampled_from(list(registry.TRAINABLE) * 2 + list(registry.DEMOS)))
     argv.append(name)
     if command == "init":
         if draw(st.booleans()):
@@ -88,7 +88,7 @@ def command_lines(draw, root: Path, command: str):
         argv += ["--seed", draw(st.sampled_from(VALUES["--seed"] + ["-1", "x"]))]
         kind = draw(st.sampled_from(["good"] * 8 + ["missing dir", "directory", "proc", "wrong suffix"]))
         return argv + ["--out", output_path(root, "out", kind)]
-    trains = name in specs.TRAINABLE
+    trains = name in registry.TRAINABLE
     argv += ["--backend", draw(st.sampled_from(["torch", "jax"]))] if command == "run" else []
     for flag, values in VALUES.items():
         if trains or flag in ("--dtype", "--seed"):

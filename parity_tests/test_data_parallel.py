@@ -23,9 +23,10 @@ import pytest
 
 import jaxport.parallel as jp
 import jaxport.training as jt
+from jaxport.programs import DEFAULT
 import torchref.parallel as tp
 import torchref.training as tt
-from portcore import specs, weights
+from portcore import registry, specs, weights
 from examples.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,10 +35,10 @@ REPORT = bool(os.environ.get("JAXPORT_REPORT"))
 
 
 def fit(backend, example, devices, batch_size=20, epochs=10, dtype="float64"):
-    x, y = specs.make_data(example)
-    config = specs.DEFAULTS[example].replace(epochs=epochs, batch_size=batch_size, shuffle=True)
+    x, y = registry.make_data(example)
+    config = registry.get(example).defaults.replace(epochs=epochs, batch_size=batch_size, shuffle=True)
     order = specs.batch_order(len(x), epochs, True)
-    return backend.fit(example, specs.shared_init(example), x, y, order, config, dtype=dtype, devices=devices)
+    return backend.fit(example, registry.shared_init(example), x, y, order, config, dtype=dtype, devices=devices)
 
 
 def ranks_left() -> list:
@@ -67,7 +68,7 @@ def test_jaxport_on_2_and_4_devices_matches_one_device(example):
         assert losses <= TOL and params <= TOL, (n, losses, params)
         assert r.step_losses.shape == one.step_losses.shape == (50,)
     # It is really split: the program spans 4 devices and all-reduces across them.
-    [program] = [p for k, p in jp._programs.items() if k[0] == example and len(k[-1]) == 4]
+    [program] = [p for k, p in DEFAULT.compiled().items() if k[0] == example and len(k[-2]) == 4]
     assert "all-reduce" in program.as_text()
     assert {d.id for d in jax.devices()} == {0, 1, 2, 3}
 
@@ -117,7 +118,7 @@ def per_rank_mean(world, batch_rows, rank_rows):
 
 def test_a_per_shard_mean_fails_the_ragged_test(monkeypatch):
     one = fit(jt, **RAGGED, devices=1)
-    jp._programs.clear()                     # the planted weights are float: a new program
+    jt.clear_caches()                        # the planted weights are float: a new program
     monkeypatch.setattr(jp, "sharded_indices", _per_shard_weights(jp.sharded_indices))
     monkeypatch.setattr(tp, "rank_weight", per_rank_mean)   # pickled by name to the ranks
     try:
@@ -126,16 +127,16 @@ def test_a_per_shard_mean_fails_the_ragged_test(monkeypatch):
             assert losses > 1e-3, (backend.__name__, losses)     # far outside 1e-10
     finally:
         monkeypatch.undo()
-        jp._programs.clear()
+        jt.clear_caches()
 
 
 def test_an_error_in_a_rank_leaves_no_process_behind():
-    x, y = specs.make_data("logistic_regression")
-    config = specs.DEFAULTS["logistic_regression"].replace(epochs=2, batch_size=20)
+    x, y = registry.make_data("logistic_regression")
+    config = registry.get("logistic_regression").defaults.replace(epochs=2, batch_size=20)
     order = np.tile(np.arange(len(x)), (2, 1))
     order[1, 85] = 10_000                    # in rank 0's shard of epoch 1's last batch: IndexError
     with pytest.raises(IndexError) as caught:
-        tt.fit("logistic_regression", specs.shared_init("logistic_regression"), x, y, order, config,
+        tt.fit("logistic_regression", registry.shared_init("logistic_regression"), x, y, order, config,
                dtype="float64", devices=2)
     assert "DDP rank 0 of 2" in "".join(caught.value.__notes__)
     assert ranks_left() == []
@@ -168,6 +169,20 @@ def test_bad_devices_exit_2_in_one_line(capsys, argv, message):
     code = main(["run", "logistic_regression", "--backend", "jax", *argv])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_more_torch_processes_than_memory_holds_exit_2_before_any_start(capsys, monkeypatch):
+    from examples import commands
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    monkeypatch.setattr(commands, "RANK_BYTES", memory // 2 + 1)    # 2 ranks: just over the memory
+    before = len(psutil.Process().children(recursive=True))
+    code = main(["run", "logistic_regression", "--backend", "torch", "--devices", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "2 torch processes need about" in err, err
+    assert len(psutil.Process().children(recursive=True)) == before
+    monkeypatch.setattr(commands, "RANK_BYTES", memory // 2 - 1)    # just under: runs
+    assert main(["run", "logistic_regression", "--backend", "torch", "--devices", "2", "--epochs", "1",
+                 "--quiet"]) == 0
 
 
 def _bits(result) -> str:
@@ -203,7 +218,7 @@ def test_two_processes_of_two_devices_match_one_device(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    weights.save(tmp_path / "init.npz", specs.shared_init("logistic_regression"))
+    weights.save(tmp_path / "init.npz", registry.shared_init("logistic_regression"))
     argv = [sys.executable, "-m", "examples", "run", "logistic_regression", "--backend", "jax",
             "--devices", "4", "--dtype", "float64", "--shuffle", "--batch-size", "20", "--quiet",
             "--init", str(tmp_path / "init.npz")]

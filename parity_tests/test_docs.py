@@ -49,7 +49,7 @@ def test_extract_cuts_definitions_by_name_with_their_comments():
     text = build.extract("jaxport/losses.py", ["LOG_CLAMP", "_bce_terms"])
     assert text.startswith("# torch.nn.BCELoss clamps") and "LOG_CLAMP = -100.0" in text
     assert "@jax.custom_vjp\ndef _bce_terms(p, y):" in text and "def _bce_fwd" not in text
-    nested = build.extract("jaxport/training.py", ["_train_program.run.step"])
+    nested = build.extract("jaxport/programs.py", ["train_program.run.step"])
     assert nested.startswith("def step(carry, batch):")            # dedented
     with pytest.raises(build.BuildError, match="defines no no_such_name"):
         build.extract("jaxport/losses.py", ["no_such_name"])

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from portcore import specs
+from portcore import datasets, registry, specs
 from jaxport import training as jax_training
 from torchref import training as torch_training
 
@@ -12,8 +12,8 @@ BACKENDS = {"torch": torch_training, "jax": jax_training}
 
 
 def tutorial_fit(backend, example, dtype="float32"):
-    x, y = specs.make_data(example)
-    config = specs.DEFAULTS[example]
+    x, y = registry.make_data(example)
+    config = registry.get(example).defaults
     params = backend.default_params(example, specs.DEFAULT_SEED, dtype=dtype)
     order = specs.batch_order(len(x), config.epochs, False)
     return x, y, backend.fit(example, params, x, y, order, config, dtype=dtype)
@@ -62,7 +62,7 @@ def test_network_fits_the_sine():
 
 
 def test_iris_rows_and_labels():
-    x, y = specs.load_iris()
+    x, y = datasets.iris()
     assert x.shape == (100, 2) and y.shape == (100, 1)
     assert x[0].tolist() == [5.1, 3.5] and x[50].tolist() == [7.0, 3.2]
     assert y[:50].sum() == 0 and y[50:].sum() == 50
@@ -78,7 +78,7 @@ def test_batch_order_follows_dataloader():
 
 
 def test_shared_init_matches_nn_linear_bounds():
-    params = specs.shared_init("neural_network")
+    params = registry.shared_init("neural_network")
     for name, fan_in in (("hidden_1", 1), ("hidden_2", 200), ("output", 100)):
         for kind in ("weight", "bias"):
             values = params[f"{name}.{kind}"]

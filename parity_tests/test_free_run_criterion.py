@@ -14,7 +14,7 @@ import pytest
 
 import ladder
 import parity
-from portcore import specs
+from portcore import registry
 from jaxport.optim import torch_adam
 from test_parity_planted_bugs import lr_off
 
@@ -39,7 +39,7 @@ def test_the_command_lines_float32_is_the_suites_whatever_the_x64_flag(tmp_path,
 def _shared_init_file(tmp_path) -> str:
     from portcore import weights
     path = tmp_path / "init.npz"
-    weights.save(path, specs.shared_init(NETWORK))
+    weights.save(path, registry.shared_init(NETWORK))
     return str(path)
 
 
@@ -66,7 +66,7 @@ def test_a_learning_rate_1e4_off_fails_the_free_run_in_its_first_steps(monkeypat
     ladder.clear_jax_caches()
     try:
         lr_off(monkeypatch)
-        with parity.recording_into({}), pytest.raises(parity.ParityError, match="before the horizon") as caught:
+        with parity.recording(), pytest.raises(parity.ParityError, match="before the horizon") as caught:
             ladder.rung6_free_running(cell)
     finally:
         monkeypatch.undo()
@@ -79,7 +79,7 @@ def test_a_chaotic_float64_run_has_a_horizon_and_agrees_by_its_outcome():
     """numpy default_rng(100)'s torch-style init: jaxport and torch agree to ~1e-16 at the
     start and differ by ~1e-3 at the end; torch's own ensemble does the same."""
     cell = ladder.Cell(NETWORK, "class", "float64", "cpu")
-    run = ladder.Run("torch-style:100", specs.DEFAULTS[NETWORK], init="torch-style:100")
+    run = ladder.Run("torch-style:100", registry.get(NETWORK).defaults, init="torch-style:100")
     ladder.rung6_free_running(cell, run)
     ladder.rung7_fitted_model(cell, run)
     v = ladder.free_run_verdict(cell, run)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from jaxport import losses
 from jaxport import training as jax_training
+from jaxport.programs import batch_indices
 from jaxport.layers import torch_linear
 from torchref import training as torch_training
 
@@ -244,7 +245,7 @@ def test_padded_last_batch_gives_torchs_mean(x64):
     loader = DataLoader(TensorDataset(torch.as_tensor(x), torch.as_tensor(y)), batch_size=30)
     batches = list(loader)
     assert [len(xb) for xb, _ in batches] == [30, 30, 30, 10]          # drop_last=False
-    idx, weight = jax_training.batch_indices(np.arange(100)[None], 30)  # (1 epoch, 4 steps, 30)
+    idx, weight = batch_indices(np.arange(100)[None], 30)  # (1 epoch, 4 steps, 30)
     assert idx.shape == (1, 4, 30) and weight.shape == (4, 30, 1)
     assert weight[:3].all() and weight[3].sum() == 10                   # padding has weight 0
     pred = np.zeros((100, 1))

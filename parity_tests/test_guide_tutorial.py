@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.optim as optim
 from flax import nnx
 
-from portcore import specs
+from portcore import registry
 
 
 def tutorial_loop(x, y, init):
@@ -87,8 +87,8 @@ def compiled_run(model, x, y):
 
 
 def test_tutorial_loop_jitted_step_and_compiled_run_fit_the_same_line():
-    x, y = specs.make_data("linear_regression")      # numpy float64, (100, 1) each
-    shared = specs.shared_init("linear_regression")  # {"linear.weight": (1, 1), "linear.bias": (1,)}
+    x, y = registry.make_data("linear_regression")      # numpy float64, (100, 1) each
+    shared = registry.shared_init("linear_regression")  # {"linear.weight": (1, 1), "linear.bias": (1,)}
     init = {k.removeprefix("linear."): torch.as_tensor(v) for k, v in shared.items()}
     torch_model, torch_losses = tutorial_loop(torch.as_tensor(x), torch.as_tensor(y), init)
     fitted = {}

@@ -9,19 +9,20 @@ import pytest
 import torch
 from scipy import stats
 
-from portcore import specs
+from portcore import registry, specs
 from portcore.weights import WeightsError
 from jaxport import convert, losses
 from jaxport import training as jax_training
+from jaxport.programs import DEFAULT
 from torchref import training as torch_training
 
-MODELS = [(ex, form) for ex in specs.TRAINABLE for form in specs.forms(ex)]
+MODELS = [(ex, form) for ex in registry.TRAINABLE for form in registry.forms(ex)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("example,form", MODELS)
 def test_conversion_round_trip_is_bit_exact(example, form, dtype):
-    params = {k: v.astype(dtype) for k, v in specs.shared_init(example, seed=7).items()}
+    params = {k: v.astype(dtype) for k, v in registry.shared_init(example, seed=7).items()}
     model = jax_training.build_model(example, params, dtype=dtype, form=form)
     from flax import nnx
     state = nnx.state(model)
@@ -39,7 +40,7 @@ def test_conversion_round_trip_is_bit_exact(example, form, dtype):
 def test_conversion_names_every_offending_parameter(example, form):
     from flax import nnx
     template = nnx.state(jax_training.build_model(example, form=form))
-    params = specs.shared_init(example)
+    params = registry.shared_init(example)
     first, *_, last = params
     broken = {k: v for k, v in params.items() if k != first}
     broken[last] = np.zeros((7, 7))
@@ -64,7 +65,7 @@ def test_default_init_has_torchs_distribution(name, fan_in):
     run in a thousand (the draws are seeded, so the outcome is fixed in CI). Power
     check: the same test rejects Flax's default (lecun_normal) at p < 1e-6.
     """
-    size = int(np.prod(specs.param_shapes("neural_network")[name]))
+    size = int(np.prod(registry.param_shapes("neural_network")[name]))
     n_models = -(-4000 // size)                               # at least 4,000 values each
     jax_values, torch_values = draws(jax_training, name, n_models), draws(torch_training, name, n_models)
     assert stats.ks_2samp(jax_values, torch_values).pvalue > 1e-3
@@ -77,27 +78,27 @@ def test_default_init_has_torchs_distribution(name, fan_in):
 
 
 def test_fit_compiles_once_per_configuration():
-    example, config = "neural_network", specs.DEFAULTS["neural_network"].replace(epochs=3, batch_size=30)
-    x, y = specs.make_data(example, seed=1)
-    before = jax_training.compile_count
-    runs = [(specs.shared_init(example, seed), specs.make_data(example, seed=seed), shuffle)
+    example, config = "neural_network", registry.get("neural_network").defaults.replace(epochs=3, batch_size=30)
+    x, y = registry.make_data(example, seed=1)
+    before = DEFAULT.compile_count
+    runs = [(registry.shared_init(example, seed), registry.make_data(example, seed=seed), shuffle)
             for seed, shuffle in ((1, False), (2, False), (3, True))]
     results = []
     for params, (x, y), shuffle in runs:
         order = specs.batch_order(len(x), config.epochs, shuffle, seed=4)
         results.append(jax_training.fit(example, params, x, y, order, config.replace(shuffle=shuffle),
                                         dtype="float32"))
-    assert jax_training.compile_count == before + 1            # new data, weights, order: no recompile
+    assert DEFAULT.compile_count == before + 1            # new data, weights, order: no recompile
     assert not np.array_equal(results[0].step_losses, results[1].step_losses)
     jax_training.fit(example, runs[0][0], x, y, specs.batch_order(len(x), 3, False),
                      config.replace(lr=0.02), dtype="float32")
-    assert jax_training.compile_count == before + 2            # a new configuration compiles
+    assert DEFAULT.compile_count == before + 2            # a new configuration compiles
 
 
 @pytest.mark.parametrize("package,forbidden", [("jaxport", ("torch",)), ("torchref", ("jax", "flax", "optax"))])
 def test_each_backend_imports_without_the_other(package, forbidden):
     modules = [f"{package}.{m}" for m in ("numerics", "convert", "training", "bce_from_primitives",
-                                          "tensor_interop", *specs.TRAINABLE)]
+                                          "tensor_interop", *registry.TRAINABLE)]
     code = (f"import sys\nimport {', '.join(modules)}\n"
             f"bad = [m for m in sys.modules if m.split('.')[0] in {forbidden!r}]\n"
             "assert not bad, bad\n")

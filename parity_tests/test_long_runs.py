@@ -4,9 +4,11 @@ a caller's buffer."""
 import numpy as np
 import pytest
 
-from portcore import schedule, specs
+from portcore import registry, schedule, specs
 from examples import outcome
 from jaxport import training as jax_training
+from jaxport.programs import DEFAULT
+from jaxport.state import device_array
 from torchref import training as torch_training
 
 BACKENDS = {"torch": torch_training, "jax": jax_training}
@@ -30,15 +32,15 @@ def test_chunked_run_is_the_one_program_run_bit_for_bit(backend, example):
     """Chunks of 4 and of 1 epoch, with a shorter last chunk, against one chunk: every
     step's loss, every frame and every fitted parameter identical, shuffled order and
     a partial last batch included. jax: one compilation for all full chunks."""
-    x, y = specs.make_data(example, seed=2)
-    config = specs.DEFAULTS[example].replace(epochs=11, batch_size=30, shuffle=True)
+    x, y = registry.make_data(example, seed=2)
+    config = registry.get(example).defaults.replace(epochs=11, batch_size=30, shuffle=True)
     order = specs.batch_order(len(x), config.epochs, True, seed=2)
     fit = BACKENDS[backend].fit
-    whole = fit(example, specs.shared_init(example), x, y, order, config, frames=True)
+    whole = fit(example, registry.shared_init(example), x, y, order, config, frames=True)
     assert whole.step_losses.shape == (11 * 4,) and whole.frames.shape[0] == 11
-    before = jax_training.compile_count
+    before = DEFAULT.compile_count
     for size in (4, 1):
-        chunked = fit(example, specs.shared_init(example), x, y, schedule.EpochOrder(len(x), 11, True, 2),
+        chunked = fit(example, registry.shared_init(example), x, y, schedule.EpochOrder(len(x), 11, True, 2),
                       config, frames=True, chunk_epochs=size)
         assert np.array_equal(chunked.step_losses, whole.step_losses)
         assert np.array_equal(chunked.epoch_losses, whole.epoch_losses)
@@ -46,18 +48,18 @@ def test_chunked_run_is_the_one_program_run_bit_for_bit(backend, example):
         for name in whole.params:
             assert np.array_equal(chunked.params[name], whole.params[name]), name
     if backend == "jax":            # size 4: chunks of 4 and one of 3; size 1: one program
-        assert jax_training.compile_count == before + 3
+        assert DEFAULT.compile_count == before + 3
 
 
-@pytest.mark.parametrize("example", specs.TRAINABLE)
+@pytest.mark.parametrize("example", registry.TRAINABLE)
 def test_tutorial_runs_stay_one_program(example):
     """Chunking starts past schedule.CHUNK_STEPS: the tutorial's runs compile one
     program of all their epochs, as before."""
-    x, y = specs.make_data(example)
-    config = specs.DEFAULTS[example]
-    jax_training.fit(example, specs.shared_init(example), x, y, schedule.EpochOrder(len(x), config.epochs, False),
+    x, y = registry.make_data(example)
+    config = registry.get(example).defaults
+    jax_training.fit(example, registry.shared_init(example), x, y, schedule.EpochOrder(len(x), config.epochs, False),
                      config)
-    shapes = [k[-1] for k in jax_training._programs
+    shapes = [k[-1] for k in DEFAULT.compiled()
               if k[0] == example and k[2] == config and not k[3] and k[4] == "float32"]
     assert shapes == [(config.epochs, 1, 100)]
 
@@ -68,14 +70,14 @@ def test_long_run_keeps_a_bounded_record(backend, monkeypatch):
     The record keeps the first and last epoch and their frames; the step count and the
     first non-finite loss are found in every chunk, kept or not."""
     example = "linear_regression"
-    x, y = specs.make_data(example)
-    config = specs.DEFAULTS[example].replace(epochs=41, batch_size=50)          # 2 steps an epoch
-    full = BACKENDS[backend].fit(example, specs.shared_init(example), x, y,
+    x, y = registry.make_data(example)
+    config = registry.get(example).defaults.replace(epochs=41, batch_size=50)          # 2 steps an epoch
+    full = BACKENDS[backend].fit(example, registry.shared_init(example), x, y,
                                  specs.batch_order(len(x), 41, False), config, frames=True)
     monkeypatch.setattr(schedule, "CHUNK_STEPS", 8)
     monkeypatch.setattr(schedule, "MAX_RECORDED_EPOCHS", 5)
     order = schedule.EpochOrder(len(x), 41, False)
-    r = BACKENDS[backend].fit(example, specs.shared_init(example), x, y, order, config, frames=True)
+    r = BACKENDS[backend].fit(example, registry.shared_init(example), x, y, order, config, frames=True)
     assert r.recorded_epochs.tolist() == [0, 10, 20, 30, 40] and r.epochs_run == 41
     assert r.step_losses.shape == (10,) and r.epoch_losses.shape == (5,) and r.frames.shape == (5, 100)
     kept = [0, 10, 20, 30, 40]
@@ -83,7 +85,7 @@ def test_long_run_keeps_a_bounded_record(backend, monkeypatch):
     assert np.array_equal(r.frames, full.frames[kept])
     assert outcome.first_nonfinite_step(r) is None
     # lr 1e6 overflows within a few steps; stopping after that chunk: 4 epochs run.
-    bad = BACKENDS[backend].fit(example, specs.shared_init(example), x, y, order, config.replace(lr=1e6),
+    bad = BACKENDS[backend].fit(example, registry.shared_init(example), x, y, order, config.replace(lr=1e6),
                                 stop_on_divergence=True)
     step = outcome.first_nonfinite_step(bad)
     assert bad.epochs_run == 4 and step is not None and 1 <= step < 8
@@ -112,17 +114,17 @@ def _aligned(shape, dtype=np.float32):
 def test_jaxport_never_shares_a_callers_buffer():
     x = _aligned((100, 1))
     x[:, 0] = np.linspace(-1, 1, 100)
-    on_device = jax_training.device_array(x, "float32", "cpu")
+    on_device = device_array(x, "float32", "cpu")
     x[:] = 123.0                                       # the caller reuses its array
     assert np.array_equal(np.asarray(on_device)[:, 0], np.linspace(-1, 1, 100).astype(np.float32))
     # And through the public API: the caller's edit after a call changes nothing returned.
-    params = {k: _aligned(v.shape) for k, v in specs.shared_init("linear_regression").items()}
-    for k, v in specs.shared_init("linear_regression").items():
+    params = {k: _aligned(v.shape) for k, v in registry.shared_init("linear_regression").items()}
+    for k, v in registry.shared_init("linear_regression").items():
         params[k][...] = v
     x[:] = np.linspace(-1, 1, 100)[:, None]
     y = 2 * x.copy()
     loss, grads, new, _ = jax_training.train_step("linear_regression", params, {}, x, y,
-                                                  specs.DEFAULTS["linear_regression"])
+                                                  registry.get("linear_regression").defaults)
     kept = {k: v.copy() for k, v in new.items()}
     for a in (x, *params.values()):
         a[...] = np.nan

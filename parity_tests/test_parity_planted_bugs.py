@@ -13,7 +13,7 @@ import pytest
 
 import jaxport.convert as jc
 import jaxport.losses as jl
-import jaxport.training as jt
+import jaxport.optim as jo
 import ladder
 import parity
 from saturated import check_saturated_bce
@@ -21,11 +21,11 @@ from saturated import check_saturated_bce
 
 def _optimizer_bug(monkeypatch, **changes):
     """jaxport's make_optimizer, given a config with some fields changed (SGD ignores betas)."""
-    make = jt.make_optimizer
+    make = jo.make_optimizer
 
     def planted(config):
         return make(config.replace(**{k: change(config) for k, change in changes.items()}))
-    monkeypatch.setattr(jt, "make_optimizer", planted)
+    monkeypatch.setattr(jo, "make_optimizer", planted)
 
 
 def lr_off(monkeypatch):
@@ -39,14 +39,14 @@ def adam_b2(monkeypatch):
 def adam_eps_inside_root(monkeypatch):
     """optax.adam(eps=0, eps_root=eps): eps moved under the square root."""
     import optax
-    make = jt.make_optimizer
+    make = jo.make_optimizer
 
     def planted(config):
         if config.optimizer != "adam":
             return make(config)
         b1, b2 = config.betas
         return optax.adam(config.lr, b1=b1, b2=b2, eps=0.0, eps_root=config.eps)
-    monkeypatch.setattr(jt, "make_optimizer", planted)
+    monkeypatch.setattr(jo, "make_optimizer", planted)
 
 
 def adam_bias_correction_in_float32(monkeypatch):
@@ -75,8 +75,7 @@ def transpose_on_export(monkeypatch):
     @functools.wraps(to_numpy)
     def planted(state, example, form="class"):
         return {n: _reshaped(v) if n.endswith(".weight") else v for n, v in to_numpy(state, example, form).items()}
-    for module in (jc, jt):
-        monkeypatch.setattr(module, "to_numpy", planted)
+    monkeypatch.setattr(jc, "to_numpy", planted)
 
 
 def transpose_on_import(monkeypatch):
@@ -88,8 +87,7 @@ def transpose_on_import(monkeypatch):
         params = {n: np.asarray(v).reshape(np.shape(v)[::-1]).T if n.endswith(".weight") else v
                   for n, v in params.items()}
         return to_state(params, template, example, form, dtype)
-    for module in (jc, jt):
-        monkeypatch.setattr(module, "to_state", planted)
+    monkeypatch.setattr(jc, "to_state", planted)
 
 
 def no_bce_clamp(monkeypatch):
@@ -120,7 +118,7 @@ def hunt(cell, rungs, full=False) -> list:
     results = []
     for rung in rungs:
         try:
-            with parity.recording_into({}):
+            with parity.recording():
                 RUNGS[rung](cell)
             results.append((rung, None))
         except parity.ParityError as error:
@@ -132,7 +130,7 @@ def hunt(cell, rungs, full=False) -> list:
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("bug", list(BUGS))
-def test_planted_bugs_are_caught(bug, dtype, monkeypatch):
+def test_planted_bugs_are_caught(bug, dtype, monkeypatch, parity_record):
     plant, examples, extra = BUGS[bug]
     ladder.clear_jax_caches()
     try:
@@ -145,7 +143,7 @@ def test_planted_bugs_are_caught(bug, dtype, monkeypatch):
     finally:
         monkeypatch.undo()
         ladder.clear_jax_caches()
-    parity.SESSION.setdefault("planted", []).append((bug, dtype, found))
+    parity_record.facts.setdefault("planted", []).append((bug, dtype, found))
     for example, results in found.items():
         caught = [rung for rung, error in results if error]
         assert caught, f"{bug} ({dtype}) passed every rung of {example}: {results}"

@@ -7,14 +7,14 @@ network's variants run 25-100 epochs (100 steps) instead of 1000, to keep the su
 import pytest
 
 import ladder
-from portcore import specs
+from portcore import registry, specs
 
 REGRESSIONS = ("linear_regression", "logistic_regression")
 NETWORK = ("neural_network",)
 
 
 def run_variant(cell, label, **changes) -> None:
-    run = ladder.Run(label, specs.DEFAULTS[cell.example].replace(**changes))
+    run = ladder.Run(label, registry.get(cell.example).defaults.replace(**changes))
     ladder.rung4_one_step(cell, run)
     steps = ladder.rung5_teacher_forced(cell, run)
     assert steps == run.config.epochs * specs.steps_per_epoch(len(ladder.data(cell.example)[0]),
@@ -24,7 +24,8 @@ def run_variant(cell, label, **changes) -> None:
 
 
 def epochs(cell, network_epochs: int) -> int:
-    return network_epochs if cell.example == "neural_network" else specs.DEFAULTS[cell.example].epochs
+    record = registry.get(cell.example)
+    return network_epochs if record.variant_epochs is not None else record.defaults.epochs
 
 
 @pytest.mark.parity_cells(forms=("class",))

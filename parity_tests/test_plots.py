@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from portcore import specs
+from portcore import registry
 from examples import plots
 
 EPOCHS = 5
@@ -11,8 +11,8 @@ EPOCHS = 5
 
 def _fit_inputs(example):
     """Data, PyTorch-layout params, predictions and (EPOCHS, k) frames, no training."""
-    x, y = specs.make_data(example)
-    params = specs.shared_init(example)
+    x, y = registry.make_data(example)
+    params = registry.shared_init(example)
     if example == "logistic_regression":
         # A boundary through the data: w0·x0 + w1·x1 + b = 0 with x1 = x0 - 2.5.
         params = {"linear.weight": np.array([[1.0, -1.0]]), "linear.bias": np.array([-2.5])}
@@ -24,7 +24,7 @@ def _fit_inputs(example):
     return x, y, params, predictions, frames, np.linspace(2.0, 0.5, EPOCHS)
 
 
-@pytest.mark.parametrize("example", specs.TRAINABLE)
+@pytest.mark.parametrize("example", registry.TRAINABLE)
 def test_plot_fit_and_animate_write_images(example, tmp_path):
     x, y, params, predictions, frames, losses = _fit_inputs(example)
     png, gif = tmp_path / "fit.png", tmp_path / "fit.gif"
@@ -60,7 +60,7 @@ def test_frame_epochs_keeps_first_and_last():
         plots.frame_epochs(0, 100)
 
 
-@pytest.mark.parametrize("example", specs.TRAINABLE)
+@pytest.mark.parametrize("example", registry.TRAINABLE)
 def test_failed_write_leaves_no_file(example, tmp_path):
     x, y, params, predictions, frames, losses = _fit_inputs(example)
     missing = tmp_path / "no_such_dir"

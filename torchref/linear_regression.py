@@ -5,11 +5,11 @@ Twin: jaxport/linear_regression.py.
 import torch
 from torch import nn
 
-from portcore import specs
+from portcore import registry
 from torchref.numerics import torch_dtype
-from torchref.training import ArrayDataset
+from torchref.data import ArrayDataset
 
-FORMS = specs.forms("linear_regression")
+FORMS = registry.forms("linear_regression")
 
 
 class SimpleData(ArrayDataset):
@@ -31,7 +31,7 @@ loss_fn = nn.MSELoss()
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nn.Module:
     """The model with nn.Linear's default init drawn under torch.manual_seed(seed)."""
-    specs.check_form("linear_regression", form)
+    registry.check_form("linear_regression", form)
     torch.manual_seed(seed)
     model = LinearRegression()
     return model.to(torch_dtype(dtype))

@@ -5,11 +5,11 @@ Twin: jaxport/logistic_regression.py.
 import torch
 from torch import nn
 
-from portcore import specs
+from portcore import registry
 from torchref.numerics import torch_dtype
-from torchref.training import ArrayDataset
+from torchref.data import ArrayDataset
 
-FORMS = specs.forms("logistic_regression")
+FORMS = registry.forms("logistic_regression")
 
 
 class IrisData(ArrayDataset):
@@ -32,7 +32,7 @@ loss_fn = nn.BCELoss()
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nn.Module:
     """The model with nn.Linear's default init drawn under torch.manual_seed(seed)."""
-    specs.check_form("logistic_regression", form)
+    registry.check_form("logistic_regression", form)
     torch.manual_seed(seed)
     model = LogisticRegression()
     return model.to(torch_dtype(dtype))

@@ -6,11 +6,11 @@ parameters. Twin: jaxport/neural_network.py.
 import torch
 from torch import nn
 
-from portcore import specs
+from portcore import registry
 from torchref.numerics import torch_dtype
-from torchref.training import ArrayDataset
+from torchref.data import ArrayDataset
 
-FORMS = specs.forms("neural_network")
+FORMS = registry.forms("neural_network")
 
 
 class ComplexeData(ArrayDataset):
@@ -42,7 +42,7 @@ loss_fn = nn.MSELoss()
 
 def build_model(form="class", *, seed=0, dtype="float32") -> nn.Module:
     """The model with nn.Linear's default init drawn under torch.manual_seed(seed)."""
-    specs.check_form("neural_network", form)
+    registry.check_form("neural_network", form)
     torch.manual_seed(seed)
     model = NeuralNetworks() if form == "class" else sequential()
     return model.to(torch_dtype(dtype))

@@ -32,7 +32,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from portcore import schedule, specs
+from portcore import registry, schedule, specs
 
 # How long the parent waits for a rank's first word before it checks they still live.
 POLL_S = 0.2
@@ -63,16 +63,17 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
            progress, stop_on_divergence, chunk_epochs, rank_weight=rank_weight) -> specs.FitResult:
     """This rank's part of the run; every rank returns the whole run's result (the
     losses are all-reduced once per chunk, the parameters are DDP's replicas)."""
-    from torchref import example_module, training
-    from torchref.convert import to_numpy
+    from torchref import example_module, optim
+    from torchref.convert import load_numpy, to_numpy
     ex = example_module(example)
     local = int(os.environ.get("LOCAL_RANK", rank))     # torchrun: this machine's rank
     dev = f"cuda:{local % max(1, torch.cuda.device_count())}" if device == "gpu" else "cpu"
-    model = training.build_model(example, params, dtype=dtype, form=form).to(dev)
+    # training.build_model's two lines: training imports this module (fit, devices > 1).
+    model = load_numpy(ex.build_model(form, dtype=dtype).to(dev), params, example, form)
     ddp = DistributedDataParallel(model, device_ids=[dev] if device == "gpu" else None)
-    data = ex.Dataset(x, y, dtype=dtype)
+    data = ex.Dataset(x, y, dtype=dtype, label_dtype=registry.get(example).label_dtype(dtype))
     data.x, data.y = data.x.to(dev), data.y.to(dev)
-    optimizer = training.make_optimizer(config, model.parameters())
+    optimizer = optim.make_optimizer(config, model.parameters())
     summed = type(ex.loss_fn)(reduction="sum")         # MSELoss / BCELoss, summed over rows
     epochs, n = schedule.order_size(order)
     b, s = config.batch_size, shard_size(config.batch_size, world)

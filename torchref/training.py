@@ -1,8 +1,8 @@
 """The tutorial's training loop, generic over the examples: DataLoader, zero_grad,
-backward, step. Parameters and optimizer state cross this API as numpy mappings with
-PyTorch names (see portcore/weights.py), so jaxport's twin can be fed the same state.
-
-Twin: jaxport/training.py.
+backward, step. The backend contract: the same public names and signatures as
+jaxport/training.py (parity_tests/test_backend_contract.py checks). Parameters and
+optimizer state cross this API as numpy mappings with PyTorch names (see
+portcore/weights.py), so jaxport's twin can be fed the same state.
 """
 from __future__ import annotations
 
@@ -11,43 +11,15 @@ import time
 
 import numpy as np
 import torch
-from torch import optim
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
-from portcore import schedule, specs
-from torchref import example_module
+from portcore import registry, schedule, specs
+from torchref import example_module, optim
 from torchref.convert import load_numpy, named_parameters, to_numpy
-from torchref.numerics import torch_device, torch_dtype
-
-
-class ArrayDataset(Dataset):
-    """Wraps the shared numpy arrays; indexable by a list of indices, so a whole batch
-    is one tensor gather instead of `batch_size` calls and a collate."""
-
-    def __init__(self, x, y, dtype="float32", device="cpu"):
-        self.x = torch.as_tensor(np.asarray(x), dtype=torch_dtype(dtype), device=torch_device(device))
-        self.y = torch.as_tensor(np.asarray(y), dtype=torch_dtype(dtype), device=torch_device(device))
-
-    def __getitem__(self, index):
-        return self.x[index], self.y[index]
-
-    def __len__(self):
-        return len(self.x)
-
-
-class SharedOrderSampler(Sampler):
-    """Visits the samples in the shared order: `fit` sets `row`, one epoch's row of the
-    order, before each pass. DataLoader(shuffle=...) semantics, with jaxport drawing
-    the same permutations."""
-
-    row: np.ndarray = np.zeros(0, np.int64)
-
-    def __iter__(self):
-        return iter(self.row.tolist())
-
-    def __len__(self):
-        return len(self.row)
+from torchref.data import SharedOrderSampler
+from torchref.numerics import torch_device
+from torchref.state import opt_state_from_numpy, opt_state_to_numpy, tensor
 
 
 def build_model(example, params=None, *, dtype="float32", device="cpu", form="class", seed=0):
@@ -63,22 +35,11 @@ def default_params(example, seed=0, *, dtype="float32", form="class") -> dict:
     return to_numpy(build_model(example, dtype=dtype, form=form, seed=seed), example, form)
 
 
-def make_optimizer(config: specs.TrainConfig, parameters):
-    if config.optimizer == "sgd":
-        return optim.SGD(parameters, lr=config.lr, momentum=config.momentum)
-    if config.optimizer == "adam":
-        return optim.Adam(parameters, lr=config.lr, betas=config.betas, eps=config.eps)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}")
-
-
-def _tensors(x, dtype, device):
-    return torch.as_tensor(np.asarray(x), dtype=torch_dtype(dtype), device=torch_device(device))
-
-
 def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form="class"):
     """(loss, {name: gradient}) of the example's loss on (x, y) at `params`."""
     model = build_model(example, params, dtype=dtype, device=device, form=form)
-    loss = example_module(example).loss_fn(model(_tensors(x, dtype, device)), _tensors(y, dtype, device))
+    y = tensor(y, registry.get(example).label_dtype(dtype), device)
+    loss = example_module(example).loss_fn(model(tensor(x, dtype, device)), y)
     loss.backward()
     grads = {n: p.grad.detach().cpu().numpy() for n, p in named_parameters(model, example, form).items()}
     return loss.item(), grads
@@ -87,34 +48,7 @@ def loss_and_grads(example, params, x, y, *, dtype="float32", device="cpu", form
 def predict(example, params, x, *, dtype="float32", device="cpu", form="class") -> np.ndarray:
     model = build_model(example, params, dtype=dtype, device=device, form=form)
     with torch.no_grad():
-        return model(_tensors(x, dtype, device)).cpu().numpy()
-
-
-# Optimizer state in the exchange format: "step" and "exp_avg/<param>",
-# "exp_avg_sq/<param>" for Adam; "momentum_buffer/<param>" for SGD with momentum.
-def _state_to_numpy(optimizer, named) -> dict:
-    out = {}
-    for name, p in named.items():
-        for key, value in optimizer.state.get(p, {}).items():
-            if key == "step":
-                out["step"] = np.asarray(float(value))
-            elif value is not None:
-                out[f"{key}/{name}"] = value.detach().cpu().numpy().copy()
-    return out
-
-
-def _state_from_numpy(optimizer, named, state: dict) -> None:
-    for name, p in named.items():
-        entry = {}
-        for key in ("exp_avg", "exp_avg_sq", "momentum_buffer"):
-            if f"{key}/{name}" in state:
-                # A copy: the optimizer updates its moments in place, and the
-                # caller's arrays must stay as they were.
-                entry[key] = torch.tensor(state[f"{key}/{name}"], dtype=p.dtype, device=p.device)
-        if "step" in state:
-            entry["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
-        if entry:
-            optimizer.state[p] = entry
+        return model(tensor(x, dtype, device)).cpu().numpy()
 
 
 def train_step(example, params, opt_state, x, y, config, *, dtype="float32", device="cpu",
@@ -124,16 +58,52 @@ def train_step(example, params, opt_state, x, y, config, *, dtype="float32", dev
     Returns (loss before the update, grads, new params, new opt_state), all numpy.
     opt_state None or {} is a fresh optimizer.
     """
-    model = build_model(example, params, dtype=dtype, device=device, form=form)
-    named = named_parameters(model, example, form)
-    optimizer = make_optimizer(config, model.parameters())
-    _state_from_numpy(optimizer, named, opt_state or {})
-    loss = example_module(example).loss_fn(model(_tensors(x, dtype, device)), _tensors(y, dtype, device))
-    optimizer.zero_grad()
-    loss.backward()
-    grads = {n: p.grad.detach().cpu().numpy().copy() for n, p in named.items()}
-    optimizer.step()
-    return loss.item(), grads, to_numpy(model, example, form), _state_to_numpy(optimizer, named)
+    return Stepper(example, config, params, opt_state, dtype=dtype, device=device, form=form).step(x, y)
+
+
+class Stepper:
+    """A model and its optimizer kept between steps, exactly as `fit` keeps them (the
+    ladder checks the losses equal fit's bit for bit): the teacher-forced rung's torch
+    side. `model` is public so that the suite can hook its layers."""
+
+    def __init__(self, example, config, params, opt_state=None, *, dtype="float32", device="cpu",
+                 form="class"):
+        self.dtype, self.device = dtype, device
+        self.model = build_model(example, params, dtype=dtype, device=device, form=form)
+        self.named = named_parameters(self.model, example, form)
+        self.optimizer = optim.make_optimizer(config, self.model.parameters())
+        self.loss_fn = example_module(example).loss_fn
+        self.label_dtype = registry.get(example).label_dtype(dtype)
+        self.load(None, opt_state)
+
+    def load(self, params, opt_state=None) -> None:
+        """Continue from these parameters (None: keep the model's) and optimizer state
+        (None: a fresh optimizer)."""
+        if params is not None:
+            with torch.no_grad():
+                for name, p in self.named.items():
+                    p.copy_(torch.as_tensor(np.asarray(params[name]), dtype=p.dtype))
+        self.optimizer.state.clear()
+        opt_state_from_numpy(self.optimizer, self.named, {k: np.copy(v) for k, v in (opt_state or {}).items()})
+
+    def step(self, xb, yb):
+        """(loss before the update, grads, new params, new opt_state), numpy, like train_step."""
+        loss = self.loss_fn(self.model(tensor(xb, self.dtype, self.device)), tensor(yb, self.label_dtype, self.device))
+        self.optimizer.zero_grad()
+        loss.backward()
+        grads = {n: p.grad.detach().cpu().numpy().copy() for n, p in self.named.items()}
+        self.optimizer.step()
+        return loss.item(), grads, *self.state()
+
+    def state(self) -> tuple[dict, dict]:
+        params = {n: p.detach().cpu().numpy().copy() for n, p in self.named.items()}
+        return params, opt_state_to_numpy(self.optimizer, self.named)
+
+
+def stepper(example, config, params, opt_state=None, *, dtype="float32", device="cpu",
+            form="class") -> Stepper:
+    """A Stepper at (params, opt_state)."""
+    return Stepper(example, config, params, opt_state, dtype=dtype, device=device, form=form)
 
 
 def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", form="class",
@@ -156,11 +126,11 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
                             stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs)
     ex = example_module(example)
     model = build_model(example, params, dtype=dtype, device=device, form=form)
-    data = ex.Dataset(x, y, dtype=dtype, device=device)
+    data = ex.Dataset(x, y, dtype=dtype, device=device, label_dtype=registry.get(example).label_dtype(dtype))
     sampler = SharedOrderSampler()
     loader = DataLoader(data, batch_size=None,
                         sampler=BatchSampler(sampler, config.batch_size, drop_last=False))
-    optimizer = make_optimizer(config, model.parameters())
+    optimizer = optim.make_optimizer(config, model.parameters())
     epochs, n = schedule.order_size(order)
     rec = schedule.Recorder(epochs, specs.steps_per_epoch(n, config.batch_size))
     start = time.perf_counter()
@@ -186,3 +156,7 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
             if stop_on_divergence and rec.nonfinite_loss_step is not None:
                 break
     return rec.result(to_numpy(model, example, form), time.perf_counter() - start)
+
+
+def clear_caches() -> None:
+    """The contract's twin of jaxport's: torchref compiles and caches nothing."""

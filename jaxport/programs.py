@@ -1,0 +1,199 @@
+"""jaxport's compiled functions, owned by a `Programs` object rather than module
+globals: a test can make its own, count its compilations, and drop it. `training`
+uses DEFAULT unless a caller passes another; `training.clear_caches()` empties it.
+
+Also here: the whole-run program (two nested lax.scan) and the loop that runs it chunk
+after chunk, shared by one-device and data-parallel fits (a `Placement` says where
+the arrays go).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+# convert and optim as modules, not names, so that the suite's planted bugs can replace them.
+from jaxport import convert, example_module, optim
+from jaxport.numerics import jax_device, jax_dtype
+from portcore import registry, schedule, specs
+
+
+class Programs:
+    """Compiled programs and the traced functions they are built from, keyed on what
+    changes them (example, form, dtype, device, configuration, shapes)."""
+
+    def __init__(self):
+        self.compile_count = 0       # whole-run programs compiled (one per configuration)
+        self._memo: dict = {}
+
+    def memo(self, key, build: Callable):
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def clear(self) -> None:
+        self._memo.clear()
+
+    def compiled(self) -> dict:
+        """The whole-run programs: {key: compiled}, key[-1] its (epochs, steps, batch)."""
+        return {k[1:]: v for k, v in self._memo.items() if k[0] == "run"}
+
+    # ---- the traced pieces -------------------------------------------------------------
+    def skeleton(self, example, form, dtype, device):
+        """(graphdef, template state) of a model: built once, since building draws an
+        initialisation that `split` would throw away."""
+        def build():
+            with jax.default_device(jax_device(device)):
+                return nnx.split(example_module(example).build_model(form, seed=0, dtype=dtype))
+        return self.memo(("skeleton", example, form, dtype, device), build)
+
+    def split(self, example, params, dtype, device, form):
+        """(graphdef, state holding `params`, or a copy of the template for None)."""
+        graphdef, template = self.skeleton(example, form, dtype, device)
+        state = (jax.tree.map(lambda leaf: leaf, template) if params is None
+                 else convert.to_state(params, template, example, form, jax_dtype(dtype)))
+        return graphdef, jax.device_put(state, jax_device(device))
+
+    def loss_fn(self, example, graphdef):
+        loss_fn = example_module(example).loss_fn
+        return self.memo(("loss", example, graphdef), lambda: (
+            lambda state, x, y, weight=None: loss_fn(nnx.merge(graphdef, state)(x), y, weight)))
+
+    def value_and_grad(self, example, graphdef):
+        return self.memo(("value_and_grad", example, graphdef),
+                         lambda: jax.jit(jax.value_and_grad(self.loss_fn(example, graphdef))))
+
+    def forward(self, graphdef):
+        return self.memo(("forward", graphdef), lambda: jax.jit(lambda state, x: nnx.merge(graphdef, state)(x)))
+
+    def step(self, example, graphdef, config):
+        """One optimizer step, jitted: (state, opt_state, x, y) -> (loss, grads, state, opt_state)."""
+        def build():
+            value_and_grad, tx = jax.value_and_grad(self.loss_fn(example, graphdef)), optim.make_optimizer(config)
+
+            @jax.jit
+            def step(state, opt_state, x, y):
+                loss, grads = value_and_grad(state, x, y)
+                updates, opt_state = tx.update(grads, opt_state, state)
+                return loss, grads, optax.apply_updates(state, updates), opt_state
+            return step
+        return self.memo(("step", example, graphdef, config), build)
+
+
+DEFAULT = Programs()
+
+
+def batch_indices(order: np.ndarray, batch_size: int):
+    """(epochs, N) order -> indices (epochs, steps, batch_size) and weights (steps, B, 1).
+
+    XLA needs static shapes, so the last partial batch is padded with index 0 and
+    weight 0; weights are None when batch_size divides N.
+    """
+    epochs, n = order.shape
+    steps = specs.steps_per_epoch(n, batch_size)
+    pad = steps * batch_size - n
+    idx = np.concatenate([order, np.zeros((epochs, pad), order.dtype)], axis=1)
+    weight = (np.arange(steps * batch_size) < n).reshape(steps, batch_size, 1) if pad else None
+    return idx.reshape(epochs, steps, batch_size).astype(np.int32), weight
+
+
+def train_program(programs, example, graphdef, config, frames, batch_sharding=None):
+    """A run of epochs as one function of arrays: scan over epochs of scan over batches.
+    The optimizer state goes in and out, so a long run is this program chunk after chunk.
+    batch_sharding: data parallel (jaxport/parallel.py), each batch's rows split across
+    the devices; None on one device."""
+    ex, tx = example_module(example), optim.make_optimizer(config)
+    value_and_grad = jax.value_and_grad(programs.loss_fn(example, graphdef))
+
+    def run(state, opt_state, x, y, idx, weight):  # idx (epochs, steps, B)
+        def step(carry, batch):
+            state, opt_state = carry
+            ib, wb = batch                         # (B,), (B, 1) or None
+            xb, yb = x[ib], y[ib]
+            if batch_sharding is not None:         # each device its own rows of the batch
+                xb, yb = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (xb, yb))
+            loss, grads = value_and_grad(state, xb, yb, wb)
+            updates, opt_state = tx.update(grads, opt_state, state)
+            return (optax.apply_updates(state, updates), opt_state), loss
+
+        def epoch(carry, idx_e):
+            frame = ex.frame(nnx.merge(graphdef, carry[0]), x) if frames else None
+            carry, losses = jax.lax.scan(step, carry, (idx_e, weight))
+            return carry, (losses, frame)
+
+        (state, opt_state), (losses, frame_stack) = jax.lax.scan(epoch, (state, opt_state), idx)
+        return state, opt_state, losses, frame_stack   # losses (epochs, steps)
+    return run
+
+
+@dataclass
+class Placement:
+    """Where a fit's arrays live. One device: device_put; data parallel: parallel.py's."""
+    put_tree: Callable           # a pytree of the model's or optimizer's state
+    put_data: Callable           # (x or y, dtype name: the run's, or "int" for labels)
+    put_batches: Callable        # an (epochs, N) order chunk -> (idx, weight) on the devices
+    to_host: Callable            # an output -> numpy
+    jit: Callable                # a traced run -> jitted function
+    key: tuple = ()              # what else the compiled program depends on
+    label: str = ""              # for progress lines: "" or " for 4 devices"
+
+
+def run_fit(programs, example, params, x, y, order, config, place: Placement, *, dtype, device,
+            form, frames, progress, stop_on_divergence, chunk_epochs, batch_sharding=None) -> specs.FitResult:
+    """The whole run from `params`, compiled once per configuration and then reused; a run
+    of more than schedule.CHUNK_STEPS steps goes chunk_epochs epochs at a time."""
+    epochs, n = schedule.order_size(order)
+    size = chunk_epochs or schedule.chunk_epochs(n, config.batch_size)
+    graphdef, state = programs.split(example, params, dtype, device, form)
+    state, opt_state = place.put_tree(state), place.put_tree(optim.make_optimizer(config).init(state))
+    x_, y_ = place.put_data(x, dtype), place.put_data(y, registry.get(example).label_dtype(dtype))
+    steps = specs.steps_per_epoch(n, config.batch_size)
+    rec = schedule.Recorder(epochs, steps)
+    # Compile up front, for the full chunks and the shorter last one, so that the
+    # progress bar below measures training only.
+    compile_seconds, compiled = 0.0, {}
+    for count in sorted({min(size, epochs), epochs % size if epochs > size else 0} - {0}):
+        key = ("run", example, graphdef, config.replace(shuffle=False), frames, dtype, device,
+               np.shape(x), np.shape(y), *place.key, (count, steps, config.batch_size))
+
+        def build():
+            nonlocal compile_seconds
+            if progress:
+                print(f"jax {example}: compiling a {count}-epoch program{place.label} ...",
+                      file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            args = (state, opt_state, x_, y_, *place.put_batches(np.zeros((count, n), np.int64)))
+            run = train_program(programs, example, graphdef, config, frames, batch_sharding)
+            program = place.jit(run).lower(*args).compile()
+            programs.compile_count += 1
+            compile_seconds += time.perf_counter() - start
+            return program
+        compiled[count] = programs.memo(key, build)
+    train_seconds, host_idx = 0.0, None
+    with tqdm(total=epochs, desc=f"jax {example}{place.label}", unit="epoch", disable=not progress,
+              leave=False, file=sys.stderr) as bar:
+        for chunk in schedule.order_chunks(order, size):
+            if chunk is not host_idx:              # an unshuffled order repeats one array
+                idx_, weight_ = place.put_batches(np.asarray(chunk))
+                host_idx = chunk
+            start = time.perf_counter()
+            state, opt_state, losses, frame_stack = jax.block_until_ready(
+                compiled[len(chunk)](state, opt_state, x_, y_, idx_, weight_))
+            train_seconds += time.perf_counter() - start
+            kept = rec.rows(rec.epochs_run, len(chunk))
+            rec.add(place.to_host(losses), place.to_host(frame_stack)[kept] if frames else None)
+            bar.update(len(chunk))
+            if stop_on_divergence and rec.nonfinite_loss_step is not None:
+                break
+    if progress:
+        print(f"jax {example}: compiled in {compile_seconds:.2f} s, trained{place.label} in "
+              f"{train_seconds:.3f} s", file=sys.stderr, flush=True)
+    return rec.result(convert.to_numpy(jax.tree.map(place.to_host, state), example, form), train_seconds,
+                      compile_seconds)
