@@ -119,7 +119,7 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", optimizer="adam", lr
         if located and (first.get("layer") is None or first["rung"] in (2, 3)):
             first = dict(first, layer=located["layer"], located=located)
     free = run.free
-    return PortReport(passed=not run.failures, first_failure=first, rows=list(run.rows.values()),
+    return PortReport(passed=not run.failures, first_failure=first, rows=list(run.record.rows.values()),
                       settings=run.settings, horizon=free["horizon"] if free else None,
                       steps=free["steps"] if free else 0, failures=run.failures, located=located,
                       seconds=time.perf_counter() - began)

@@ -21,7 +21,7 @@ from . import parity
 from .port_models import Port, nnx_to_torch_entries, path_text, torch_to_nnx_entries
 from .port_nnx import NnxRunner
 from .port_torch import Teacher, TorchSide, as_torch, row_order_spread, step_spread
-from .step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound, _moved
+from .step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound, moved_one_ulp
 
 
 def batches(n: int, batch_size: int, steps: int) -> list[np.ndarray]:
@@ -41,7 +41,7 @@ class PortRun:
     batches: list
     label: str                         # the model and optimizer, for the rows
     loss_name: str
-    rows: dict = field(default_factory=dict)
+    record: parity.Record = field(default_factory=parity.Record)   # every comparison, in order
     failures: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)   # what the report's header says
     at_init: tuple = ()                # rung 2's (torch step, NNX step), for rung 3
@@ -73,7 +73,7 @@ class PortRun:
         layer) and the rung goes on with the next quantity."""
         where = dict(example=self.label, form="", dtype=self.dtype, device="cpu", config="")
         try:
-            with parity.recording_into(self.rows):
+            with parity.recording(self.record):
                 parity.check(actual, expected, where=where, rung=rung, quantity=quantity, tol=tol, step=step,
                              step_axis=step_axis)
             return True
@@ -202,7 +202,7 @@ def rung2_loss_at_init(run: PortRun) -> None:
     tol_loss = _step_tolerances(run, (init, {}, 0), run.x, run.y, t, MEMBERS)[0]
     run.check(j[0], t[0], rung=2, quantity="loss", tol=tol_loss)
     tol_out = parity.FLOAT64 if run.dtype == "float64" else StepBound(output_spread(run, init, t_out), t_out)
-    run.check(_output_in_torch_layout(run, j_out), t_out, rung=2, quantity="model output (eval mode) on the data",
+    run.check(output_in_torch_layout(run, j_out), t_out, rung=2, quantity="model output (eval mode) on the data",
               tol=tol_out)
     run.at_init = (t, j)
 
@@ -260,12 +260,12 @@ def output_spread(run: PortRun, arrays: dict, reference: np.ndarray, members: in
     rng = np.random.default_rng([0, 8])
     outs = []
     for _ in range(members):
-        moved = {k: _moved(v, rng) for k, v in arrays.items()}
-        x = _moved(run.x, rng) if np.issubdtype(run.x.dtype, np.floating) else run.x
+        moved = {k: moved_one_ulp(v, rng) for k, v in arrays.items()}
+        x = moved_one_ulp(run.x, rng) if np.issubdtype(run.x.dtype, np.floating) else run.x
         with torch.no_grad():
             outs.append(run.side.model(moved, "float64").eval()(as_torch(x, "float64")).numpy())
     return np.max(np.abs(np.asarray(outs) - np.asarray(reference, np.float64)), axis=0)
 
 
-def _output_in_torch_layout(run: PortRun, out: np.ndarray) -> np.ndarray:
+def output_in_torch_layout(run: PortRun, out: np.ndarray) -> np.ndarray:
     return out.transpose(0, 3, 1, 2) if run.port.input_layout == "nhwc" and np.ndim(out) == 4 else out

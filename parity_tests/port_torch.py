@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .port_models import Port, torch_arrays
-from .step_noise import MEMBERS, _moved
+from .step_noise import MEMBERS, moved_one_ulp
 
 MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "momentum_buffer")
 
@@ -114,11 +114,11 @@ def step_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: 
     arrays, moments, count = state
     spreads = None
     for _ in range(members):
-        moved = {k: _moved(v, rng) if np.issubdtype(np.asarray(v).dtype, np.floating) else v for k, v in arrays.items()}
-        moved_m = {k: {n: np.abs(_moved(v, rng)) if k == "exp_avg_sq" else _moved(v, rng) for n, v in d.items()}
+        moved = {k: moved_one_ulp(v, rng) if np.issubdtype(np.asarray(v).dtype, np.floating) else v for k, v in arrays.items()}
+        moved_m = {k: {n: np.abs(moved_one_ulp(v, rng)) if k == "exp_avg_sq" else moved_one_ulp(v, rng) for n, v in d.items()}
                    for k, d in moments.items()}
         model = side.model(moved, "float64")
-        xm = _moved(x, rng) if np.issubdtype(np.asarray(x).dtype, np.floating) else x
+        xm = moved_one_ulp(x, rng) if np.issubdtype(np.asarray(x).dtype, np.floating) else x
         r = side.step(model, side.optimizer(model, moved_m, count), xm, np.asarray(y, np.float64)
                       if np.issubdtype(np.asarray(y).dtype, np.floating) else y)
         here = (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),

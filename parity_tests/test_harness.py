@@ -149,8 +149,8 @@ def test_the_tutorials_own_network_passes(form):
     ("layers", 0), ...: a name_map."""
     import jaxport.neural_network as jn
     import torchref.neural_network as tn
-    from portcore import specs
-    x, y = specs.make_data("neural_network", 0)
+    from portcore import registry
+    x, y = registry.make_data("neural_network", 0)
     names = None if form == "class" else {str(i): f"layers.{i}" for i in (0, 2, 4)}
     report = check_port(tn.build_model(form), jn.build_model(form), x, y, loss="mse", optimizer="adam", lr=0.01,
                         steps=10, batch_size=100, name_map=names)
