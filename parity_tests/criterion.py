@@ -29,7 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from parity import Tol
+try:                                   # as parity_tests.criterion (the harness, installed)
+    from .parity import Tol
+except ImportError:                    # as the suite's top-level `criterion` (conftest's path)
+    from parity import Tol
 
 # The single-step tolerance of a loss value (rung 2's): float64 as the table's single
 # computations; float32 relative 1.3e-6 (22 ulps; measured: one float32 loss evaluation
@@ -119,3 +122,49 @@ def distance_bound(members_distances) -> Bound:
 
 def flat(params: dict) -> np.ndarray:
     return np.concatenate([np.ravel(params[k]) for k in sorted(params)]).astype(np.float64)
+
+
+# ---- the judgement itself, shared by the ladder (free_run.py) and the port harness
+# (port_free_run.py): `check(actual, expected, quantity=..., tol=..., step_axis=...,
+# entry=...)` is the caller's comparison (parity.check with its `where` and rung),
+# raising or recording as the caller does; `entry` names the fitted tensor compared.
+def judge_losses(check, j_losses, t_losses, member_losses, dtype: str) -> int:
+    """Per-step losses before the horizon; after it, the final loss and the median of
+    the last tenth as one more draw of the ensemble. Returns the horizon."""
+    step_spread = spread(member_losses, t_losses)
+    h, steps = horizon(step_spread, t_losses, dtype), len(t_losses)
+    check(j_losses[:h], t_losses[:h], step_axis=True, tol=predictable_bound(step_spread[:h], t_losses[:h], dtype),
+          quantity=f"per-step losses before the horizon (step {h} of {steps})")
+    if h < steps:
+        for name, stat in (("final step loss", lambda r: float(r[-1])), ("median loss, last tenth", tail_median)):
+            centre, bound = scalar_bound(stat(t_losses), [stat(r) for r in member_losses])
+            check(stat(j_losses), centre, quantity=f"{name} (after horizon)", tol=bound)
+    return h
+
+
+def _spread_past_tolerance(tensor_spread, reference, dtype: str) -> bool:
+    """Has the ensemble itself left the single-step tolerance of this quantity (relative
+    to the tensor's largest entry)? A fitted tensor can pass its own horizon while the
+    loss has not: 100 steps of rounding move a weight more than one step's tolerance."""
+    ref = np.abs(np.asarray(reference, np.float64))
+    return bool(np.any(np.asarray(tensor_spread) > LOSS_TOL[dtype].allowed(ref.max() if ref.size else 0.0)))
+
+
+def judge_fitted(check, j: dict, t: dict, members: list, chaotic: bool, dtype: str, quantity: str) -> None:
+    """Each tensor of a fitted quantity: entry by entry where neither the run nor the
+    ensemble's spread of that tensor has left the single-step tolerance, else a scalar
+    by the ensemble's range and a tensor by its RMS distance from torch's against the
+    members' (one more draw of the ensemble)."""
+    for name in t:
+        tensor_spread = spread([m[name] for m in members], t[name])
+        if not chaotic and not _spread_past_tolerance(tensor_spread, t[name], dtype):
+            check(j[name], t[name], quantity=f"{quantity}: {name}", entry=name, tol=Bound(
+                per_step_allowed(tensor_spread, t[name], dtype, tensorwise=True),
+                "per entry, as the per-step losses, relative to the largest entry"))
+        elif np.ndim(t[name]) == 0:
+            centre, bound = scalar_bound(float(t[name]), [float(m[name]) for m in members])
+            check(float(j[name]), centre, quantity=f"{quantity}: {name} (ensemble range)", tol=bound, entry=name)
+        else:
+            dist = [rms(m[name], t[name]) for m in members]
+            check(rms(j[name], t[name]), 0.0, quantity=f"{quantity}: {name}, RMS distance from torch",
+                  tol=distance_bound(dist), entry=name)

@@ -37,7 +37,7 @@ RESULT_ULPS = 4.0
 U32 = 2.0 ** -24
 
 
-def _moved(value: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def moved_one_ulp(value: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """value (float32 bits) moved one float32 ulp up or down per entry, as float64."""
     v = np.asarray(value, np.float32)
     direction = np.where(rng.random(v.shape) < 0.5, np.float32(np.inf), np.float32(-np.inf))
@@ -65,7 +65,7 @@ def step_spread(cell, config, state, xb, yb, reference, seed: int = 0, members: 
     paths = {path: names[id(p)] for path, p in model.named_parameters()}
 
     def stack(value, positive=False):
-        moved = np.stack([_moved(value, rng) for _ in range(members)])
+        moved = np.stack([moved_one_ulp(value, rng) for _ in range(members)])
         return torch.as_tensor(np.abs(moved) if positive else moved, device=p0.device)
     p0 = next(model.parameters())
     stacked = {path: torch.nn.Parameter(stack(params[name])) for path, name in paths.items()}
@@ -122,7 +122,7 @@ def output_spread(cell, params, x, reference, seed: int = 0, members: int = MEMB
     import torchref.training as tt                  # noqa: PLC0415
     rng = np.random.default_rng([seed, 8])
     kw = dict(cell.kw, dtype="float64")
-    outs = [tt.predict(cell.example, {k: _moved(v, rng) for k, v in params.items()}, _moved(x, rng), **kw)
+    outs = [tt.predict(cell.example, {k: moved_one_ulp(v, rng) for k, v in params.items()}, moved_one_ulp(x, rng), **kw)
             for _ in range(members)]
     return np.max(np.abs(np.asarray(outs) - np.asarray(reference, np.float64)), axis=0)
 

@@ -1,0 +1,106 @@
+"""`python -m parity_tests check module:TorchFactory module:NnxFactory --data file.npz`:
+the port harness as a CI gate. Each factory is called with no arguments and returns a
+model (a class with default arguments works). The .npz holds x and y.
+
+Exit status: 0 the port agrees on every rung, 1 it differs (the report names the first
+failure and where it starts), 2 bad input (one line on stderr, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .port_objectives import LOSSES, PortInputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):                      # argparse's usage errors are exit 2 too
+        raise PortInputError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m parity_tests", description="Check a torch -> Flax NNX port rung by rung.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    c = sub.add_parser("check", help="run the parity ladder on your port")
+    c.add_argument("torch_factory", help="module:callable returning the torch.nn.Module")
+    c.add_argument("nnx_factory", help="module:callable returning the nnx.Module")
+    c.add_argument("--data", required=True, help=".npz with arrays x and y")
+    c.add_argument("--loss", default="mse", choices=LOSSES)
+    c.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "adamw"))
+    c.add_argument("--lr", type=float, default=1e-2)
+    c.add_argument("--steps", type=int, default=100)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--dtype", default="float64", choices=("float32", "float64"))
+    c.add_argument("--input-layout", choices=("nchw", "nhwc"), help="nhwc: the NNX model takes x transposed NCHW -> NHWC")
+    c.add_argument("--keep-going", action="store_true", help="run every rung even after one fails")
+    c.add_argument("--report", help="also write the markdown report to this file")
+    return p
+
+
+def load_factory(spec: str):
+    """'package.module:Name' -> the callable; a bad spec is a PortInputError."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise PortInputError(f"{spec!r}: expected module:callable")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))        # as `python -m` users expect: their cwd's modules
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise PortInputError(f"cannot import {module_name!r}: {error}") from None
+    target = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise PortInputError(f"module {module_name!r} has no attribute {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise PortInputError(f"{spec!r} is not callable")
+    return target
+
+
+def load_data(path: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("x", "y") if k not in data.files]
+            if missing:
+                raise PortInputError(f"{path}: no array named {' or '.join(missing)} (has {', '.join(data.files) or 'none'})")
+            return data["x"], data["y"]
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        if isinstance(error, PortInputError):
+            raise
+        raise PortInputError(f"cannot read {path}: {error}") from None
+
+
+def _build(factory, side: str):
+    try:
+        return factory()
+    except Exception as error:                      # noqa: BLE001 (the user's code)
+        raise PortInputError(f"the {side} factory raised {type(error).__name__}: {error}") from None
+
+
+def main(argv=None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        torch_factory, nnx_factory = load_factory(args.torch_factory), load_factory(args.nnx_factory)
+        x, y = load_data(args.data)
+        from .harness import check_port         # noqa: PLC0415 (jax and torch load here)
+        report = check_port(_build(torch_factory, "torch"), _build(nnx_factory, "NNX"), x, y, loss=args.loss,
+                            optimizer=args.optimizer, lr=args.lr, steps=args.steps, batch_size=args.batch_size,
+                            dtype=args.dtype, input_layout=args.input_layout, keep_going=args.keep_going)
+    except PortInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = report.markdown()
+    print(text)
+    if args.report:
+        Path(args.report).write_text(text + "\n")
+    f = report.first_failure
+    print("parity: agree" if report.passed else
+          f"parity: DIFFER at rung {f['rung']} ({f['rung_name']}), {f['quantity']}"
+          + (f", layer {f['layer']}" if f.get("layer") else ""), file=sys.stderr)
+    return 0 if report.passed else 1
