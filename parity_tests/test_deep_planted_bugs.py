@@ -75,7 +75,7 @@ DTYPES = ["float32", "float64"] if os.environ.get("JAXPORT_FULL") else ["float64
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bug", list(BUGS))
-def test_deep_planted_bug_is_caught(bug, dtype, monkeypatch):
+def test_deep_planted_bug_is_caught(bug, dtype, monkeypatch, parity_record):
     plant, example, rung = BUGS[bug]
     cell, results = dl.DeepCell(example, dtype), []
     _clear()
@@ -92,6 +92,7 @@ def test_deep_planted_bug_is_caught(bug, dtype, monkeypatch):
     finally:
         monkeypatch.undo()
         _clear()
+    parity_record.facts.setdefault("planted", []).append((bug, dtype, {example: results}))   # the report's table
     caught = [r for r, error in results if error]
     assert caught == [rung], f"{bug} ({dtype}): {results}"
     assert f"rung {rung}" in results[-1][1]
