@@ -69,8 +69,9 @@ def _clear():
 
 
 # Each bug recompiles jaxport's functions: float64 in `make test` (where the tolerance is
-# the table's, so a catch is no accident of a measured bound), both with JAXPORT_FULL=1.
-DTYPES = ["float32", "float64"] if os.environ.get("JAXPORT_FULL") else ["float64"]
+# the table's, so a catch is no accident of a measured bound), both in `make report` and
+# with JAXPORT_FULL=1.
+DTYPES = ["float32", "float64"] if os.environ.get("JAXPORT_FULL") or os.environ.get("JAXPORT_REPORT") else ["float64"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
