@@ -71,8 +71,13 @@ def compare(args) -> int:
              " (after it, torch runs 1 ulp apart differ beyond the single-step tolerance: the run is "
              "chaotic there and is judged by outcome statistics)"))
     print(f"last step's loss: jaxport - torch {verdict.diff_final:.3g}; torch's own spread {verdict.spread_final:.3g}")
+    return _verdict(verdict, "torch's own rounding noise")
+
+
+def _verdict(verdict, within: str) -> int:
+    """The VERDICT line and compare's exit status: 0 agree, 1 differ."""
     if verdict.agree:
-        print("VERDICT: agree - jaxport matches torch within torch's own rounding noise at every rung")
+        print(f"VERDICT: agree - jaxport matches torch within {within} at every rung")
         return 0
     rung, message = verdict.failures[0]
     print(f"VERDICT: differ - first at rung {rung}: {message}")
@@ -100,12 +105,7 @@ def _compare_deep(args, config, torch_be) -> int:
           f"{verdict.steps} steps")
     if not args.quiet:
         print("\n".join(gate_table(verdict)))
-    if verdict.agree:
-        print("VERDICT: agree - jaxport matches torch within the ladder's tolerances at every rung")
-        return 0
-    rung, message = verdict.failures[0]
-    print(f"VERDICT: differ - first at rung {rung}: {message}")
-    return 1
+    return _verdict(verdict, "the ladder's tolerances")
 
 
 def gate_table(verdict):
