@@ -32,6 +32,7 @@ from jaxport.programs import DEFAULT, Placement, batch_indices, run_fit
 from jaxport.state import host_dtype
 from portcore import specs
 
+
 def initialize_from_env(device: str = "cpu") -> int:
     """Join a multi-process run when JAX_COORDINATOR_ADDRESS (host:port of process 0),
     JAXPORT_NUM_PROCESSES and JAXPORT_PROCESS_ID are set; returns the number of

@@ -11,6 +11,7 @@ state, per tensor, + 4 float32 ulps of the tensor's largest entry.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import jaxport.training as jt
 import torchref.training as tt
 from parity import check, tolerance
 from portcore import registry, specs, weights
+from runs import batches
 
 U32 = 2.0 ** -24
 
@@ -102,13 +104,7 @@ def first_batches(example, steps: int, run: DeepRun | None = None):
     run = run or default_run(example)
     config, n = run.config, len(data(example, seed=run.seed)[0])
     order = specs.batch_order(n, config.epochs, config.shuffle, run.seed)
-    out = []
-    for row in order:
-        for start in range(0, n, config.batch_size):
-            out.append(row[start:start + config.batch_size])
-            if len(out) == steps:
-                return out
-    return out
+    return [idx for _, idx in itertools.islice(batches(order, config.batch_size), steps)]
 
 
 def cast(params, dtype):

@@ -29,17 +29,25 @@ class Verdict:
     diff_final: float = 0.0           # |jaxport - torch| of the last step's loss
 
 
-def judge(cell: ladder.Cell, run: ladder.Run, progress=True) -> Verdict:
+def run_rungs(rungs: dict, cell, run, progress=True) -> tuple[parity.Record, list]:
+    """Every rung of `rungs` ({number: function(cell, run)}), a failure not stopping the
+    next, into a scratch record (a compare stays out of the report): (record, failures)."""
     failures = []
     with parity.recording() as records:
-        for rung in RUNGS:
+        for rung, fn in rungs.items():
             if progress:
                 print(f"compare: rung {rung} ({parity.RUNG_NAMES[rung]}) ...", file=sys.stderr, flush=True)
             try:
-                ladder.LADDER[rung](cell, run)
+                fn(cell, run)
             except parity.ParityError as error:
                 failures.append((rung, str(error)))
-        v = ladder.free_run_verdict(cell, run)        # inside: a compare stays out of the report
+    return records, failures
+
+
+def judge(cell: ladder.Cell, run: ladder.Run, progress=True) -> Verdict:
+    records, failures = run_rungs({rung: ladder.LADDER[rung] for rung in RUNGS}, cell, run, progress)
+    with parity.recording():
+        v = ladder.free_run_verdict(cell, run)        # cached by the rungs; kept out of the report
     return Verdict(agree=not failures, rows=list(records.rows.values()), failures=failures,
                    horizon=v["horizon"], steps=v["steps"],
                    spread_final=float(v["spread"][-1]) if v["steps"] else 0.0,
