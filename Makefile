@@ -44,7 +44,7 @@ report: $(STAMP)
 # start, and 10 more initial weights), planted bugs on each: docs/portability-cpu.json,
 # which `make report` renders into docs/parity-cpu.md. About 30 minutes on 2 cores.
 portability: $(STAMP)
-	$(PY) parity_tests/portability.py
+	$(PY) -m parity_tests.portability
 
 docs: $(STAMP)
 	$(PY) docs/build.py

@@ -1,11 +1,10 @@
-"""The `compare` command: the parity suite's ladder (parity_tests/gate.py) for one
+"""The `compare` command: the parity suite's ladder (parity_tests/engine/gate.py) for one
 configuration, as one verdict and an exit status (0 agree, 1 differ, 2 bad input, 3 the
 run diverges on both backends)."""
 from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
 
 from portcore import registry, specs, weights
 from examples import outcome
@@ -16,14 +15,13 @@ from examples.commands import check_args, config_of, diff, load_backend
 MAX_STEPS = 100_000
 
 
-def _parity_suite():
-    """The suite's ladder (parity_tests/), which compare runs as it is: one verdict."""
-    suite = Path(__file__).resolve().parent.parent / "parity_tests"
-    if not (suite / "gate.py").is_file():
-        raise UsageError("compare needs the parity suite (parity_tests/ of the source tree)")
-    if str(suite) not in sys.path:
-        sys.path.insert(0, str(suite))
-    return importlib.import_module("gate")
+def _parity_engine():
+    """The parity engine (parity_tests.engine, installed with the package), which compare
+    runs as the suite does: one verdict."""
+    try:
+        return importlib.import_module("parity_tests.engine.gate")
+    except ImportError as error:
+        raise UsageError(f"compare needs the parity engine (parity_tests.engine): {error}") from None
 
 
 def compare(args) -> int:
@@ -46,10 +44,10 @@ def compare(args) -> int:
     if steps > MAX_STEPS:
         raise UsageError(f"compare judges runs of up to {MAX_STEPS} steps (an ensemble of torch runs "
                          f"is kept in memory); this one has {steps}: use fewer --epochs")
-    gate = _parity_suite()
+    gate = _parity_engine()
     if registry.get(args.name).ladder == "deep":
         return _compare_deep(args, config, torch_be)
-    import ladder  # noqa: PLC0415 (on the path once _parity_suite ran)
+    from parity_tests.engine import ladder  # noqa: PLC0415
     torch_be.numerics.pin_numerics()
     cell = ladder.Cell(args.name, args.model, args.dtype, args.device)
     # Rungs 6-7 (the free runs) use fit on args.devices devices on both sides; rungs 2-5
@@ -85,13 +83,11 @@ def _verdict(verdict, within: str) -> int:
 
 
 def _compare_deep(args, config, torch_be) -> int:
-    """cnn, lstm, gru: parity_tests/deep_gate.py's rungs 2-7, dropout on in training mode,
+    """cnn, lstm, gru: parity_tests/engine/deep_gate.py's rungs 2-7, dropout on in training mode,
     BatchNorm's running statistics compared as state."""
     if args.devices > 1 or args.model != "class":
         raise UsageError(f"compare {args.name}: one device and the class form only")
-    import deep_free_run  # noqa: PLC0415 (on the path once _parity_suite ran)
-    import deep_gate
-    import deep_ladder
+    from parity_tests.engine import deep_free_run, deep_gate, deep_ladder  # noqa: PLC0415
     torch_be.numerics.pin_numerics()
     cell = deep_ladder.DeepCell(args.name, args.dtype, args.device)
     run = deep_ladder.DeepRun(config, seed=args.seed, init=str(args.init) if args.init else "shared", label="compare")
@@ -109,7 +105,7 @@ def _compare_deep(args, config, torch_be) -> int:
 
 
 def gate_table(verdict):
-    import gate  # noqa: PLC0415
+    from parity_tests.engine import gate  # noqa: PLC0415
     return gate.table(verdict)
 
 

@@ -1,8 +1,13 @@
-"""The parity suite, and the parity harness for users' own ports (parity_tests.harness).
+"""The parity suite (the test_*.py files beside this docstring) and the parity engine
+it runs (parity_tests.engine, installed with the package).
 
-The suite's helper modules (parity.py, ladder.py, ...) import each other by their
-top-level names; conftest.py puts this directory on sys.path for them. The harness
-modules (harness.py and the port_*.py and locate.py beside it) import with
-package-qualified names, so `from parity_tests.harness import check_port` works from
-an installed package without that path.
+- `parity_tests.engine`: the ladder's rungs, the float32 and float64 bounds, the
+  ensembles of torch runs and the free-run criterion, the locator and the report,
+  for the project's examples and for users' own ports;
+- `parity_tests.harness`: the engine's public front for your own port
+  (`check_port`, `locate_divergence`);
+- `python -m parity_tests check ...`: the same as a command (exit 0 agree, 1 differ,
+  2 bad input);
+- the test files, which import everything package-qualified (`from
+  parity_tests.engine import ladder`); pytest's conftest.py pins the numerics.
 """

@@ -21,9 +21,7 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))    # the helpers beside this file
 # Read when JAX first initialises its backends, which is later than this.
 if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
@@ -45,9 +43,9 @@ jaxport.numerics.pin_numerics()
 torchref.numerics.pin_numerics()
 torch.set_num_threads(1)
 
-import parity  # noqa: E402
+from parity_tests.engine import parity  # noqa: E402
 from portcore import registry, specs  # noqa: E402
-from runs import Cell  # noqa: E402
+from parity_tests.engine.runs import Cell  # noqa: E402
 
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "gpu")
@@ -186,7 +184,7 @@ def pytest_sessionfinish(session, exitstatus):
     target = os.environ.get("JAXPORT_REPORT")
     if not target:
         return
-    import report
+    from parity_tests.engine import report
     record = session.config.stash[RECORD]
     record.facts["seconds"] = time.perf_counter() - record.facts.get("start", time.perf_counter())
     path = report.write(target, gpu=GPU_SKIP is None, record=record)

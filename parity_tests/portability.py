@@ -13,7 +13,7 @@ thread, INITS torch-style initial weights other than the shared one give other
 trajectories and horizons. The record (docs/portability-cpu.json) holds every verdict
 and a markdown section that the parity report (docs/parity-cpu.md) includes.
 
-    python parity_tests/portability.py [--quick]      # the driver
+    python -m parity_tests.portability [--quick]      # the driver
 """
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def variants(example: str) -> list:
 
 
 def judge(cell, run) -> dict:
-    import ladder
-    import parity
+    from parity_tests.engine import ladder
+    from parity_tests.engine import parity
     row = dict(cell=str(cell), run=run.label, init=run.init, nudge=run.jax_nudge)
     try:
         with parity.recording():
@@ -62,12 +62,11 @@ def judge(cell, run) -> dict:
 
 
 def worker(args) -> dict:
-    sys.path.insert(0, str(HERE))
-    import conftest  # noqa: F401  (the suite's pinned numerics)
+    import parity_tests.conftest  # noqa: F401  (the suite's pinned numerics)
     import torch
     torch.set_num_threads(args.threads)
-    import ladder
-    import test_parity_planted_bugs as planted
+    from parity_tests.engine import ladder
+    from parity_tests import test_parity_planted_bugs as planted
     from portcore import registry, specs
     runs, bugs = [], []
     examples = tuple(n for n in registry.LADDER if registry.get(n).chaotic) if args.quick else registry.LADDER
@@ -103,7 +102,7 @@ def drive(quick: bool) -> dict:
     configs = [(c, t) for c in CBWR for t in THREADS] if not quick else [("AVX2", 1), ("COMPATIBLE", 1)]
     procs = []
     for cbwr, threads in configs:
-        cmd = [sys.executable, __file__, "--worker", "--threads", str(threads)]
+        cmd = [sys.executable, "-m", "parity_tests.portability", "--worker", "--threads", str(threads)]
         cmd += ["--quick"] if quick else []
         cmd += ["--inits"] if (cbwr, threads) == ("AUTO", 1) and not quick else []
         env = dict(os.environ, MKL_CBWR=cbwr, PYTHONUNBUFFERED="1")
@@ -114,7 +113,7 @@ def drive(quick: bool) -> dict:
             while procs and len(running) < 2:
                 config, cmd, env = procs.pop(0)
                 print(f"portability: MKL_CBWR={config[0]}, torch threads {config[1]} ...", file=sys.stderr, flush=True)
-                running.append((config, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)))
+                running.append((config, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)))
             config, proc = running.pop(0)
             out, _ = proc.communicate()
             if proc.returncode:

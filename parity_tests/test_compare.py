@@ -3,9 +3,9 @@ when jaxport agrees with torch within torch's own rounding noise, 1 when it diff
 (a bug that only one step shows is enough), 2 for bad input."""
 import pytest
 
-import ladder
+from parity_tests.engine import ladder
 from examples.cli import main
-from test_parity_planted_bugs import adam_bias_correction_in_float32, lr_off
+from parity_tests.test_parity_planted_bugs import adam_bias_correction_in_float32, lr_off
 
 
 def compare(capsys, *argv):

@@ -194,8 +194,7 @@ def _bits(result) -> str:
 
 ONE_DEVICE = """
 import hashlib, sys, jax
-sys.path.insert(0, "parity_tests")
-from test_data_parallel import fit, _bits
+from parity_tests.test_data_parallel import fit, _bits
 import jaxport.training as jt, jaxport.numerics as n
 n.pin_numerics()
 print(len(jax.devices()), " ".join(_bits(fit(jt, "neural_network", 1, dtype=d)) for d in ("float32", "float64")))

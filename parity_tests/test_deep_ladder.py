@@ -1,13 +1,13 @@
 """The parity ladder's single-computation rungs (2-5) for the deep examples, dropout on
 in training mode, BatchNorm's running statistics compared as state: jaxport against
 torch, float64 to 1e-10 relative, float32 against torch's own float32 error
-(parity_tests/deep_ladder.py)."""
+(parity_tests/engine/deep_ladder.py)."""
 import os
 
 import pytest
 
-import deep_free_run
-import deep_ladder as dl
+from parity_tests.engine import deep_free_run
+from parity_tests.engine import deep_ladder as dl
 
 CELLS = [dl.DeepCell(e, d) for e in ("cnn", "lstm", "gru") for d in ("float32", "float64")]
 

@@ -1,6 +1,6 @@
 """The deep examples' planted bugs: each of these layout or convention slips in jaxport
 (its conversion or its layers; torch is never touched) must fail a named rung of
-parity_tests/deep_ladder.py (float64; float32 too with JAXPORT_FULL=1), and the rung
+parity_tests/engine/deep_ladder.py (float64; float32 too with JAXPORT_FULL=1), and the rung
 that catches it is the first one that can see it."""
 import functools
 import os
@@ -8,13 +8,13 @@ import os
 import numpy as np
 import pytest
 
-import deep_ladder as dl
+from parity_tests.engine import deep_ladder as dl
 import jaxport.deep_layers as jd
-import parity
+from parity_tests.engine import parity
 import portcore.recurrent_kinds as rk
 from portcore import registry
 from portcore.kinds import Conv2d, Linear
-from runs import clear_jax_caches
+from parity_tests.engine.runs import clear_jax_caches
 
 
 def conv_kernel_dot_T(monkeypatch):

@@ -12,11 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-import ladder
-import parity
+from parity_tests.engine import ladder
+from parity_tests.engine import parity
 from portcore import registry
 from jaxport.optim import torch_adam
-from test_parity_planted_bugs import lr_off
+from parity_tests.test_parity_planted_bugs import lr_off
 
 NETWORK = "neural_network"
 

@@ -13,7 +13,7 @@ import pytest
 from examples.own_port import NnxMLP, TorchMLP, make_data
 from parity_tests import harness_models as hm
 from parity_tests.harness import check_port, locate_divergence
-from parity_tests.locate import LOCATE_RTOL
+from parity_tests.engine.locate import LOCATE_RTOL
 
 MLP = dict(torch=TorchMLP, data=lambda: make_data(64), kw={})
 LSTM = dict(torch=hm.TorchLSTMClassifier, data=lambda: hm.lstm_data(32), kw=dict(loss="cross_entropy"))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from examples.own_port import make_data
-from parity_tests.port_cli import main
+from parity_tests.engine.port_cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 MLP = ("examples.own_port:TorchMLP", "examples.own_port:NnxMLP")

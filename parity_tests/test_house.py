@@ -20,17 +20,14 @@ MAX_LINES = 300
 
 
 def modules() -> dict[str, Path]:
+    """Every module of the packages and their subpackages (parity_tests.engine), by its
+    dotted name."""
     out = {}
     for package in PACKAGES:
-        for path in sorted((ROOT / package).glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            out[name] = path
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
-
-
-def suite_name(name: str) -> str:
-    """The suite imports its own modules by their bare names (conftest's sys.path)."""
-    return f"parity_tests.{name}" if f"parity_tests.{name}" in modules() else name
 
 
 def imports(path: Path) -> list[tuple[str, list[str]]]:
@@ -38,13 +35,30 @@ def imports(path: Path) -> list[tuple[str, list[str]]]:
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            out += [(suite_name(a.name), []) for a in node.names]
+            out += [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             mods = modules()
             for a in node.names:   # `from pkg import module` imports the module
                 full = f"{node.module}.{a.name}"
-                out.append((full, []) if full in mods else (suite_name(node.module), [a.name]))
+                out.append((full, []) if full in mods else (node.module, [a.name]))
     return out
+
+
+def test_one_import_style_package_qualified():
+    """No relative imports and no bare imports of the suite's own modules: one module
+    is one object (a bare `import parity` beside `parity_tests.engine.parity` would
+    give two records)."""
+    bare = {name.rsplit(".", 1)[-1] for name in modules() if name.startswith("parity_tests.")}
+    bad = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                bad.append(f"{name}: relative import from {'.' * node.level}{node.module or ''}")
+            elif isinstance(node, ast.Import):
+                bad += [f"{name}: import {a.name}" for a in node.names if a.name in bare]
+            elif isinstance(node, ast.ImportFrom) and node.module in bare:
+                bad.append(f"{name}: from {node.module} import ...")
+    assert not bad
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -88,14 +102,13 @@ def test_no_module_uses_another_modules_private_names():
         aliases = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                aliases.update({(a.asname or a.name): suite_name(a.name) for a in node.names
-                                if suite_name(a.name) in mods})
+                aliases.update({(a.asname or a.name): a.name for a in node.names if a.name in mods})
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 for a in node.names:
                     full = f"{node.module}.{a.name}"
                     if full in mods:
                         aliases[a.asname or a.name] = full
-                    elif suite_name(node.module) in mods and a.name.startswith("_"):
+                    elif node.module in mods and a.name.startswith("_"):
                         bad.append(f"{name}: from {node.module} import {a.name}")
         for node in ast.walk(tree):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)

@@ -1,7 +1,7 @@
 """torch's BCE semantics in jaxport at saturated inputs, where the ladder's data never go."""
 import pytest
 
-from saturated import check_saturated_bce
+from parity_tests.engine.saturated import check_saturated_bce
 
 
 @pytest.mark.parity_cells(examples=("logistic_regression",))

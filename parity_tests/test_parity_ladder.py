@@ -1,6 +1,6 @@
 """The parity ladder (docs/design.md), one test per rung, for every example, form, dtype and
 device: jaxport against the torch reference, at the default (the tutorial's) run."""
-import ladder
+from parity_tests.engine import ladder
 
 
 def test_identical_inputs(cell):

@@ -14,9 +14,9 @@ import pytest
 import jaxport.convert as jc
 import jaxport.losses as jl
 import jaxport.optim as jo
-import ladder
-import parity
-from saturated import check_saturated_bce
+from parity_tests.engine import ladder
+from parity_tests.engine import parity
+from parity_tests.engine.saturated import check_saturated_bce
 
 
 def _optimizer_bug(monkeypatch, **changes):

@@ -6,7 +6,7 @@ network's variants run 25-100 epochs (100 steps) instead of 1000, to keep the su
 """
 import pytest
 
-import ladder
+from parity_tests.engine import ladder
 from portcore import registry, specs
 
 REGRESSIONS = ("linear_regression", "logistic_regression")

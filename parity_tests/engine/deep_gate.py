@@ -1,10 +1,10 @@
 """The deep examples' ladder as one verdict, for `python -m examples compare cnn|lstm|gru`:
-rungs 2-5 (parity_tests/deep_ladder.py) and 6-7 (deep_free_run.py) of one run."""
+rungs 2-5 (parity_tests/engine/deep_ladder.py) and 6-7 (deep_free_run.py) of one run."""
 from __future__ import annotations
 
-import deep_free_run
-import deep_ladder
-from gate import Verdict, run_rungs
+from parity_tests.engine import deep_free_run
+from parity_tests.engine import deep_ladder
+from parity_tests.engine.gate import Verdict, run_rungs
 
 RUNGS = {**deep_ladder.RUNGS, 6: deep_free_run.rung6_free_running, 7: deep_free_run.rung7_fitted_model}
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import parity
+from parity_tests.engine import parity
 
 
 def _fmt(x) -> str:
@@ -50,5 +50,5 @@ class PortReport:
                        f"{_fmt(r.max_rel)} | {r.tolerance} | {r.used:.2f} | {'yes' if r.passed else '**NO**'} |")
         out += ["", "*used* is the largest |NNX - torch| / allowed of the comparison (over every step for "
                 "rung 5); rungs 6-7 are judged against an ensemble of torch runs moved one ulp per update "
-                "(parity_tests/criterion.py)."]
+                "(parity_tests/engine/criterion.py)."]
         return "\n".join(out)

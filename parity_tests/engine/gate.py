@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import ladder
-import parity
+from parity_tests.engine import ladder
+from parity_tests.engine import parity
 
 RUNGS = (2, 3, 4, 5, 6, 7)
 

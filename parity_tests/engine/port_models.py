@@ -17,7 +17,7 @@ from portcore import convert
 from portcore.kinds import LayerKind
 from portcore.recurrent_kinds import GRU, LSTM
 
-from .port_objectives import PortInputError
+from parity_tests.engine.port_objectives import PortInputError
 
 TORCH_DTYPES = ("float32", "float64")
 
@@ -71,7 +71,7 @@ def torch_arrays(model, buffers: bool = True) -> dict:
     return out
 
 
-def _layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> dict:
+def layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> dict:
     """{torch layer path: kind} for every torch module that holds arrays, in order.
     A stock nnx.LSTMCell sums torch's two biases; a cell whose input Linears carry a
     bias (and a GRU cell with a hidden bias) takes them one to one: read off the NNX
@@ -181,24 +181,3 @@ def torch_copy(torch_model, dtype: str):
         if isinstance(module, torch.nn.Dropout):
             module.eval()
     return model
-
-
-def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, input_layout=None) -> Port:
-    """Both copies, the layer map, and torch's weights written into the NNX clone."""
-    from flax import nnx  # noqa: PLC0415
-    from .port_nnx import load_nnx, nnx_clone  # noqa: PLC0415
-    if input_layout not in (None, "nchw", "nhwc"):
-        raise PortInputError(f"unknown input layout {input_layout!r} (use nchw or nhwc)")
-    model = torch_copy(torch_model, dtype)
-    clone = nnx_clone(nnx_model, dtype)
-    nnx_paths = set(flat_nnx(nnx.to_pure_dict(nnx.state(clone, nnx.Any(nnx.Param, nnx.BatchStat)))))
-    flax_paths = {p: convert.flax_path(q) for p, q in (name_map or {}).items()}
-    layers = _layer_kinds(model, nnx_paths, flax_paths, hooks or {})
-    port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout)
-    try:
-        load_nnx(port, torch_arrays(model))
-    except PortInputError:
-        raise
-    except (ValueError, KeyError) as error:                # a layer kind's own refusal
-        raise PortInputError(f"converting torch's weights: {error}") from None
-    return port

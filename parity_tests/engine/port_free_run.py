@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import criterion
-from .port_rungs import PortRun
-from .port_torch import Teacher, as_torch
+from parity_tests.engine import criterion
+from parity_tests.engine.port_rungs import PortRun
+from parity_tests.engine.port_torch import Teacher, as_torch
 
 MEMBERS = 16
 
@@ -113,7 +113,7 @@ def rung7_fitted_model(run: PortRun) -> None:
 
     def jax_loss(p):
         return run.runner.loss(p, run.y)
-    from .port_rungs import output_in_torch_layout  # noqa: PLC0415
+    from parity_tests.engine.port_rungs import output_in_torch_layout  # noqa: PLC0415
     t = fitted_model(run, run.side.predict(v["torch"][1], run.x), torch_loss)
     j = fitted_model(run, output_in_torch_layout(run, run.runner.predict(v["jax"][1], run.x, rest=v["jax"][2])),
                      jax_loss)

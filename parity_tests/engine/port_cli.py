@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .port_objectives import LOSSES, PortInputError
+from parity_tests.engine.port_objectives import LOSSES, PortInputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         args = _parser().parse_args(argv)
         torch_factory, nnx_factory = load_factory(args.torch_factory), load_factory(args.nnx_factory)
         x, y = load_data(args.data)
-        from .harness import check_port         # noqa: PLC0415 (jax and torch load here)
+        from parity_tests.engine.harness import check_port         # noqa: PLC0415 (jax and torch load here)
         report = check_port(_build(torch_factory, "torch"), _build(nnx_factory, "NNX"), x, y, loss=args.loss,
                             optimizer=args.optimizer, lr=args.lr, steps=args.steps, batch_size=args.batch_size,
                             dtype=args.dtype, input_layout=args.input_layout, keep_going=args.keep_going)

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import parity
-from .port_models import Port, nnx_to_torch_entries, path_text, torch_to_nnx_entries
-from .port_nnx import NnxRunner
-from .port_torch import Teacher, TorchSide, as_torch, row_order_spread, step_spread
-from .step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound, moved_one_ulp
+from parity_tests.engine import parity
+from parity_tests.engine.port_models import Port, nnx_to_torch_entries, path_text, torch_to_nnx_entries
+from parity_tests.engine.port_nnx import NnxRunner
+from parity_tests.engine.port_torch import Teacher, TorchSide, as_torch, row_order_spread, step_spread
+from parity_tests.engine.step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound, moved_one_ulp
 
 
 def batches(n: int, batch_size: int, steps: int) -> list[np.ndarray]:
@@ -50,7 +50,7 @@ class PortRun:
     key_paths: dict = field(default_factory=dict)   # text key -> NNX path (see texts)
 
     def __post_init__(self):
-        from .port_models import torch_arrays  # noqa: PLC0415
+        from parity_tests.engine.port_models import torch_arrays  # noqa: PLC0415
         self.port_init = torch_arrays(self.port.torch_model)
         self.port_index = self.port.pullback_index([n for n, _ in self.port.torch_model.named_parameters()])
 

@@ -1,7 +1,7 @@
 """The torch side of a port: the reference's steps, from any state given as arrays, and
 the reference's own float32 noise for one step, generic over modules.
 
-parity_tests/step_noise.py measures a step's float32 noise for the tutorial's examples
+parity_tests/engine/step_noise.py measures a step's float32 noise for the tutorial's examples
 (it builds them by example name and vmaps over members); this is the same measurement
 for an arbitrary torch.nn.Module: MEMBERS float64 torch steps from the state with every
 parameter, running statistic, optimizer moment and float input moved by one float32 ulp
@@ -18,8 +18,8 @@ import copy
 import numpy as np
 import torch
 
-from .port_models import Port, torch_arrays
-from .step_noise import MEMBERS, moved_one_ulp
+from parity_tests.engine.port_models import Port, torch_arrays
+from parity_tests.engine.step_noise import MEMBERS, moved_one_ulp
 
 MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "momentum_buffer")
 

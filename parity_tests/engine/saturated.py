@@ -10,7 +10,7 @@ import torch
 
 from jaxport import losses
 from jaxport.numerics import dtype_scope, jax_device
-from parity import check, tolerance
+from parity_tests.engine.parity import check, tolerance
 from torchref.numerics import torch_device, torch_dtype
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-import criterion
-import ensemble
-import step_noise
+from parity_tests.engine import criterion
+from parity_tests.engine import ensemble
+from parity_tests.engine import step_noise
 from portcore import registry
 
 
@@ -22,7 +22,7 @@ def section(path: Path, curves: dict) -> list:
            f"own noise: an ensemble of {ensemble.MEMBERS} torch runs (one `torch.func.vmap` "
            "computation) each of whose parameters moves by one ulp in a random direction after "
            "every update - equally correct runs, rounded differently at every step, as two "
-           "implementations are (`parity_tests/ensemble.py`).", "",
+           "implementations are (`parity_tests/engine/ensemble.py`).", "",
            f"- **Horizon**: the first step at which the ensemble's spread (max \\|member - torch\\| of "
            f"the step's loss) exceeds the loss's single-step tolerance (float64 "
            f"{criterion.LOSS_TOL['float64']}, float32 {criterion.LOSS_TOL['float32']}).",
@@ -40,7 +40,7 @@ def section(path: Path, curves: dict) -> list:
            f"{step_noise.NOISE_MULTIPLE:g} x the spread of {step_noise.MEMBERS} (where needed "
            f"{step_noise.MORE_MEMBERS}) float64 torch steps from the same state moved by one float32 "
            f"ulp, + {step_noise.RESULT_ULPS:g} ulps of the tensor's largest entry "
-           "(`parity_tests/step_noise.py`).", "",
+           "(`parity_tests/engine/step_noise.py`).", "",
            "| example | form | dtype | device | config | steps | horizon | per-step used (max) "
            "| final loss: jaxport, torch, ensemble range |",
            "| " + " | ".join(["---"] * 9) + " |"]

@@ -5,7 +5,7 @@ only in their initial weights. The ensemble models that: M copies of the torch m
 each of whose parameters is moved by one ulp, in a random direction, after every
 optimizer update (member 0 is not moved at all: it differs from the reference only by
 running batched). How far the members drift from torch's own run, step by step, is the
-yardstick of rungs 6 and 7 (parity_tests/criterion.py).
+yardstick of rungs 6 and 7 (parity_tests/engine/criterion.py).
 
 The members run as ONE torch computation: the parameters are stacked along a leading
 member axis, the forward pass is `torch.func.vmap` of the model over that axis, the

@@ -14,9 +14,9 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref.training as tt
-import ensemble
+from parity_tests.engine import ensemble
 from portcore import registry, specs, weights
-from teacher import forget_jax_steppers
+from parity_tests.engine.teacher import forget_jax_steppers
 
 SEED = specs.DEFAULT_SEED
 
@@ -137,7 +137,7 @@ def clear_jax_caches() -> None:
 
 
 def reference_noise(cell: Cell, run: Run) -> dict:
-    """The torch perturbation ensemble of this run (parity_tests/ensemble.py) and what
+    """The torch perturbation ensemble of this run (parity_tests/engine/ensemble.py) and what
     rungs 6-7 need of it: per-member step losses and fitted models. The Sequential
     form reuses the class form's when torch's own runs of the two agree bit for bit."""
     run = dataclasses.replace(run, jax_nudge=0, devices=1)      # the one-device reference

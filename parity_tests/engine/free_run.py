@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-import criterion
+from parity_tests.engine import criterion
 import jaxport.training as jt
-import parity
+from parity_tests.engine import parity
 import torchref.training as tt
-from parity import check
-from runs import Cell, Run, default_run, fitted_model, jax_fit, reference_noise, torch_fit
+from parity_tests.engine.parity import check
+from parity_tests.engine.runs import Cell, Run, default_run, fitted_model, jax_fit, reference_noise, torch_fit
 
 
 def free_run_verdict(cell: Cell, run: Run) -> dict:
-    """Rungs 6 and 7 by the portable criterion (parity_tests/criterion.py): jaxport's run
+    """Rungs 6 and 7 by the portable criterion (parity_tests/engine/criterion.py): jaxport's run
     against torch's, with the torch ensemble as the yardstick. Returns what the report
     and `compare` show: the horizon, the per-step numbers and each statistic."""
     t, j = torch_fit(cell, run), jax_fit(cell, run)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-import parity
-import report_free_runs
-from parity import RUNG_NAMES
+from parity_tests.engine import parity
+from parity_tests.engine import report_free_runs
+from parity_tests.engine.parity import RUNG_NAMES
 
 
 def _fmt(x: float) -> str:
@@ -30,7 +30,7 @@ def write(target: str, gpu: bool, record: parity.Record) -> Path:
            f"Written by `JAXPORT_REPORT={target} pytest -q parity_tests` (`make report`) on "
            f"{datetime.date.today().isoformat()}. Every number below is a comparison of jaxport "
            "(JAX + Flax NNX + Optax) with the torch reference made by the suite's one helper, "
-           "`parity_tests/parity.py:check`; docs/design.md's parity ladder is the spec.", "",
+           "`parity_tests/engine/parity.py:check`; docs/design.md's parity ladder is the spec.", "",
            "## Environment", "", "| | |", "| --- | --- |"]
     for key in ("python", "torch", "jax", "jaxlib", "flax", "optax", "numpy"):
         out.append(f"| {key} | {v[key]} |")
@@ -45,7 +45,7 @@ def write(target: str, gpu: bool, record: parity.Record) -> Path:
     out += [f"- FAILED: `{f}`" for f in facts.get("failures", [])]
     failed_rows = [r for r in rows if not r.passed]
     out += ["", f"{len(rows)} comparisons recorded, {len(failed_rows)} outside tolerance.", ""]
-    out += ["## Tolerances (one table: `parity_tests/parity.py`)", "",
+    out += ["## Tolerances (one table: `parity_tests/engine/parity.py`)", "",
             "| dtype | rungs | allowed \\|jaxport - torch\\| (elementwise) |", "| --- | --- | --- |",
             f"| float64 | 1-5 (single computations) | {parity.FLOAT64}: atol + rtol x \\|torch\\| "
             "(the atol only matters for entries below 1e-2: sums that cancel, e.g. a converged "

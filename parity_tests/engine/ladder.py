@@ -12,15 +12,15 @@ import os
 import numpy as np
 
 import jaxport.training as jt
-import parity
-import step_noise
+from parity_tests.engine import parity
+from parity_tests.engine import step_noise
 import torchref.training as tt
 from portcore import registry, specs
-from free_run import free_run_verdict, rung6_free_running, rung7_fitted_model  # noqa: F401
-from parity import EXACT, ParityError, check, recording, tolerance
-from runs import (SEED, Cell, Run, batches, clear_jax_caches, data, default_run,  # noqa: F401
+from parity_tests.engine.free_run import free_run_verdict, rung6_free_running, rung7_fitted_model  # noqa: F401
+from parity_tests.engine.parity import EXACT, ParityError, check, recording, tolerance
+from parity_tests.engine.runs import (SEED, Cell, Run, batches, clear_jax_caches, data, default_run,  # noqa: F401
                   fitted_model, init, jax_fit, reference_noise, torch_fit)
-from teacher import jax_stepper, kink_referee, opt_state_pair, step_with_kinks_decided, torch_teacher
+from parity_tests.engine.teacher import jax_stepper, kink_referee, opt_state_pair, step_with_kinks_decided, torch_teacher
 
 CHUNK = 50                             # teacher-forced steps compared at once
 
@@ -70,7 +70,7 @@ def _digest(state, xb, yb) -> str:
 def single_step_tolerances(cell: Cell, run: Run, state, xb, yb, t, members=step_noise.MEMBERS) -> tuple:
     """The tolerances of a step's (loss, grads, params, optimizer state): float64 the
     table's; float32 measured for this step from the reference's sensitivity to one
-    ulp (parity_tests/step_noise.py)."""
+    ulp (parity_tests/engine/step_noise.py)."""
     if cell.dtype == "float64":
         return (tolerance(cell.dtype, 5),) * 4
     # The class and Sequential forms' torch steps are bit-identical: measure once.

@@ -14,8 +14,10 @@ import optax
 from flax import nnx
 
 from jaxport.numerics import dtype_scope
+from portcore import convert
 
-from .port_models import Port, PortInputError, flat_nnx, nested, path_text
+from parity_tests.engine.port_models import (Port, PortInputError, flat_nnx, layer_kinds, nested, path_text,
+                                             torch_arrays, torch_copy)
 
 
 def _key(entry):
@@ -174,3 +176,22 @@ class NnxRunner:
     def _y(self, y):
         y = np.asarray(y)
         return jnp.asarray(y, self.dtype if np.issubdtype(y.dtype, np.floating) else jnp.int32)
+
+
+def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, input_layout=None) -> Port:
+    """Both copies, the layer map, and torch's weights written into the NNX clone."""
+    if input_layout not in (None, "nchw", "nhwc"):
+        raise PortInputError(f"unknown input layout {input_layout!r} (use nchw or nhwc)")
+    model = torch_copy(torch_model, dtype)
+    clone = nnx_clone(nnx_model, dtype)
+    nnx_paths = set(flat_nnx(nnx.to_pure_dict(nnx.state(clone, nnx.Any(nnx.Param, nnx.BatchStat)))))
+    flax_paths = {p: convert.flax_path(q) for p, q in (name_map or {}).items()}
+    layers = layer_kinds(model, nnx_paths, flax_paths, hooks or {})
+    port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout)
+    try:
+        load_nnx(port, torch_arrays(model))
+    except PortInputError:
+        raise
+    except (ValueError, KeyError) as error:                # a layer kind's own refusal
+        raise PortInputError(f"converting torch's weights: {error}") from None
+    return port

@@ -22,12 +22,12 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref.training as tt
-from ensemble import MEMBERS as ENSEMBLE_MEMBERS
-from deep_ladder import DeepCell, DeepRun, cast, data, default_run, init
-from parity import check, tolerance
+from parity_tests.engine.ensemble import MEMBERS as ENSEMBLE_MEMBERS
+from parity_tests.engine.deep_ladder import DeepCell, DeepRun, cast, data, default_run, init
+from parity_tests.engine.parity import check, tolerance
 from portcore import specs
 
-# The portable criterion's ensemble size (parity_tests/ensemble.py). With 4 members the
+# The portable criterion's ensemble size (parity_tests/engine/ensemble.py). With 4 members the
 # range was too narrow to be portable: on MKL's COMPATIBLE code path jaxport's lstm
 # float32 last-epoch loss fell 1% of the range outside it (4.02e-6 off, 3.97e-6 allowed),
 # while the chance that one more run falls outside the range of n is 2 / (n + 1): 40% for

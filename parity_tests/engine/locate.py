@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .locate_trace import nnx_trace, torch_trace
-from .port_models import Port, nnx_to_torch_entries
-from .port_nnx import NnxRunner
-from .port_torch import as_torch
+from parity_tests.engine.locate_trace import nnx_trace, torch_trace
+from parity_tests.engine.port_models import Port, nnx_to_torch_entries
+from parity_tests.engine.port_nnx import NnxRunner
+from parity_tests.engine.port_torch import as_torch
 
 LOCATE_RTOL = {"float64": 1e-10, "float32": 4e-6}
 

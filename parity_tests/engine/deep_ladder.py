@@ -19,9 +19,9 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref.training as tt
-from parity import check, tolerance
+from parity_tests.engine.parity import check, tolerance
 from portcore import registry, specs, weights
-from runs import batches
+from parity_tests.engine.runs import batches
 
 U32 = 2.0 ** -24
 

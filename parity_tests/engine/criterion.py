@@ -4,7 +4,7 @@ float64, a property of the code and not of the machine or of a trajectory's luck
 Training runs are dynamical systems, and long ones are chaotic: two correct
 implementations differ by rounding at every step, and those differences can grow
 until they are as large as the signal. So a run is judged in two parts, against the
-reference's own noise, the perturbation ensemble of parity_tests/ensemble.py (torch
+reference's own noise, the perturbation ensemble of parity_tests/engine/ensemble.py (torch
 runs moved by one ulp per parameter after every update):
 
 1. The predictable part. The horizon H is the first step at which the ensemble's
@@ -29,10 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-try:                                   # as parity_tests.criterion (the harness, installed)
-    from .parity import Tol
-except ImportError:                    # as the suite's top-level `criterion` (conftest's path)
-    from parity import Tol
+from parity_tests.engine.parity import Tol
 
 # The single-step tolerance of a loss value (rung 2's): float64 as the table's single
 # computations; float32 relative 1.3e-6 (22 ulps; measured: one float32 loss evaluation
