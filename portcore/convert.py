@@ -95,7 +95,10 @@ def of_torch(module) -> LayerKind:
         if module.num_layers != 1 or module.bidirectional:
             raise ValueError(f"{name}: only one layer, one direction is supported")
         return KINDS[name](module.input_size, module.hidden_size)
-    if name in ("MaxPool2d", "Flatten", "Dropout"):
+    if name in ("MaxPool2d", "Flatten", "Dropout", "SharedDropout"):
+        # SharedDropout (the deep examples'): its `step` buffer picks the mask, and
+        # travels with the weights like BatchNorm's running statistics
         return {"MaxPool2d": lambda: MaxPool2d(module.kernel_size), "Flatten": Flatten,
-                "Dropout": lambda: Dropout(module.p)}[name]()
+                "Dropout": lambda: Dropout(module.p),
+                "SharedDropout": lambda: Dropout(module.p, counter=True)}[name]()
     raise ValueError(f"no layer kind for torch's {name}")

@@ -10,8 +10,9 @@ runs moved by one ulp per parameter after every update):
 1. The predictable part. The horizon H is the first step at which the ensemble's
    spread (the largest |member - torch| of the step's loss) exceeds the single-step
    tolerance of a loss (LOSS_TOL). Before H, jaxport's loss must match torch's at
-   every step within SPREAD_MULTIPLE x the spread, never looser than LOSS_TOL, and never
-   tighter than the rounding of one loss evaluation (ROUNDING_FLOOR). A run whose
+   every step: in float32 within SPREAD_MULTIPLE x the spread, never looser than
+   LOSS_TOL, and never tighter than the rounding of one loss evaluation
+   (ROUNDING_FLOOR); in float64 within LOSS_TOL, the table's 1e-10. A run whose
    ensemble never spreads (H = the run's length) is judged this way to its end, the
    fitted parameters and model included.
 2. The chaotic part. After H, per-step values are no longer comparable; the claim is
@@ -44,8 +45,9 @@ from parity_tests.engine.parity import FLOAT64, Tol
 # every teacher-forced step of the three examples), and no absolute slack.
 LOSS_TOL = {"float64": Tol(rtol=1e-10, atol=1e-12), "float32": Tol(rtol=1.3e-6, atol=0.0)}
 # The rounding of one loss evaluation (relative): 16 ulps in float32 (2x the measured
-# 8.2), 64 in float64. Where the ensemble has not spread yet, it cannot ask for less.
-ROUNDING_FLOOR = {"float64": 64 * 2.0 ** -53, "float32": 16 * 2.0 ** -24}
+# 8.2). Where the ensemble has not spread yet, it cannot ask for less. float64 has no
+# such floor of its own: there the table (LOSS_TOL) is both floor and cap.
+ROUNDING_FLOOR = {"float32": 16 * 2.0 ** -24}
 SPREAD_MULTIPLE = 4.0
 STAT_MARGIN = 1.0
 TAIL = 0.1                       # the last tenth of the run for the tail statistic
@@ -79,21 +81,27 @@ def horizon(step_spread: np.ndarray, ref_losses: np.ndarray, dtype: str) -> int:
 
 
 def per_step_allowed(noise: np.ndarray, reference: np.ndarray, dtype: str, tensorwise=False) -> np.ndarray:
-    """min(max(SPREAD_MULTIPLE x noise, rounding floor), LOSS_TOL), entry by entry.
+    """float32: min(max(SPREAD_MULTIPLE x noise, rounding floor), LOSS_TOL), entry by
+    entry. float64: LOSS_TOL, the table, whatever the ensemble's spread (a float64
+    verdict never fails a difference the table accepts: measured, an LSTM's fitted
+    kernel after 6 steps used 0.88 of 4 x a spread of a few ulps, 1e-13 relative).
     tensorwise: relative to the tensor's largest entry, not each entry's own size: a
     prediction w x + b or a weight that is a sum cancelling to ~0 is rounded at the
     scale of its terms, not of its value."""
     mag = np.abs(np.asarray(reference, np.float64))
     if tensorwise and mag.size:
         mag = np.full_like(mag, mag.max())
+    if dtype == "float64":
+        return LOSS_TOL[dtype].allowed(mag) * np.ones_like(np.asarray(noise, np.float64))
     floor = ROUNDING_FLOOR[dtype] * mag
     return np.minimum(np.maximum(SPREAD_MULTIPLE * np.asarray(noise), floor), LOSS_TOL[dtype].allowed(mag))
 
 
 def predictable_bound(noise, reference, dtype: str) -> Bound:
-    return Bound(per_step_allowed(noise, reference, dtype),
-                 f"min(max({SPREAD_MULTIPLE:g} x ensemble spread, {ROUNDING_FLOOR[dtype] / 2.0 ** -53 if dtype == 'float64' else ROUNDING_FLOOR[dtype] / 2.0 ** -24:g} ulps), "
-                 f"{LOSS_TOL[dtype]})")
+    text = (f"the float64 table, {LOSS_TOL[dtype]}" if dtype == "float64" else
+            f"min(max({SPREAD_MULTIPLE:g} x ensemble spread, {ROUNDING_FLOOR[dtype] / 2.0 ** -24:g} ulps), "
+            f"{LOSS_TOL[dtype]})")
+    return Bound(per_step_allowed(noise, reference, dtype), text)
 
 
 def tail_median(step_losses: np.ndarray) -> float:
@@ -173,21 +181,56 @@ def _spread_past_tolerance(tensor_spread, reference, dtype: str) -> bool:
     return bool(np.any(np.asarray(tensor_spread) > LOSS_TOL[dtype].allowed(ref.max() if ref.size else 0.0)))
 
 
-def judge_fitted(check, j: dict, t: dict, members: list, chaotic: bool, dtype: str, quantity: str) -> None:
+def judge_fitted(check, j: dict, t: dict, members: list, chaotic: bool, dtype: str, quantity: str,
+                 exact: dict | None = None) -> None:
     """Each tensor of a fitted quantity: entry by entry where neither the run nor the
     ensemble's spread of that tensor has left the single-step tolerance, else a scalar
     by the ensemble's range and a tensor by its RMS distance from torch's against the
-    members' (one more draw of the ensemble)."""
+    members' (one more draw of the ensemble). float32 with `exact` (torch's run in
+    float64 from the same float32 start): a tensor outside the ensemble's bound is
+    judged by its error instead, jaxport's against torch's own (error_judgement)."""
     for name in t:
-        tensor_spread = spread([m[name] for m in members], t[name])
-        if not chaotic and not _spread_past_tolerance(tensor_spread, t[name], dtype):
-            check(j[name], t[name], quantity=f"{quantity}: {name}", entry=name, tol=Bound(
-                per_step_allowed(tensor_spread, t[name], dtype, tensorwise=True),
-                "per entry, as the per-step losses, relative to the largest entry"))
-        elif np.ndim(t[name]) == 0:
-            centre, bound = scalar_bound(float(t[name]), [float(m[name]) for m in members], dtype)
-            check(float(j[name]), centre, quantity=f"{quantity}: {name} (ensemble range)", tol=bound, entry=name)
-        else:
-            dist = [rms(m[name], t[name]) for m in members]
-            check(rms(j[name], t[name]), 0.0, quantity=f"{quantity}: {name}, RMS distance from torch",
-                  tol=distance_bound(dist, table_floor(t[name], dtype)), entry=name)
+        actual, expected, text, tol = _ensemble_judgement(j[name], t[name], [m[name] for m in members], chaotic,
+                                                          dtype)
+        if dtype == "float32" and exact is not None and name in exact and not _fits(actual, expected, tol):
+            actual, expected, text, tol = error_judgement(j[name], t[name], exact[name])
+        check(actual, expected, quantity=f"{quantity}: {name}{text}", entry=name, tol=tol)
+
+
+def _ensemble_judgement(j, t, members: list, chaotic: bool, dtype: str) -> tuple:
+    """(actual, expected, quantity suffix, tolerance) by the ensemble alone."""
+    tensor_spread = spread(members, t)
+    if not chaotic and not _spread_past_tolerance(tensor_spread, t, dtype):
+        return j, t, "", Bound(per_step_allowed(tensor_spread, t, dtype, tensorwise=True),
+                               "per entry, as the per-step losses, relative to the largest entry")
+    if np.ndim(t) == 0:
+        centre, bound = scalar_bound(float(t), [float(m) for m in members], dtype)
+        return float(j), centre, " (ensemble range)", bound
+    return (rms(j, t), 0.0, ", RMS distance from torch",
+            distance_bound([rms(m, t) for m in members], table_floor(t, dtype)))
+
+
+def _fits(actual, expected, tol) -> bool:
+    diff = np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))
+    return bool(np.all(diff <= tol.allowed(np.abs(np.asarray(expected, np.float64)))))
+
+
+# How many times torch's own float32 error (against torch in float64 from the same
+# float32 start) jaxport's may be, per tensor in RMS. Measured on correct ports: the
+# lstm example's fitted weights after 3 Adam steps 0.3-1.4 (jaxport nearer float64 than
+# torch); a GPT's first step 2.7 and an MNIST network on noise 1.5 (the issue's figures,
+# computed the same way); a GPT with LayerNorm eps 1e-6 instead of 1e-5: 37.6.
+ERROR_MULTIPLE = 8.0
+RESULT_ULPS = 4.0                # the floor: 4 float32 ulps of the tensor's RMS size
+
+
+def error_judgement(j, t, exact) -> tuple:
+    """float32, per tensor: RMS(jaxport - exact) <= ERROR_MULTIPLE x max(RMS(torch -
+    exact), 4 ulps of RMS(exact)): two float32 implementations that sum in other orders
+    (convolutions, attention, XLA's elementwise functions) are each about as far from
+    the float64 result, while a bug moves one of them orders of magnitude further."""
+    own, theirs = rms(t, exact), rms(j, exact)
+    floor = RESULT_ULPS * 2.0 ** -24 * rms(exact, 0.0)
+    return (theirs, 0.0, ", RMS error against torch float64 from the same start",
+            Bound(ERROR_MULTIPLE * max(own, floor),
+                  f"{ERROR_MULTIPLE:g} x torch float32's own RMS error against float64, {own:.3g}"))

@@ -48,10 +48,15 @@ def nnx_clone(model, dtype: str):
     return clone
 
 
+# The NNX state that crosses from torch: every variable but random streams (parameters,
+# batch statistics, a shared dropout's step counter).
+CARRIED = nnx.Not(nnx.RngState)
+
+
 def load_nnx(port: Port, torch_arrays: dict) -> None:
     """Write torch's arrays, converted, into the NNX clone; every NNX parameter must get
     one, with its shape."""
-    state = nnx.state(port.nnx_model, nnx.Any(nnx.Param, nnx.BatchStat))
+    state = nnx.state(port.nnx_model, CARRIED)
     have = flat_nnx(nnx.to_pure_dict(state))
     target = port.to_nnx(torch_arrays)
     problems = [f"torch layer {port.layer_of(p)!r} maps onto NNX {path_text(p)}, which the NNX model "
@@ -63,7 +68,10 @@ def load_nnx(port: Port, torch_arrays: dict) -> None:
         raise PortInputError("; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""))
     with dtype_scope(port.dtype):
         dt = jnp.dtype(port.dtype)
-        nnx.replace_by_pure_dict(state, nested({p: jnp.asarray(v, dt) for p, v in target.items()}))
+        # floats in the run's dtype; integer state (a dropout counter) keeps its own
+        kept = {p: jnp.asarray(v, dt if jnp.issubdtype(have[p].dtype, jnp.floating) else have[p].dtype)
+                for p, v in target.items()}
+        nnx.replace_by_pure_dict(state, nested(kept))
         nnx.update(port.nnx_model, state)
 
 
@@ -184,7 +192,7 @@ def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, in
         raise PortInputError(f"unknown input layout {input_layout!r} (use nchw or nhwc)")
     model = torch_copy(torch_model, dtype)
     clone = nnx_clone(nnx_model, dtype)
-    nnx_paths = set(flat_nnx(nnx.to_pure_dict(nnx.state(clone, nnx.Any(nnx.Param, nnx.BatchStat)))))
+    nnx_paths = set(flat_nnx(nnx.to_pure_dict(nnx.state(clone, CARRIED))))
     flax_paths = {p: convert.flax_path(q) for p, q in (name_map or {}).items()}
     layers = layer_kinds(model, nnx_paths, flax_paths, hooks or {})
     port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout)

@@ -53,6 +53,8 @@ class PortRun:
         from parity_tests.engine.port_models import torch_arrays  # noqa: PLC0415
         self.port_init = torch_arrays(self.port.torch_model)
         self.port_index = self.port.pullback_index([n for n, _ in self.port.torch_model.named_parameters()])
+        # NNX paths of torch's buffers (running statistics, counters) that are NNX state
+        self.state_paths = set(self.port.to_nnx(self.port_init)) - set(self.runner.shapes)
 
     @property
     def dtype(self) -> str:
@@ -150,10 +152,10 @@ def _moments_on_nnx(run: PortRun, moments: dict) -> dict:
 
 
 def _torch_step_on_nnx(run: PortRun, t) -> tuple:
-    """torch's step results that are compared on NNX's paths: params (and running
-    statistics) converted, moments moved entry by entry."""
-    params = {p: v for p, v in run.port.to_nnx(t[2]).items() if p in run.runner.shapes}
-    return run.texts(params), _moments_on_nnx(run, t[3])
+    """torch's step results that are compared on NNX's paths: params and state (running
+    statistics, a dropout counter) converted, moments moved entry by entry."""
+    state = {p: v for p, v in run.port.to_nnx(t[2]).items() if p in run.runner.shapes or p in run.state_paths}
+    return run.texts(state), _moments_on_nnx(run, t[3])
 
 
 def _compare_step(run: PortRun, rung: int, prefix: str, state, xb, yb, t, j, step) -> bool:
@@ -166,9 +168,12 @@ def _compare_step(run: PortRun, rung: int, prefix: str, state, xb, yb, t, j, ste
     nnx_t = _torch_step_on_nnx(run, t)
     if run.runner.opt_kind is None:    # an explicit pair: its state has no known map to torch's
         nnx_t = (nnx_t[0], {})
-    actual = (j[0], j_grads, run.texts(j[2]), j_moments)
+    # the state a step updates besides the parameters (BatchNorm's running statistics):
+    # compared at every step, as torch's buffers converted
+    actual = (j[0], j_grads, run.texts({**j[2], **run.runner.rest_arrays(j[3], run.state_paths)}), j_moments)
     expected = (t[0], t[1], nnx_t[0], nnx_t[1])
-    names = ("loss", "gradients", "parameters after the update", "optimizer state after the update")
+    names = ("loss", "gradients", "parameters and state after the update" if run.state_paths else
+             "parameters after the update", "optimizer state after the update")
     plan = (0, MEMBERS, MORE_MEMBERS) if run.dtype == "float32" else (None, MEMBERS, MORE_MEMBERS)
     for members in plan:
         tols = _step_tolerances(run, state, xb, yb, t, members)

@@ -1,0 +1,54 @@
+"""The project's own examples as ports like any other: check_port, given the two models
+the backends' build_model makes and the example's layer kinds (the registry's, an
+input like a user's `convert`), agrees with the examples' own ladder (compare): the
+correct ports pass, and each of the deep examples' planted bugs fails at the rung
+where the deep ladder catches it (test_deep_planted_bugs.py), located at its layer."""
+import numpy as np
+import pytest
+
+import jaxport.training as jt
+import torchref.training as tt
+from parity_tests.harness import check_port
+from parity_tests.test_deep_planted_bugs import BUGS, _clear
+from portcore import registry
+
+ROWS, STEPS, BATCH = 64, 3, 32
+# Where the locator (or the failing comparison) must name each planted bug.
+LAYER = {"conv kernel converted with .T": "conv1", "flatten left in NHWC order": "fc",
+         "LSTM gates in the wrong order": "rnn", "LSTM bias_hh dropped": "rnn",
+         "BatchNorm momentum m instead of 1 - m": "bn"}
+
+
+def as_port(example: str, dtype: str, **kw):
+    """check_port on the example's two models from its shared initial weights."""
+    record = registry.get(example)
+    x, y = registry.make_data(example, 0)
+    params = registry.shared_init(example, 0)
+    loss = record.loss                                  # the harness's names are the registry's
+    return check_port(tt.build_model(example, params, dtype="float64"), jt.build_model(example, params, dtype="float64"),
+                      x[:ROWS], y[:ROWS].astype(np.int64) if loss == "cross_entropy" else y[:ROWS], loss=loss,
+                      optimizer=record.defaults.optimizer, lr=record.defaults.lr, momentum=record.defaults.momentum,
+                      steps=STEPS, batch_size=BATCH, dtype=dtype, convert=dict(record.layers), **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("example", registry.TRAINABLE)
+def test_an_examples_models_pass_check_port(example, dtype):
+    report = as_port(example, dtype)
+    assert report.passed, report.markdown()
+    assert report.located is None
+
+
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_a_planted_bug_fails_check_port_where_the_ladder_catches_it(bug, monkeypatch):
+    plant, example, rung = BUGS[bug]
+    _clear()
+    try:
+        plant(monkeypatch)
+        report = as_port(example, "float64")
+    finally:
+        monkeypatch.undo()
+        _clear()
+    assert not report.passed
+    assert report.first_failure["rung"] == rung, report.markdown()
+    assert report.first_failure["layer"] == LAYER[bug], report.markdown()
