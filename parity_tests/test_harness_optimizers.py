@@ -131,8 +131,10 @@ def test_planted_optimizer_bugs_fail_at_the_first_step_they_change():
     """Explicit (torch, optax) pairs with one thing wrong on the JAX side (float64)."""
     lr = 1e-2
     planted = {   # name: (torch factory, optax side, (rung, step, quantity))
+        # torch's decay and eps, so only eps's place differs: sqrt(v + eps) for sqrt(v) + eps
         "rmsprop eps inside the root (optax.rmsprop)": (
-            lambda ps: torch.optim.RMSprop(ps, lr=lr), optax.rmsprop(lr), (4, 0, "parameters after the update")),
+            lambda ps: torch.optim.RMSprop(ps, lr=lr), optax.rmsprop(lr, decay=0.99, eps=1e-8),
+            (4, 0, "parameters after the update")),
         "adagrad's sum from 0.1 (optax's default)": (
             lambda ps: torch.optim.Adagrad(ps, lr=lr), po.torch_adagrad([lr], initial_accumulator_value=0.1),
             (4, 0, "parameters after the update")),

@@ -3,8 +3,9 @@ GradientTransformations with torch's order of operations (torch 2.x's single-ten
 code, which runs on CPU), and torch's learning-rate schedules as per-step tables.
 
 optax's own versions are the same algorithms with other conventions: optax.rmsprop
-adds eps inside the square root (torch: sqrt(v) + eps), optax.adagrad starts its sum
-at 0.1 with eps 1e-7 (torch: 0 and 1e-10), optax.sgd has no coupled weight decay.
+adds eps inside the square root (torch: sqrt(v) + eps) and decays by 0.9 (torch:
+0.99), optax.adagrad starts its sum at 0.1 with eps 1e-7 (torch: 0 and 1e-10),
+optax.sgd has no coupled weight decay.
 These follow torch line by line so that one float64 step agrees to roundoff.
 
 The learning rate of every step comes from a table computed once in Python double, as
