@@ -15,7 +15,7 @@ from torch import nn
 from jaxport.numerics import dtype_scope
 from parity_tests.engine.port_cli import main
 from parity_tests.engine.port_losses import objective
-from parity_tests.harness import PortInputError, check_port
+from parity_tests.harness import PortInputError, check_port, locate_divergence
 
 VOCAB, WIDTH, T = 7, 5, 6
 
@@ -172,3 +172,18 @@ def test_the_cli_takes_loss_options_and_refuses_a_shape_mismatch(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: cross_entropy needs (N, classes) outputs")
+
+
+def test_locate_divergence_takes_loss_options():
+    """A correct next-token port: every module's output and gradient agree under
+    smoothing and ignored targets (float64, half the locator's tolerance); a
+    planted tanh -> sigmoid on the NNX side is located at `out` (its output differs)."""
+    x, y = token_data(ignore=0)
+    kw = dict(loss="cross_entropy", loss_options=dict(label_smoothing=0.1, ignore_index=0))
+    assert locate_divergence(TorchNextToken(), NnxNextToken(), x, y, rtol=5e-11, **kw) is None
+
+    class Sigmoid(NnxNextToken):
+        def __call__(self, tokens):
+            return jnp.swapaxes(self.out(jax.nn.sigmoid(self.embed(tokens))), 1, 2)
+    where = locate_divergence(TorchNextToken(), Sigmoid(), x, y, **kw)
+    assert where is not None and where["layer"] == "out" and where["quantity"] == "output", where
