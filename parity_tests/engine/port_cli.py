@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parity_tests.engine.port_objectives import LOSSES, PortInputError
+from parity_tests.engine.port_losses import LOSSES
+from parity_tests.engine.port_objectives import SPECS, PortInputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,8 +32,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("nnx_factory", help="module:callable returning the nnx.Module")
     c.add_argument("--data", required=True, help=".npz with arrays x and y")
     c.add_argument("--loss", default="mse", choices=LOSSES)
-    c.add_argument("--optimizer", default="adam", choices=("sgd", "adam", "adamw"))
-    c.add_argument("--lr", type=float, default=1e-2)
+    c.add_argument("--label-smoothing", type=float, help="cross_entropy's label_smoothing (torch's default 0)")
+    c.add_argument("--ignore-index", type=int, help="cross_entropy's / nll_loss's ignore_index (torch's default -100)")
+    c.add_argument("--optimizer", default="adam", choices=tuple(SPECS))
+    c.add_argument("--lr", type=float, help="learning rate (torch's default: 1.0 for adadelta, else 0.01)")
+    c.add_argument("--momentum", type=float, help="sgd (default 0.9) or rmsprop (default 0) momentum")
+    c.add_argument("--nesterov", action="store_true", help="sgd's Nesterov momentum")
+    c.add_argument("--weight-decay", type=float, help="torch's weight_decay (adamw: decoupled, default 0.01)")
+    c.add_argument("--optimizer-options", type=_options, default={}, metavar="K=V,...",
+                   help="other torch keywords, e.g. alpha=0.9,eps=1e-6 (rmsprop) or rho=0.95 (adadelta)")
+    c.add_argument("--schedule", type=_schedule, metavar="KIND:K=V,...",
+                   help="lr schedule stepped per optimizer step: step:step_size=10,gamma=0.5 or cosine:T_max=100")
     c.add_argument("--steps", type=int, default=100)
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--dtype", default="float64", choices=("float32", "float64"))
@@ -40,6 +50,28 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-going", action="store_true", help="run every rung even after one fails")
     c.add_argument("--report", help="also write the markdown report to this file")
     return p
+
+
+def _value(text: str):
+    """A number (int where it is one) or a word."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _options(text: str) -> dict:
+    pairs = [p.partition("=") for p in text.split(",") if p]
+    if any(not k or not eq or not v for k, eq, v in pairs):
+        raise PortInputError(f"{text!r}: expected key=value pairs separated by commas")
+    return {k.strip(): _value(v.strip()) for k, _, v in pairs}
+
+
+def _schedule(text: str) -> dict:
+    kind, _, rest = text.partition(":")
+    return {"kind": kind, **_options(rest)}
 
 
 def load_factory(spec: str):
@@ -89,9 +121,14 @@ def main(argv=None) -> int:
         torch_factory, nnx_factory = load_factory(args.torch_factory), load_factory(args.nnx_factory)
         x, y = load_data(args.data)
         from parity_tests.engine.harness import check_port         # noqa: PLC0415 (jax and torch load here)
+        loss_options = {k: v for k, v in dict(label_smoothing=args.label_smoothing,
+                                                ignore_index=args.ignore_index).items() if v is not None}
         report = check_port(_build(torch_factory, "torch"), _build(nnx_factory, "NNX"), x, y, loss=args.loss,
-                            optimizer=args.optimizer, lr=args.lr, steps=args.steps, batch_size=args.batch_size,
-                            dtype=args.dtype, input_layout=args.input_layout, keep_going=args.keep_going)
+                            loss_options=loss_options, optimizer=args.optimizer, lr=args.lr,
+                            momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+                            optimizer_options=args.optimizer_options, schedule=args.schedule, steps=args.steps,
+                            batch_size=args.batch_size, dtype=args.dtype, input_layout=args.input_layout,
+                            keep_going=args.keep_going)
     except PortInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

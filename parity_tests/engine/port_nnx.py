@@ -141,25 +141,30 @@ class NnxRunner:
         return {p: np.asarray(leaf) for p, leaf in ((_path(k), leaf) for k, leaf in leaves) if p in paths}
 
     def opt_state(self, moments: dict | None, count: int):
-        """optax's state from torch's moments ({"exp_avg": flat, ...} on NNX paths)."""
+        """optax's state from torch's moments ({"exp_avg": flat, ...} on NNX paths) at
+        step `count`. kind "torch" (port_optax.TorchState): each slot is torch's state
+        entry of the same name, and the count (the schedule's position) is set even
+        where torch keeps no moment (plain SGD under a schedule)."""
         if self._template is None:         # compiled once: eager zeros_like compiles per shape
             self._template = jax.jit(self.tx.init)(self.tree({p: np.zeros(s) for p, s in self.shapes.items()}))
         template = self._template
-        if not moments or self.opt_kind in (None, "plain"):
+        if self.opt_kind == "torch":
+            from parity_tests.engine.port_optax import TorchState  # noqa: PLC0415
+            slots = {k: self.tree(moments[k]) if moments and k in moments else v for k, v in template.slots.items()}
+            return TorchState(count=jnp.asarray(count, jnp.int32), slots=slots)
+        if not moments or self.opt_kind is None:
             return template
         if self.opt_kind == "adam":
             return optax.ScaleByAdamState(count=jnp.asarray(count, jnp.int32), mu=self.tree(moments["exp_avg"]),
                                           nu=self.tree(moments["exp_avg_sq"]))
-        if self.opt_kind == "sgd":
-            return (optax.TraceState(trace=self.tree(moments["momentum_buffer"])),) + tuple(template[1:])
         raise PortInputError(f"no optimizer-state conversion for {self.opt_kind!r}")
 
     def moments(self, opt_state) -> dict:
         """optax's state as torch's moment names, flat on NNX paths."""
         if self.opt_kind == "adam":
             return {"exp_avg": self.flat(opt_state.mu), "exp_avg_sq": self.flat(opt_state.nu)}
-        if self.opt_kind == "sgd":
-            return {"momentum_buffer": self.flat(opt_state[0].trace)}
+        if self.opt_kind == "torch":
+            return {k: self.flat(v) for k, v in opt_state.slots.items()}
         return {}
 
     # ---- the computations -----------------------------------------------------------

@@ -40,13 +40,14 @@ class PortRun:
     y: np.ndarray
     batches: list
     label: str                         # the model and optimizer, for the rows
-    loss_name: str
+    loss_name: str                     # the name rung 7 scores accuracy under (port_losses.accuracy_name)
     record: parity.Record = field(default_factory=parity.Record)   # every comparison, in order
     failures: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)   # what the report's header says
     at_init: tuple = ()                # rung 2's (torch step, NNX step), for rung 3
     free: dict | None = None           # the free runs and the ensemble (rungs 6 and 7 share them)
-    own_opt_state: object = None       # an explicit optimizer pair's NNX state (rung 5)
+    own_opt_state: object = None       # an explicit optimizer pair's NNX state (rungs 4, 5)
+    objective: object = None           # port_losses.Objective: the loss on both sides
     key_paths: dict = field(default_factory=dict)   # text key -> NNX path (see texts)
 
     def __post_init__(self):
@@ -223,6 +224,7 @@ def rung4_one_step(run: PortRun) -> None:
     """A step from the shared weights with a fresh optimizer, then a second step from
     torch's parameters and optimizer state."""
     teacher = Teacher(run.side)
+    run.own_opt_state = None           # an explicit pair starts from its fresh state, not a previous rung's
     for step, idx in enumerate(run.batches[:2]):
         state = teacher.state()
         t = teacher.step(run.x[idx], run.y[idx])
@@ -235,6 +237,7 @@ def rung5_teacher_forced(run: PortRun) -> None:
     """Every step of the run from torch's state (parameters, running statistics and
     optimizer moments): torch's own loop is the teacher."""
     teacher = Teacher(run.side)
+    run.own_opt_state = None           # as torch's teacher: a fresh optimizer at step 0
     for step, idx in enumerate(run.batches):
         state = teacher.state()
         t = teacher.step(run.x[idx], run.y[idx])

@@ -14,6 +14,7 @@ of the bound correct ports use.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -21,7 +22,27 @@ import torch
 from parity_tests.engine.port_models import Port, torch_arrays
 from parity_tests.engine.step_noise import MEMBERS, moved_one_ulp
 
-MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "momentum_buffer")
+MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "momentum_buffer", "square_avg", "sum", "acc_delta")
+NON_NEGATIVE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")   # sums of squares: moved, they stay >= 0
+
+
+class TorchOptimizer:
+    """A torch optimizer and its scheduler (None without one), stepped together (the
+    scheduler after every optimizer step); `steps` counts the steps taken, the
+    schedule's position (torch's SGD keeps no step count of its own)."""
+
+    def __init__(self, built, steps: int = 0):
+        self.opt, self.scheduler = built if isinstance(built, tuple) else (built, None)
+        self.state, self.steps = self.opt.state, steps
+
+    def zero_grad(self):
+        self.opt.zero_grad()
+
+    def step(self):
+        self.opt.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.steps += 1
 
 
 def as_torch(a, dtype: str, target: bool = False, integer: bool = False) -> torch.Tensor:
@@ -47,14 +68,21 @@ class TorchSide:
                         t.copy_(torch.as_tensor(np.asarray(arrays[name])))
         return model
 
-    def optimizer(self, model, moments: dict | None = None, count: int = 0):
-        opt = self.factory(list(model.parameters()))
+    def optimizer(self, model, moments: dict | None = None, count: int = 0) -> TorchOptimizer:
+        """A fresh optimizer at step `count`: torch's moments written into its state, its
+        scheduler stepped `count` times (torch's own lr for that step)."""
+        opt = TorchOptimizer(self.factory(list(model.parameters())), count)
+        if opt.scheduler is not None and count:
+            with warnings.catch_warnings():          # "scheduler.step() before optimizer.step()": on purpose
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(count):
+                    opt.scheduler.step()
         if moments:
             dt = next(model.parameters()).dtype
             for name, p in model.named_parameters():
                 entry = {k: torch.as_tensor(np.asarray(v[name])).to(dt).clone() for k, v in moments.items() if name in v}
                 if entry:
-                    if any(k in ("exp_avg", "exp_avg_sq") for k in entry):
+                    if not isinstance(opt.opt, torch.optim.SGD):     # the others keep torch's "step"
                         entry["step"] = torch.tensor(float(count))
                     opt.state[p] = entry
         return opt
@@ -78,16 +106,14 @@ class TorchSide:
             return model(as_torch(x, self.port.dtype)).cpu().numpy()
 
 
-def moments_of(model, opt) -> tuple[dict, int]:
-    """({"exp_avg": {name: array}, ...}, step count) of a torch optimizer."""
-    out, count = {}, 0
+def moments_of(model, opt: TorchOptimizer) -> tuple[dict, int]:
+    """({"exp_avg": {name: array}, ...}, steps taken) of a torch optimizer."""
+    out = {}
     for name, p in model.named_parameters():
         for key, value in opt.state.get(p, {}).items():
             if key in MOMENT_KEYS and value is not None:
                 out.setdefault(key, {})[name] = value.detach().cpu().numpy().copy()
-            elif key == "step":
-                count = int(float(value))
-    return out, count
+    return out, opt.steps
 
 
 class Teacher:
@@ -115,7 +141,7 @@ def step_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: 
     spreads = None
     for _ in range(members):
         moved = {k: moved_one_ulp(v, rng) if np.issubdtype(np.asarray(v).dtype, np.floating) else v for k, v in arrays.items()}
-        moved_m = {k: {n: np.abs(moved_one_ulp(v, rng)) if k == "exp_avg_sq" else moved_one_ulp(v, rng) for n, v in d.items()}
+        moved_m = {k: {n: np.abs(moved_one_ulp(v, rng)) if k in NON_NEGATIVE else moved_one_ulp(v, rng) for n, v in d.items()}
                    for k, d in moments.items()}
         model = side.model(moved, "float64")
         xm = moved_one_ulp(x, rng) if np.issubdtype(np.asarray(x).dtype, np.floating) else x
