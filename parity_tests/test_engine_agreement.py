@@ -9,7 +9,8 @@ import pytest
 import jaxport.training as jt
 import torchref.training as tt
 from parity_tests.harness import check_port, locate_divergence
-from parity_tests.test_deep_planted_bugs import BUGS, _clear
+from parity_tests.engine.runs import clear_jax_caches
+from parity_tests.test_deep_planted_bugs import BUGS
 from portcore import registry
 
 ROWS, STEPS, BATCH = 64, 3, 32
@@ -52,13 +53,13 @@ def test_an_examples_models_pass_check_port(example, dtype):
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_a_planted_bug_fails_check_port_where_the_ladder_catches_it(bug, monkeypatch):
     plant, example, rung = BUGS[bug]
-    _clear()
+    clear_jax_caches()                 # the model skeletons (BatchNorm's momentum) included
     try:
         plant(monkeypatch)
         report = as_port(example, "float64")
     finally:
         monkeypatch.undo()
-        _clear()
+        clear_jax_caches()
     assert not report.passed
     assert report.first_failure["rung"] == rung, report.markdown()
     assert report.first_failure["layer"] == LAYER[bug], report.markdown()

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from parity_tests.engine.port_free_run import rung6_free_running, rung7_fitted_model
-from parity_tests.engine.port_losses import Objective, accuracy_name, check_targets, objective
+from parity_tests.engine.port_losses import Objective, check_targets, objective
 from parity_tests.engine.port_models import torch_arrays
 from parity_tests.engine.port_nnx import build_port
 from parity_tests.engine.port_objectives import PortInputError, optimizer_pair
@@ -68,10 +68,10 @@ def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert,
     from parity_tests.engine.port_torch import TorchSide  # noqa: PLC0415
     side = TorchSide(port, obj.torch, pair.torch, obj.integer)
     runner = NnxRunner(port, obj.jax, pair.optax, pair.kind)
-    out_shape = _check_shapes(side, runner, port, x, y, obj)
+    _check_shapes(side, runner, port, x, y, obj)
     label = f"{type(torch_model).__name__} / {type(nnx_model).__name__}"
     return PortRun(port, side, runner, x, y, batches(len(x), batch_size, steps), label,
-                   accuracy_name(obj, out_shape, y), objective=obj,
+                   obj.name, objective=obj,
                    settings=dict(model=label, dtype=dtype, loss=obj.label, optimizer=pair.label, steps=steps,
                                  batch_size=batch_size, rows=len(x), device=device))
 

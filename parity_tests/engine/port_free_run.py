@@ -21,6 +21,7 @@ import torch
 
 from parity_tests.engine import criterion
 from parity_tests.engine.port_rungs import PortRun
+from parity_tests.engine.port_losses import CLASS_AXIS
 from parity_tests.engine.port_models import torch_arrays
 from parity_tests.engine.port_torch import Teacher, as_torch
 
@@ -118,11 +119,14 @@ def _checker(run: PortRun, rung: int):
 def fitted_model(run: PortRun, predictions: np.ndarray, loss_fn) -> dict:
     """Rung 7's quantities from a side's predictions on the data (eval mode)."""
     out = {"final loss": float(loss_fn(predictions)), "predictions": np.asarray(predictions, np.float64)}
-    if run.loss_name in ("cross_entropy", "bce", "bce_with_logits"):
-        if run.loss_name == "cross_entropy":
-            guess = np.argmax(predictions, axis=-1)
-        else:
-            guess = (predictions > (0.0 if run.loss_name == "bce_with_logits" else 0.5)).astype(run.y.dtype)
+    if run.objective is not None and run.objective.name in CLASS_AXIS:
+        # torch's layout: classes on axis 1 ((N, C, d1, ...) against (N, d1, ...)),
+        # ignored targets left out, as the loss leaves them out
+        keep = run.y != run.objective.options.get("ignore_index", -100)
+        guess = np.argmax(predictions, axis=1)
+        out["accuracy"] = float(np.mean(guess[keep] == run.y[keep])) if keep.any() else 1.0
+    elif run.loss_name in ("bce", "bce_with_logits"):
+        guess = (predictions > (0.0 if run.loss_name == "bce_with_logits" else 0.5)).astype(run.y.dtype)
         out["accuracy"] = float(np.mean(guess == run.y))
     return out
 

@@ -138,13 +138,3 @@ def check_targets(obj: Objective, out_shape: tuple, y: np.ndarray) -> None:
                              f"classes (ignore_index {obj.options['ignore_index']})")
     if not kept.size:
         raise PortInputError(f"every target in y is ignore_index {obj.options['ignore_index']}: the mean is 0/0")
-
-
-def accuracy_name(obj: Objective, out_shape: tuple, y: np.ndarray) -> str:
-    """The loss name under which rung 7 scores accuracy (port_free_run.fitted_model: the
-    argmax over the last axis against y): only where that is right, (N, C) outputs
-    with no ignored target; other shapes are judged on loss and predictions alone."""
-    if obj.name in CLASS_AXIS:
-        flat = len(out_shape) == 2 and not np.any(y == obj.options["ignore_index"])
-        return "cross_entropy" if flat else f"{obj.name} (no accuracy)"
-    return obj.name

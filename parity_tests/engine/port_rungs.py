@@ -40,7 +40,7 @@ class PortRun:
     y: np.ndarray
     batches: list
     label: str                         # the model and optimizer, for the rows
-    loss_name: str                     # the name rung 7 scores accuracy under (port_losses.accuracy_name)
+    loss_name: str                     # the loss's name (rung 7 scores accuracy by it)
     record: parity.Record = field(default_factory=parity.Record)   # every comparison, in order
     failures: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)   # what the report's header says
