@@ -73,7 +73,8 @@ def test_gpt_port_passes_in_float64():
 
 def test_gpt_without_biases_passes_in_float32():
     """nanoGPT's default bias=False. With biases, float32 fails rung 4 on c_attn.bias
-    (the key bias, whose gradient is rounding noise that Adam normalises): see the docs."""
+    (the key bias, whose gradient is rounding noise that Adam normalises): see the docs.
+    The margin is thin: rung 6's fitted transformer.h.1.ln_2.scale used 0.99 of its bound."""
     c = zg.GPTConfig(bias=False)
     _assert_passed(_gpt(zg.NnxGPT(c), "float32", c=c))
 
