@@ -5,6 +5,7 @@ import json
 import pytest
 
 from examples import bench_common, bench_timing
+from portcore import registry
 from examples.cli import main
 
 
@@ -49,6 +50,10 @@ def test_large_workload_is_the_tutorial_data_tiled():
     x, y, order, config = bench_common.workload("logistic_regression", "large")
     assert x.shape == (bench_common.LARGE_N, 2) and y.shape == (bench_common.LARGE_N, 1)
     assert order.shape == (bench_common.LARGE_EPOCHS, bench_common.LARGE_N) and config.batch_size == bench_common.LARGE_BATCH
+    x, y, order, config = bench_common.workload("lstm", "large")           # a deep example: batches 8x
+    assert x.shape == (bench_common.LARGE_N, 8, 8) and y.shape == (bench_common.LARGE_N,)
+    assert config.batch_size == 8 * registry.get("lstm").defaults.batch_size
+    assert order.shape == (bench_common.DEEP_LARGE_EPOCHS, bench_common.LARGE_N)
     assert bench_common.matmul_flops("neural_network", 100) == 3 * 2 * 100 * (200 + 200 * 100 + 100)
 
 
