@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples.usage import DEFAULT_THREADS, DEVICES_HELP, THREADS_HELP, UsageError
+from examples.usage import DEVICES_HELP, THREADS_HELP, UsageError
 from portcore import registry, specs, weights
 
 
@@ -79,7 +79,7 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help="the class model or (neural_network) its Sequential form")
     p.add_argument("--init", type=Path, help="initial parameters, .npz or .safetensors, PyTorch names")
     p.add_argument("--devices", type=positive_int, default=1, metavar="N", help=DEVICES_HELP)
-    p.add_argument("--threads", type=threads, default=DEFAULT_THREADS, metavar="N", help=THREADS_HELP)
+    p.add_argument("--threads", type=threads, metavar="N", help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -99,8 +99,8 @@ def request_host_devices(n: int) -> None:
 
 def request_threads(n: int) -> None:
     """Before JAX starts: with one thread, XLA:CPU runs its matmuls on the calling thread
-    (appended to any XLA_FLAGS the user set; a setting already there wins). More threads
-    leave XLA its own pool, a thread per core: it has no finer setting. Once JAX is
+    (appended to any XLA_FLAGS the user set; a setting already there wins). More threads,
+    or None (the default), leave XLA its own pool, a thread per core: it has no finer setting. Once JAX is
     running (the command called in-process) the flag could no longer take effect, and
     is not set, so that it does not leak into later processes either."""
     flags = os.environ.get("XLA_FLAGS", "")

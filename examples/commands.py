@@ -12,7 +12,7 @@ import numpy as np
 
 from portcore import registry, schedule, specs, weights
 from examples import outcome
-from examples.usage import UsageError
+from examples.usage import TORCH_DEFAULT_THREADS, UsageError
 
 TRAIN_ONLY = ("epochs", "batch_size", "lr", "init", "save", "gif", "plot")
 OUTPUT_SUFFIXES = {"save": weights.SUFFIXES, "history": (".json",), "gif": (".gif",),
@@ -22,7 +22,7 @@ OUTPUT_SUFFIXES = {"save": weights.SUFFIXES, "history": (".json",), "gif": (".gi
 def load_backend(name: str, dtype: str, device: str, devices: int = 1, threads: int | None = None):
     """The backend package (torchref or jaxport) with its training module loaded,
     numerics pinned and the device (and `devices` of it) checked; torch on `threads`
-    intra-op threads (jax's are set before it starts: cli.request_threads). (jaxport
+    intra-op threads, None: 1 (jax's are set before it starts: cli.request_threads). (jaxport
     switches x64 on for its float64 calls only: nothing global here.)"""
     package = {"torch": "torchref", "jax": "jaxport"}[name]
     try:
@@ -36,9 +36,9 @@ def load_backend(name: str, dtype: str, device: str, devices: int = 1, threads: 
         except parallel.DevicesError as e:
             raise UsageError(str(e)) from None
     numerics.pin_numerics()
-    if name == "torch" and threads:
+    if name == "torch":
         import torch
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads or TORCH_DEFAULT_THREADS)
     try:
         (numerics.torch_device if name == "torch" else numerics.jax_device)(device)
     except numerics.NoGPUError as e:

@@ -188,7 +188,10 @@ def test_threads_holds_for_the_run_and_the_callers_count_comes_back(monkeypatch,
     torch.set_num_threads(2)
     try:
         code, _, _ = run_cli(capsys, "run", "linear_regression", "--backend", "torch", "--epochs", "2", "--quiet")
-        assert code == 0 and seen == [1] and torch.get_num_threads() == 2     # the default, 1
+        assert code == 0 and seen == [1] and torch.get_num_threads() == 2     # torch's default, 1
+        code, _, _ = run_cli(capsys, "run", "linear_regression", "--backend", "torch", "--epochs", "2", "--quiet",
+                             "--threads", "1")
+        assert code == 0 and seen == [1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
@@ -197,8 +200,8 @@ def test_one_thread_reaches_xla_before_jax_starts_and_a_users_flag_wins(monkeypa
     from examples.cli import request_threads
     monkeypatch.delitem(sys.modules, "jax")                 # as in a fresh `python -m examples`
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=x")
-    request_threads(2)
-    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=x"     # more than one: XLA's own pool
+    request_threads(2), request_threads(None)
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=x"     # more than one, or the default: XLA's own pool
     request_threads(1)
     assert os.environ["XLA_FLAGS"] == "--xla_dump_to=x --xla_cpu_multi_thread_eigen=false"
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
