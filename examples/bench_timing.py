@@ -82,11 +82,12 @@ def time_torch_compile(example, params, x, y, order, config, dtype, device, repe
     optimizer = optim.make_optimizer(config, model.parameters())
     forward, opt_step = torch.compile(model), torch.compile(optimizer.step)
 
-    def run(rows):
-        sampler = BatchSampler(SharedOrderSampler(rows), config.batch_size, drop_last=False)
-        loader, losses = DataLoader(data, batch_size=None, sampler=sampler), []
-        start = time.perf_counter()
-        for _ in range(len(rows)):
+    def run(rows):                                       # rows (epochs, N): each epoch's order
+        sampler = SharedOrderSampler()                   # torchref.fit's loader: row set per epoch
+        loader = DataLoader(data, batch_size=None, sampler=BatchSampler(sampler, config.batch_size, drop_last=False))
+        losses, start = [], time.perf_counter()
+        for row in rows:
+            sampler.row = np.asarray(row)
             for xb, yb in loader:
                 loss = ex.loss_fn(forward(xb), yb)
                 optimizer.zero_grad()
