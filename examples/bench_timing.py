@@ -74,11 +74,12 @@ def time_torch_compile(example, params, x, y, order, config, dtype, device, repe
     from torchref import example_module, optim, training
     from torchref.data import SharedOrderSampler
     from torchref.convert import load_numpy
+    from portcore import registry
 
     torch._dynamo.reset()      # fresh guards: otherwise earlier runs count to the recompile limit
     ex = example_module(example)
     model = training.build_model(example, params, dtype=dtype, device=device)
-    data = ex.Dataset(x, y, dtype=dtype, device=device)
+    data = ex.Dataset(x, y, dtype=dtype, device=device, label_dtype=registry.get(example).label_dtype(dtype))
     optimizer = optim.make_optimizer(config, model.parameters())
     forward, opt_step = torch.compile(model), torch.compile(optimizer.step)
 
