@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples.usage import DEVICES_HELP, UsageError
+from examples.usage import DEVICES_HELP, THREADS_HELP, UsageError
 from portcore import registry, specs, weights
 
 
@@ -45,6 +45,18 @@ def seed(text):
     return value
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads(text):
+    value, cores = int(text), cpu_cores()
+    if not 1 <= value <= cores:        # more threads than cores only queue behind each other
+        raise argparse.ArgumentTypeError(f"must be from 1 to {cores} (this machine's cores), got {value}")
+    return value
+
+
 def positive_float(text):
     value = float(text)
     if not value > 0 or not np.isfinite(value):
@@ -67,6 +79,7 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help="the class model or (neural_network) its Sequential form")
     p.add_argument("--init", type=Path, help="initial parameters, .npz or .safetensors, PyTorch names")
     p.add_argument("--devices", type=positive_int, default=1, metavar="N", help=DEVICES_HELP)
+    p.add_argument("--threads", type=threads, metavar="N", help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -82,6 +95,17 @@ def request_host_devices(n: int) -> None:
             raise UsageError("JAXPORT_NUM_PROCESSES must be an integer") from None
     if n > 1 and "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+def request_threads(n: int) -> None:
+    """Before JAX starts: with one thread, XLA:CPU runs its matmuls on the calling thread
+    (appended to any XLA_FLAGS the user set; a setting already there wins). More threads,
+    or None (the default), leave XLA its own pool, a thread per core: it has no finer setting. Once JAX is
+    running (the command called in-process) the flag could no longer take effect, and
+    is not set, so that it does not leak into later processes either."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n == 1 and "jax" not in sys.modules and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
 
 def build_parser() -> Parser:
@@ -115,10 +139,14 @@ def build_parser() -> Parser:
 
 
 def main(argv=None) -> int:
+    # run and compare set torch's threads (--threads): a caller's own count comes back
+    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     try:
         args = build_parser().parse_args(argv)
         devices = getattr(args, "devices", 1)      # bench: a list
         request_host_devices(max(devices) if isinstance(devices, (list, tuple)) else devices)
+        if hasattr(args, "threads"):
+            request_threads(args.threads)
         if args.command == "list":
             print("\n".join(registry.TRAINABLE if args.trainable else registry.DEMOS if args.demos
                             else registry.NAMES))
@@ -142,6 +170,9 @@ def main(argv=None) -> int:
         # Ctrl-C: outputs are written atomically, so nothing half-written is left.
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if torch_threads is not None:
+            sys.modules["torch"].set_num_threads(torch_threads)
 
 
 def fail(message: str) -> int:

@@ -12,17 +12,18 @@ import numpy as np
 
 from portcore import registry, schedule, specs, weights
 from examples import outcome
-from examples.usage import UsageError
+from examples.usage import TORCH_DEFAULT_THREADS, UsageError
 
 TRAIN_ONLY = ("epochs", "batch_size", "lr", "init", "save", "gif", "plot")
 OUTPUT_SUFFIXES = {"save": weights.SUFFIXES, "history": (".json",), "gif": (".gif",),
                    "plot": (".png", ".pdf", ".svg"), "out": (".npz",)}
 
 
-def load_backend(name: str, dtype: str, device: str, devices: int = 1):
+def load_backend(name: str, dtype: str, device: str, devices: int = 1, threads: int | None = None):
     """The backend package (torchref or jaxport) with its training module loaded,
-    numerics pinned and the device (and `devices` of it) checked. (jaxport switches x64
-    on for its float64 calls only: nothing global here.)"""
+    numerics pinned and the device (and `devices` of it) checked; torch on `threads`
+    intra-op threads, None: 1 (jax's are set before it starts: cli.request_threads). (jaxport
+    switches x64 on for its float64 calls only: nothing global here.)"""
     package = {"torch": "torchref", "jax": "jaxport"}[name]
     try:
         numerics = importlib.import_module(f"{package}.numerics")
@@ -35,6 +36,9 @@ def load_backend(name: str, dtype: str, device: str, devices: int = 1):
         except parallel.DevicesError as e:
             raise UsageError(str(e)) from None
     numerics.pin_numerics()
+    if name == "torch":
+        import torch
+        torch.set_num_threads(threads or TORCH_DEFAULT_THREADS)
     try:
         (numerics.torch_device if name == "torch" else numerics.jax_device)(device)
     except numerics.NoGPUError as e:
@@ -175,7 +179,7 @@ def train(args, backend, params, frames=False, stop_on_divergence=False):
 
 def run(args) -> int:
     check_args(args)
-    backend = load_backend(args.backend, args.dtype, args.device, args.devices)
+    backend = load_backend(args.backend, args.dtype, args.device, args.devices, args.threads)
     header = {"example": args.name, "backend": args.backend, "dtype": args.dtype,
               "device": args.device, "seed": args.seed}
     if args.name in registry.DEMOS:
