@@ -10,9 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-
-from parity_tests.engine import ladder
-from parity_tests.engine import parity
+from parity_tests.engine import ladder, parity
 from parity_tests.engine.port_report import rows_table
 
 RUNGS = (2, 3, 4, 5, 6, 7)
