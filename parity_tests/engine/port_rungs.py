@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from parity_tests.engine import parity
-from parity_tests.engine.port_models import Port, nnx_to_torch_entries, path_text, torch_to_nnx_entries
 from parity_tests.engine.port_exact import check_against_float64, check_one, exact_step
+from parity_tests.engine.port_models import Port, nnx_to_torch_entries, path_text, torch_to_nnx_entries
 from parity_tests.engine.port_nnx import NnxRunner
-from parity_tests.engine.port_torch import Teacher, TorchSide, as_torch, row_order_spread, step_spread
-from parity_tests.engine.step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound, moved_one_ulp
+from parity_tests.engine.port_torch import (Teacher, TorchSide, as_torch, output_spread, row_order_spread,
+                                            step_spread)
+from parity_tests.engine.step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound
 
 
 def batches(n: int, batch_size: int, steps: int) -> list[np.ndarray]:
@@ -215,12 +216,13 @@ def rung2_loss_at_init(run: PortRun) -> None:
     j = run.runner.step(run.runner.params(), run.x, run.y)
     tol_loss = _step_tolerances(run, (init, {}, 0), run.x, run.y, t, MEMBERS)[0]
     check_one(run, 2, "loss", j[0], t[0], tol_loss, lambda: _exact_at_init(run)[0], _fits)
-    tol_out = parity.FLOAT64 if run.dtype == "float64" else StepBound(output_spread(run, init, t_out), t_out)
+    tol_out = (parity.FLOAT64 if run.dtype == "float64" else
+               StepBound(output_spread(side, init, run.x, t_out), t_out))
 
     def exact_out():
         with torch.no_grad():
             return side.model(init, "float64").eval()(as_torch(run.x, "float64")).numpy()
-    check_one(run, 2, "model output (eval mode) on the data", output_in_torch_layout(run, j_out), t_out, tol_out,
+    check_one(run, 2, "model output (eval mode) on the data", run.port.output_in_torch_layout(j_out), t_out, tol_out,
               exact_out, _fits)
     run.at_init = (t, j)
 
@@ -278,21 +280,3 @@ def _nnx_step_from(run: PortRun, state, xb, yb):
         return out
     on_nnx = {k: torch_to_nnx_entries(run.port_index, d, run.runner.shapes, np.float64) for k, d in moments.items()}
     return run.runner.step(params, xb, yb, moments=on_nnx, count=count, rest=rest)
-
-
-def output_spread(run: PortRun, arrays: dict, reference: np.ndarray, members: int = MEMBERS) -> np.ndarray:
-    """The float32 noise of the model's output: float64 forward passes (eval mode) with
-    every weight and float input moved by one float32 ulp (step_noise.output_spread,
-    generic)."""
-    rng = np.random.default_rng([0, 8])
-    outs = []
-    for _ in range(members):
-        moved = {k: moved_one_ulp(v, rng) for k, v in arrays.items()}
-        x = moved_one_ulp(run.x, rng) if np.issubdtype(run.x.dtype, np.floating) else run.x
-        with torch.no_grad():
-            outs.append(run.side.model(moved, "float64").eval()(as_torch(x, "float64")).numpy())
-    return np.max(np.abs(np.asarray(outs) - np.asarray(reference, np.float64)), axis=0)
-
-
-def output_in_torch_layout(run: PortRun, out: np.ndarray) -> np.ndarray:
-    return out.transpose(0, 3, 1, 2) if run.port.input_layout == "nhwc" and np.ndim(out) == 4 else out
