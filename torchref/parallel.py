@@ -13,8 +13,10 @@ and the average of the ranks' gradients is the one-device gradient.
 Processes: on one machine, N processes started with torch.multiprocessing (spawn),
 rendezvous over a free localhost port, gloo on CPU (nccl on GPUs); rank 0's result
 comes back through a queue, and every child is terminated in `finally`, also on an
-error in any rank or Ctrl-C. Launched by torchrun (RANK and WORLD_SIZE set), each
-process is one rank, joins through env:// and trains in place.
+error in any rank or Ctrl-C; and a rank dies with its parent when nothing in the parent
+runs any more (SIGKILL, the OOM killer; portcore/lifeline.py). Launched by torchrun
+(RANK and WORLD_SIZE set), each process is one rank, joins through env:// and trains
+in place.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from portcore import registry, schedule, specs
+from portcore import lifeline, registry, schedule, specs
 
 # How long the parent waits for a rank's first word before it checks they still live.
 POLL_S = 0.2
@@ -60,7 +62,7 @@ def rank_weight(world: int, batch_rows: int, rank_rows: int) -> float:
 
 
 def _train(rank, world, example, params, x, y, order, config, dtype, device, form, frames,
-           progress, stop_on_divergence, chunk_epochs, rank_weight=rank_weight) -> specs.FitResult:
+           progress, stop_on_divergence, chunk_epochs, rank_weight=rank_weight, parent=None) -> specs.FitResult:
     """This rank's part of the run; every rank returns the whole run's result (the
     losses are all-reduced once per chunk, the parameters are DDP's replicas)."""
     from torchref import example_module, optim
@@ -87,6 +89,8 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
                 if frames and e in keep:
                     with torch.no_grad():
                         frame_list.append(ex.frame(model, data.x).cpu().numpy())
+                if parent is not None:      # the parent check, for systems without prctl
+                    lifeline.exit_if_orphaned(parent)
                 for first in range(0, n, b):
                     batch = row[first:first + b]
                     mine = torch.as_tensor(batch[rank * s:(rank + 1) * s], device=dev)
@@ -106,14 +110,15 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
     return rec.result(to_numpy(model, example, form), time.perf_counter() - start)
 
 
-def _worker(rank, world, port, job, results):
-    """One spawned rank: always leaves the process group, and tells the parent how it
-    ended (rank 0 its result, any rank its exception)."""
+def _worker(rank, world, port, job, results, parent):
+    """One spawned rank: dies with its parent (pid `parent`), always leaves the process
+    group, and tells the parent how it ended (rank 0 its result, any rank its exception)."""
+    lifeline.die_with_parent(parent)   # first: a SIGKILLed parent runs no `finally`
     torch.set_num_threads(1)           # N ranks on a few cores: one thread each
     try:
         dist.init_process_group("nccl" if job["device"] == "gpu" else "gloo", rank=rank, world_size=world,
                                 init_method=f"tcp://127.0.0.1:{port}")
-        result = _train(rank, world, **job)
+        result = _train(rank, world, **job, parent=parent)
         dist.barrier()                 # no rank tears down gloo while another still talks
         if rank == 0:
             results.put(("ok", rank, result, ""))
@@ -150,7 +155,8 @@ def fit(example, params, x, y, order, config, *, devices, dtype="float32", devic
         sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, devices, port, job, results), daemon=True)
+    procs = [ctx.Process(target=_worker, args=(rank, devices, port, job, results, os.getpid()),
+                         daemon=True)
              for rank in range(devices)]
     try:
         for p in procs:
