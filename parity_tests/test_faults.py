@@ -141,3 +141,23 @@ def test_sigkill_at_any_moment_leaves_the_old_file_or_the_new_one(tmp_path):
     assert mid_write >= 2, "the kills never hit a write: the test proves nothing"
     weights.save(target, {"k": np.asarray(0.0)})           # the next writer removes stale temporaries
     assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]
+
+
+def test_every_output_file_is_renamed_into_place(tmp_path, monkeypatch, capsys):
+    """--save, --history, --gif, --plot, --checkpoint and `data --out`: each file
+    appears by one rename of its writer's hidden temporary file (weights.atomic_write),
+    never by writing the target itself."""
+    from examples.cli import main
+    renames = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((Path(src), Path(dst))), replace(src, dst)))
+    outputs = {"--save": "w.safetensors", "--history": "h.json", "--gif": "a.gif", "--plot": "p.png",
+               "--checkpoint": "ck.npz"}
+    argv = ["run", "logistic_regression", "--backend", "jax", "--epochs", "3", "--quiet"]
+    assert main(argv + [str(a) for flag, name in outputs.items() for a in (flag, tmp_path / name)]) == 0
+    assert main(["data", "linear_regression", "--out", str(tmp_path / "d.npz")]) == 0
+    capsys.readouterr()
+    written = {dst.name: src.name for src, dst in renames}
+    for name in [*outputs.values(), "d.npz"]:
+        assert written.get(name, "").startswith(f".{name}.tmp-{os.getpid()}-"), (name, written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*outputs.values(), "d.npz"])
