@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 
 from portcore import weights
 
@@ -35,9 +36,11 @@ def gone(procs, timeout) -> tuple[list, float]:
         time.sleep(0.05)
 
 
-def test_sigkill_of_a_ddp_run_leaves_no_process_behind():
-    """`run --devices 2` killed with SIGKILL (no handler, no `finally` runs): both torch
-    ranks, and every other process it started, are gone within 10 s."""
+@pytest.mark.parametrize("after", [0.0, 3.0])
+def test_sigkill_of_a_ddp_run_leaves_no_process_behind(after):
+    """`run --devices 2` killed with SIGKILL (no handler, no `finally` runs), as soon as
+    its ranks exist (still importing torch) or in training: both torch ranks, and every
+    other process it started, are gone within 10 s."""
     proc = subprocess.Popen([sys.executable, "-m", "examples", "run", "neural_network", "--backend", "torch",
                              "--devices", "2", "--epochs", str(10 ** 6), "--quiet"], cwd=ROOT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -48,12 +51,12 @@ def test_sigkill_of_a_ddp_run_leaves_no_process_behind():
             ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
                      if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker import" not in " ".join(p.cmdline())]
         assert len(ranks) == 2, "the ranks never started"
-        time.sleep(3)                                                       # into training
+        time.sleep(after)
         everything = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         alive, seconds = gone(everything, timeout=10)
-        print(f"{len(everything)} processes gone {seconds:.2f} s after the SIGKILL")
+        print(f"{len(everything)} processes gone {seconds:.2f} s after the SIGKILL ({after} s after start)")
         assert alive == [], [" ".join(p.cmdline()) for p in alive]
     finally:
         proc.kill()

@@ -1,6 +1,6 @@
 """Child processes die with their parent, however the parent dies (SIGKILL, the OOM
 killer, a closed terminal): nothing in the parent runs then, so its `finally` cannot
-end them. Used by torchref/parallel.py's DDP ranks; stdlib only.
+end them. Used by torchref/parallel.py's DDP ranks (run_child); stdlib only.
 
 Linux: prctl(PR_SET_PDEATHSIG, SIGKILL) makes the kernel kill the child when its
 parent exits. Elsewhere, and as a second line everywhere, a child compares
@@ -11,7 +11,9 @@ parent may already be dead (and the child reparented) before prctl takes effect.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -33,6 +35,16 @@ def die_with_parent(parent_pid: int) -> None:
         # No parent-death signal: a thread also covers a rank blocked in a collective.
         _watch(parent_pid)
     exit_if_orphaned(parent_pid)                # the parent died before prctl
+
+
+def run_child(parent_pid: int, module: str, function: str, payload: bytes, *extra) -> None:
+    """A spawned child's target: die_with_parent first, then module.function(*args,
+    *extra) with args = pickle.loads(payload). The target is this light module and its
+    arguments bytes, so that spawn's unpickling imports nothing heavy before the prctl:
+    importing torch takes seconds on a loaded machine, and a parent killed then would
+    leave the child running until it got there."""
+    die_with_parent(parent_pid)
+    getattr(importlib.import_module(module), function)(*pickle.loads(payload), *extra)
 
 
 def exit_if_orphaned(parent_pid: int) -> None:

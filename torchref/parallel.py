@@ -21,6 +21,7 @@ in place.
 from __future__ import annotations
 
 import os
+import pickle
 import queue as queue_module
 import socket
 import sys
@@ -119,9 +120,9 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
 
 
 def _worker(rank, world, port, job, results, parent):
-    """One spawned rank: dies with its parent (pid `parent`), always leaves the process
-    group, and tells the parent how it ended (rank 0 its result, any rank its exception)."""
-    lifeline.die_with_parent(parent)   # first: a SIGKILLed parent runs no `finally`
+    """One spawned rank, started by lifeline.run_child (so it dies with its parent, pid
+    `parent`: a SIGKILLed parent runs no `finally`): always leaves the process group,
+    and tells the parent how it ended (rank 0 its result, any rank its exception)."""
     torch.set_num_threads(1)           # N ranks on a few cores: one thread each
     try:
         dist.init_process_group("nccl" if job["device"] == "gpu" else "gloo", rank=rank, world_size=world,
@@ -163,8 +164,9 @@ def fit(example, params, x, y, order, config, *, devices, dtype="float32", devic
         sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, devices, port, job, results, os.getpid()),
-                         daemon=True)
+    procs = [ctx.Process(target=lifeline.run_child, daemon=True,
+                         args=(os.getpid(), __name__, "_worker", pickle.dumps((rank, devices, port, job)),
+                               results, os.getpid()))
              for rank in range(devices)]
     try:
         for p in procs:
