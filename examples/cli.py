@@ -64,10 +64,13 @@ def positive_float(text):
     return value
 
 
-def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    p.add_argument("name", choices=registry.NAMES, metavar="NAME", help="an example (see `list`)")
+def add_run_flags(p: argparse.ArgumentParser, backend: bool = True, resumable: bool = False) -> None:
+    """resumable (run): NAME and --backend may come from a --resume checkpoint, so they
+    are checked after parsing (examples/resume.py), as are the defaults."""
+    p.add_argument("name", choices=registry.NAMES, metavar="NAME", help="an example (see `list`)",
+                   nargs="?" if resumable else None)
     if backend:
-        p.add_argument("--backend", choices=specs.BACKENDS, required=True)
+        p.add_argument("--backend", choices=specs.BACKENDS, required=not resumable)
     p.add_argument("--dtype", choices=specs.DTYPES, default="float32")
     p.add_argument("--device", choices=specs.DEVICES, default="cpu")
     p.add_argument("--epochs", type=non_negative_int, help="default: the tutorial's")
@@ -125,7 +128,17 @@ def build_parser() -> Parser:
     p.add_argument("--rng", type=seed, required=True, help="the numpy generator's seed")
     p.add_argument("--out", type=Path, required=True, help="a .npz or .safetensors file")
     p = sub.add_parser("run", help="run one example on one backend")
-    add_run_flags(p)
+    add_run_flags(p, resumable=True)
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="write the run's state (weights, optimizer, epoch, batch order) to FILE "
+                        "(.npz or .safetensors) every --checkpoint-every epochs and at the end")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="K",
+                   help="epochs between checkpoints (default: at the end only)")
+    p.add_argument("--resume", type=Path, metavar="FILE",
+                   help="continue the run checkpointed in FILE to --epochs in all; the other "
+                        "flags come from the checkpoint (NAME and --backend may be left out)")
+    from examples import resume
+    p.set_defaults(**{k: None for k in resume.DEFAULTS})     # None: not given (resume.resolve)
     p.add_argument("--save", type=Path, help="write the fitted parameters (.npz or .safetensors)")
     p.add_argument("--history", type=Path, help="write losses, parameters and metrics as JSON")
     p.add_argument("--gif", type=Path, help="write the animation of the fit (.gif)")
@@ -143,6 +156,9 @@ def main(argv=None) -> int:
     torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "run":           # before JAX starts: --devices may come from a checkpoint
+            from examples import resume
+            resume.resolve(args)
         devices = getattr(args, "devices", 1)      # bench: a list
         request_host_devices(max(devices) if isinstance(devices, (list, tuple)) else devices)
         if hasattr(args, "threads"):
