@@ -11,6 +11,9 @@ SIZES = ("tutorial", "large")
 # Large: 10,000 points in batches of 100, so 100 steps an epoch instead of the
 # tutorial's 1; 20 epochs (2,000 steps) keep a torch eager run to a few seconds.
 LARGE_N, LARGE_BATCH, LARGE_EPOCHS = 10_000, 100, 20
+# The deep examples (whose tutorial batches are already 64 images): the same 10,000
+# images in batches 8x the tutorial's (512), 10 epochs (200 steps): 8x the work a step.
+DEEP_BATCH_SCALE, DEEP_LARGE_EPOCHS = 8, 10
 
 
 def workload(example: str, size: str, seed: int = specs.DEFAULT_SEED):
@@ -22,7 +25,10 @@ def workload(example: str, size: str, seed: int = specs.DEFAULT_SEED):
         # is drawn from the whole data set like the tutorial's single full batch.
         rows = np.random.default_rng([seed, 99]).permutation(np.resize(np.arange(len(x)), LARGE_N))
         x, y = x[rows], y[rows]
-        config = config.replace(epochs=LARGE_EPOCHS, batch_size=LARGE_BATCH)
+        if registry.get(example).ladder == "deep":
+            config = config.replace(epochs=DEEP_LARGE_EPOCHS, batch_size=config.batch_size * DEEP_BATCH_SCALE)
+        else:
+            config = config.replace(epochs=LARGE_EPOCHS, batch_size=LARGE_BATCH)
     return x, y, specs.batch_order(len(x), config.epochs, config.shuffle, seed), config
 
 

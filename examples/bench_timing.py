@@ -74,19 +74,21 @@ def time_torch_compile(example, params, x, y, order, config, dtype, device, repe
     from torchref import example_module, optim, training
     from torchref.data import SharedOrderSampler
     from torchref.convert import load_numpy
+    from portcore import registry
 
     torch._dynamo.reset()      # fresh guards: otherwise earlier runs count to the recompile limit
     ex = example_module(example)
     model = training.build_model(example, params, dtype=dtype, device=device)
-    data = ex.Dataset(x, y, dtype=dtype, device=device)
+    data = ex.Dataset(x, y, dtype=dtype, device=device, label_dtype=registry.get(example).label_dtype(dtype))
     optimizer = optim.make_optimizer(config, model.parameters())
     forward, opt_step = torch.compile(model), torch.compile(optimizer.step)
 
-    def run(rows):
-        sampler = BatchSampler(SharedOrderSampler(rows), config.batch_size, drop_last=False)
-        loader, losses = DataLoader(data, batch_size=None, sampler=sampler), []
-        start = time.perf_counter()
-        for _ in range(len(rows)):
+    def run(rows):                                       # rows (epochs, N): each epoch's order
+        sampler = SharedOrderSampler()                   # torchref.fit's loader: row set per epoch
+        loader = DataLoader(data, batch_size=None, sampler=BatchSampler(sampler, config.batch_size, drop_last=False))
+        losses, start = [], time.perf_counter()
+        for row in rows:
+            sampler.row = np.asarray(row)
             for xb, yb in loader:
                 loss = ex.loss_fn(forward(xb), yb)
                 optimizer.zero_grad()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from examples.usage import DEVICES_HELP, UsageError
+from examples.usage import DEVICES_HELP, THREADS_HELP, UsageError
 from portcore import registry, specs, weights
 
 
@@ -45,6 +45,18 @@ def seed(text):
     return value
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads(text):
+    value, cores = int(text), cpu_cores()
+    if not 1 <= value <= cores:        # more threads than cores only queue behind each other
+        raise argparse.ArgumentTypeError(f"must be from 1 to {cores} (this machine's cores), got {value}")
+    return value
+
+
 def positive_float(text):
     value = float(text)
     if not value > 0 or not np.isfinite(value):
@@ -52,10 +64,13 @@ def positive_float(text):
     return value
 
 
-def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    p.add_argument("name", choices=registry.NAMES, metavar="NAME", help="an example (see `list`)")
+def add_run_flags(p: argparse.ArgumentParser, backend: bool = True, resumable: bool = False) -> None:
+    """resumable (run): NAME and --backend may come from a --resume checkpoint, so they
+    are checked after parsing (examples/resume.py), as are the defaults."""
+    p.add_argument("name", choices=registry.NAMES, metavar="NAME", help="an example (see `list`)",
+                   nargs="?" if resumable else None)
     if backend:
-        p.add_argument("--backend", choices=specs.BACKENDS, required=True)
+        p.add_argument("--backend", choices=specs.BACKENDS, required=not resumable)
     p.add_argument("--dtype", choices=specs.DTYPES, default="float32")
     p.add_argument("--device", choices=specs.DEVICES, default="cpu")
     p.add_argument("--epochs", type=non_negative_int, help="default: the tutorial's")
@@ -67,6 +82,7 @@ def add_run_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help="the class model or (neural_network) its Sequential form")
     p.add_argument("--init", type=Path, help="initial parameters, .npz or .safetensors, PyTorch names")
     p.add_argument("--devices", type=positive_int, default=1, metavar="N", help=DEVICES_HELP)
+    p.add_argument("--threads", type=threads, metavar="N", help=THREADS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -82,6 +98,17 @@ def request_host_devices(n: int) -> None:
             raise UsageError("JAXPORT_NUM_PROCESSES must be an integer") from None
     if n > 1 and "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+def request_threads(n: int) -> None:
+    """Before JAX starts: with one thread, XLA:CPU runs its matmuls on the calling thread
+    (appended to any XLA_FLAGS the user set; a setting already there wins). More threads,
+    or None (the default), leave XLA its own pool, a thread per core: it has no finer setting. Once JAX is
+    running (the command called in-process) the flag could no longer take effect, and
+    is not set, so that it does not leak into later processes either."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n == 1 and "jax" not in sys.modules and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
 
 
 def build_parser() -> Parser:
@@ -101,7 +128,17 @@ def build_parser() -> Parser:
     p.add_argument("--rng", type=seed, required=True, help="the numpy generator's seed")
     p.add_argument("--out", type=Path, required=True, help="a .npz or .safetensors file")
     p = sub.add_parser("run", help="run one example on one backend")
-    add_run_flags(p)
+    add_run_flags(p, resumable=True)
+    p.add_argument("--checkpoint", type=Path, metavar="FILE",
+                   help="write the run's state (weights, optimizer, epoch, batch order) to FILE "
+                        "(.npz or .safetensors) every --checkpoint-every epochs and at the end")
+    p.add_argument("--checkpoint-every", type=positive_int, metavar="K",
+                   help="epochs between checkpoints (default: at the end only)")
+    p.add_argument("--resume", type=Path, metavar="FILE",
+                   help="continue the run checkpointed in FILE to --epochs in all; the other "
+                        "flags come from the checkpoint (NAME and --backend may be left out)")
+    from examples import resume
+    p.set_defaults(**{k: None for k in resume.DEFAULTS})     # None: not given (resume.resolve)
     p.add_argument("--save", type=Path, help="write the fitted parameters (.npz or .safetensors)")
     p.add_argument("--history", type=Path, help="write losses, parameters and metrics as JSON")
     p.add_argument("--gif", type=Path, help="write the animation of the fit (.gif)")
@@ -115,10 +152,17 @@ def build_parser() -> Parser:
 
 
 def main(argv=None) -> int:
+    # run and compare set torch's threads (--threads): a caller's own count comes back
+    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "run":           # before JAX starts: --devices may come from a checkpoint
+            from examples import resume
+            resume.resolve(args)
         devices = getattr(args, "devices", 1)      # bench: a list
         request_host_devices(max(devices) if isinstance(devices, (list, tuple)) else devices)
+        if hasattr(args, "threads"):
+            request_threads(args.threads)
         if args.command == "list":
             print("\n".join(registry.TRAINABLE if args.trainable else registry.DEMOS if args.demos
                             else registry.NAMES))
@@ -142,6 +186,9 @@ def main(argv=None) -> int:
         # Ctrl-C: outputs are written atomically, so nothing half-written is left.
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if torch_threads is not None:
+            sys.modules["torch"].set_num_threads(torch_threads)
 
 
 def fail(message: str) -> int:

@@ -10,19 +10,20 @@ from pathlib import Path
 
 import numpy as np
 
-from portcore import registry, schedule, specs, weights
+from portcore import registry, specs, weights
 from examples import outcome
-from examples.usage import UsageError
+from examples.usage import TORCH_DEFAULT_THREADS, UsageError
 
-TRAIN_ONLY = ("epochs", "batch_size", "lr", "init", "save", "gif", "plot")
+TRAIN_ONLY = ("epochs", "batch_size", "lr", "init", "save", "gif", "plot", "checkpoint", "resume")
 OUTPUT_SUFFIXES = {"save": weights.SUFFIXES, "history": (".json",), "gif": (".gif",),
-                   "plot": (".png", ".pdf", ".svg"), "out": (".npz",)}
+                   "plot": (".png", ".pdf", ".svg"), "out": (".npz",), "checkpoint": weights.SUFFIXES}
 
 
-def load_backend(name: str, dtype: str, device: str, devices: int = 1):
+def load_backend(name: str, dtype: str, device: str, devices: int = 1, threads: int | None = None):
     """The backend package (torchref or jaxport) with its training module loaded,
-    numerics pinned and the device (and `devices` of it) checked. (jaxport switches x64
-    on for its float64 calls only: nothing global here.)"""
+    numerics pinned and the device (and `devices` of it) checked; torch on `threads`
+    intra-op threads, None: 1 (jax's are set before it starts: cli.request_threads). (jaxport
+    switches x64 on for its float64 calls only: nothing global here.)"""
     package = {"torch": "torchref", "jax": "jaxport"}[name]
     try:
         numerics = importlib.import_module(f"{package}.numerics")
@@ -35,6 +36,9 @@ def load_backend(name: str, dtype: str, device: str, devices: int = 1):
         except parallel.DevicesError as e:
             raise UsageError(str(e)) from None
     numerics.pin_numerics()
+    if name == "torch":
+        import torch
+        torch.set_num_threads(threads or TORCH_DEFAULT_THREADS)
     try:
         (numerics.torch_device if name == "torch" else numerics.jax_device)(device)
     except numerics.NoGPUError as e:
@@ -139,56 +143,23 @@ def init(args) -> int:
     return 0
 
 
-def initial_params(args, backend) -> dict:
-    if args.init is not None:
-        return weights.load(args.init, registry.exchange_shapes(args.name))
-    return backend.training.default_params(args.name, args.seed, dtype=args.dtype, form=args.model)
-
-
-def train(args, backend, params, frames=False, stop_on_divergence=False):
-    """Fit from `params`; returns (FitResult, metrics) in the exchange format. The batch
-    order is drawn as the run goes, so any number of epochs fits in memory."""
-    x, y = registry.make_data(args.name, args.seed)
-    config = config_of(args)
-    order = schedule.EpochOrder(len(x), config.epochs, config.shuffle, args.seed)
-    kw = dict(dtype=args.dtype, device=args.device, form=args.model)
-    record = registry.get(args.name)
-    # A classifier's frames are its logits on the training AND the held-out images: fit
-    # gets both, appended, but its batch order indexes only the first len(x) rows, so
-    # training never sees the held-out ones (test_deep_cli checks the run is unchanged).
-    fx, fy = (np.concatenate([a, b]) for a, b in zip((x, y), record.held_out(args.seed))) \
-        if frames and record.held_out else (x, y)
-    result = backend.training.fit(args.name, params, fx, fy, order, config, frames=frames,
-                                  progress=not args.quiet, stop_on_divergence=stop_on_divergence,
-                                  devices=args.devices, **kw)
-    final_loss, _ = backend.training.loss_and_grads(args.name, result.params, x, y, **kw)
-    metrics = {"final_loss": final_loss}
-    if record.metric == "accuracy":
-        metrics["accuracy"] = specs.accuracy(backend.training.predict(args.name, result.params, x, **kw), y)
-    if record.metric == "class_accuracy":     # on the held-out images, the model in eval mode
-        xh, yh = record.held_out(args.seed)
-        logits = backend.training.predict(args.name, result.params, xh, **kw)
-        metrics["accuracy"] = specs.class_accuracy(logits, yh)
-        metrics["held_out_loss"] = specs.cross_entropy(logits, yh)
-    return result, metrics
-
-
 def run(args) -> int:
     check_args(args)
-    backend = load_backend(args.backend, args.dtype, args.device, args.devices)
+    backend = load_backend(args.backend, args.dtype, args.device, args.devices, args.threads)
     header = {"example": args.name, "backend": args.backend, "dtype": args.dtype,
               "device": args.device, "seed": args.seed}
     if args.name in registry.DEMOS:
         return run_demo(args, backend, header)
-    params = initial_params(args, backend)
-    held = registry.get(args.name).held_out
-    result, metrics = train(args, backend, params, frames=args.gif is not None or (args.plot is not None and held),
-                            stop_on_divergence=True)
-    config = config_of(args)
+    from examples import resume
+    config, held = config_of(args), registry.get(args.name).held_out
+    result, metrics = resume.train(args, backend, config, resume.initial_params(args, backend),
+                                   frames=args.gif is not None or (args.plot is not None and held), stop_on_divergence=True)
+    start = args.resumed[0]["epoch"] if args.resumed else 0
     per_epoch = specs.steps_per_epoch(len(registry.make_data(args.name, args.seed)[0]), config.batch_size)
     on = f"{args.device} x{args.devices}" if args.devices > 1 else args.device
-    print(f"{args.backend} {args.name} ({args.dtype}, {on}): {result.epochs_run} epochs, "
-          f"{result.epochs_run * per_epoch} steps in {result.train_seconds:.3f} s"
+    print(f"{args.backend} {args.name} ({args.dtype}, {on}): {result.epochs_run} epochs"
+          + (f" (resumed at epoch {start})" if args.resumed else "")
+          + f", {result.epochs_run * per_epoch} steps in {result.train_seconds:.3f} s"
           + (f" (+{result.compile_seconds:.2f} s compile)" if result.compile_seconds > 0.001 else ""))
     print("  " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     for name, value in result.params.items():
@@ -199,7 +170,8 @@ def run(args) -> int:
         write_json(args.history, {
             **header, "devices": args.devices, "model": args.model, "epochs": config.epochs, "batch_size": config.batch_size,
             "shuffle": config.shuffle, "lr": config.lr, "optimizer": config.optimizer,
-            "epochs_run": result.epochs_run, "diverged_at_step": diverged,
+            "epochs_run": result.epochs_run, "start_epoch": start, "diverged_at_step": diverged,
+            "resumed_from": str(args.resume) if args.resume else None,
             "recorded_epochs": None if result.recorded_epochs is None else result.recorded_epochs.tolist(),
             "step_losses": result.step_losses.tolist(), "epoch_losses": result.epoch_losses.tolist(),
             "params": {k: v.tolist() for k, v in result.params.items()}, "metrics": metrics,

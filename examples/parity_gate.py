@@ -28,7 +28,7 @@ def compare(args) -> int:
     """The parity ladder's rungs 2-7 for this configuration; exit 0 when jaxport agrees
     with torch within rounding noise, 1 when it differs."""
     check_args(args)
-    torch_be = load_backend("torch", args.dtype, args.device, args.devices)
+    torch_be = load_backend("torch", args.dtype, args.device, args.devices, args.threads)
     jax_be = load_backend("jax", args.dtype, args.device, args.devices)
     demo = registry.get(args.name).demo
     if demo == "interop":

@@ -2,6 +2,7 @@
 only where Flax computes something else or has no slot for one of torch's parameters.
 
 - torch_conv: nnx.Conv (NHWC, kernel (H, W, I, O)) with nn.Conv2d's U(+-1/sqrt(fan_in)).
+- max_pool_2x2: nnx.max_pool's 2x2 window, stride 2, without lax.reduce_window.
 - TorchBatchNorm: nnx.BatchNorm updating its running statistics as torch does.
 - SharedDropout: nnx.Dropout with portcore/dropout_hash.py's mask instead of a JAX key.
 - TorchLSTMCell / TorchGRUCell: nnx.LSTMCell / nnx.GRUCell given the biases torch has.
@@ -52,6 +53,37 @@ def patch_conv(x, kernel, strides, padding, lhs_dilation=None, rhs_dilation=None
     h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
     patches = jnp.stack([x[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=3)  # (N, H, W, kh*kw, C)
     return jnp.einsum("nhwkc,kco->nhwo", patches, kernel.reshape(kh * kw, c, o), precision=precision)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x):                                          # (N, H, W, C) -> (N, H/2, W/2, C)
+    """nnx.max_pool(x, (2, 2), strides=(2, 2)) on even H and W, as a max over each window's
+    four entries. Why: XLA:CPU runs lax.reduce_window, and above all the gradient JAX
+    builds from it (a reduce_window over value-and-index pairs), as slow loops inside the
+    compiled run: 6 reduce-windows of ~190 us a step in a profile of the cnn. The gradient
+    goes to the first maximum of each window in torch's scan order (row by row), as
+    torch's max_pool2d backward and lax's gradient route ties; the cnn's runs stay bit
+    for bit the same, and its run took 27% less CPU time (0.95 s -> 0.70 s)."""
+    return _windows(x).max(axis=-1)
+
+
+def _windows(x):
+    n, h, w, c = x.shape                                      # entry (i, j) of a window is i * 2 + j
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(n, h // 2, w // 2, c, 4)
+
+
+def _max_pool_fwd(x):
+    windows = _windows(x)
+    return windows.max(axis=-1), jnp.argmax(windows, axis=-1)  # argmax: the first of equal maxima
+
+
+def _max_pool_bwd(first, g):                                  # g (N, H/2, W/2, C)
+    n, h, w, c = first.shape
+    routed = jnp.where(jnp.arange(4) == first[..., None], g[..., None], jnp.zeros((), g.dtype))
+    return (routed.reshape(n, h, w, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(n, 2 * h, 2 * w, c),)
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def flax_momentum(torch_momentum: float) -> float:

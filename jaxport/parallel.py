@@ -103,7 +103,7 @@ def host(array) -> np.ndarray:
 
 def fit(example, params, x, y, order, config, *, devices, dtype="float32", device="cpu",
         form="class", frames=False, progress=False, stop_on_divergence=False,
-        chunk_epochs=None) -> specs.FitResult:
+        chunk_epochs=None, opt_state=None, checkpoint=None) -> specs.FitResult:
     """training.fit on `devices` devices (called by it, inside its dtype scope): the same
     chunk loop (programs.run_fit) with every array placed on the mesh."""
     mesh_ = mesh(devices, device)
@@ -122,4 +122,5 @@ def fit(example, params, x, y, order, config, *, devices, dtype="float32", devic
         key=(tuple(d.id for d in mesh_.devices.flat),), label=f" on {devices} devices")
     return run_fit(DEFAULT, example, params, x, y, order, config, place, dtype=dtype, device=device,
                    form=form, frames=frames, progress=progress, stop_on_divergence=stop_on_divergence,
-                   chunk_epochs=chunk_epochs, batch_sharding=rows)
+                   chunk_epochs=chunk_epochs, batch_sharding=rows, opt_state=opt_state,
+                   checkpoint=checkpoint)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 # convert and optim as modules, not names, so that the suite's planted bugs can replace them.
 from jaxport import convert, example_module, model_state, optim
 from jaxport.numerics import jax_device, jax_dtype
+from jaxport.state import opt_state_from_numpy, opt_state_to_numpy
 from portcore import registry, schedule, specs
 
 
@@ -152,20 +153,25 @@ class Placement:
 
 
 def run_fit(programs, example, params, x, y, order, config, place: Placement, *, dtype, device,
-            form, frames, progress, stop_on_divergence, chunk_epochs, batch_sharding=None) -> specs.FitResult:
-    """The whole run from `params`, compiled once per configuration and then reused; a run
-    of more than schedule.CHUNK_STEPS steps goes chunk_epochs epochs at a time."""
+            form, frames, progress, stop_on_divergence, chunk_epochs, batch_sharding=None,
+            opt_state=None, checkpoint=None) -> specs.FitResult:
+    """The whole run from `params` (and `opt_state`: None for a fresh optimizer),
+    compiled once per configuration and then reused; a run of more than
+    schedule.CHUNK_STEPS steps goes chunk_epochs epochs at a time, and a `checkpoint`
+    (portcore/checkpoint.py) splits chunks at its multiples of epochs and is written there."""
     epochs, n = schedule.order_size(order)
-    size = chunk_epochs or schedule.chunk_epochs(n, config.batch_size)
+    size, every = chunk_epochs or schedule.chunk_epochs(n, config.batch_size), checkpoint and checkpoint.every
     graphdef, state = programs.split(example, params, dtype, device, form)
-    state, opt_state = place.put_tree(state), place.put_tree(optim.make_optimizer(config).init(model_state.split(state)[0]))
+    opt = optim.make_optimizer(config).init(model_state.split(state)[0])
+    opt = opt_state_from_numpy(opt, opt_state, example, form, jax_dtype(dtype)) if opt_state else opt
+    state, opt_state = place.put_tree(state), place.put_tree(opt)
     x_, y_ = place.put_data(x, dtype), place.put_data(y, registry.get(example).label_dtype(dtype))
     steps = specs.steps_per_epoch(n, config.batch_size)
     rec = schedule.Recorder(epochs, steps)
     # Compile up front, for the full chunks and the shorter last one, so that the
     # progress bar below measures training only.
     compile_seconds, compiled = 0.0, {}
-    for count in sorted({min(size, epochs), epochs % size if epochs > size else 0} - {0}):
+    for count in sorted(schedule.order_counts(order, size, every)):
         key = ("run", example, graphdef, config.replace(shuffle=False), frames, dtype, device,
                np.shape(x), np.shape(y), *place.key, (count, steps, config.batch_size))
 
@@ -185,7 +191,7 @@ def run_fit(programs, example, params, x, y, order, config, place: Placement, *,
     train_seconds, host_idx = 0.0, None
     with tqdm(total=epochs, desc=f"jax {example}{place.label}", unit="epoch", disable=not progress,
               leave=False, file=sys.stderr) as bar:
-        for chunk in schedule.order_chunks(order, size):
+        for chunk in schedule.order_chunks(order, size, every):
             if chunk is not host_idx:              # an unshuffled order repeats one array
                 idx_, weight_ = place.put_batches(np.asarray(chunk))
                 host_idx = chunk
@@ -196,6 +202,10 @@ def run_fit(programs, example, params, x, y, order, config, place: Placement, *,
             kept = rec.rows(rec.epochs_run, len(chunk))
             rec.add(place.to_host(losses), place.to_host(frame_stack)[kept] if frames else None)
             bar.update(len(chunk))
+            if checkpoint is not None and checkpoint.due(order, rec.epochs_run):
+                host = jax.tree.map(place.to_host, (state, opt_state))
+                checkpoint.write(order, rec.epochs_run, convert.to_numpy(host[0], example, form),
+                                 opt_state_to_numpy(host[1], example, form))
             if stop_on_divergence and rec.nonfinite_loss_step is not None:
                 break
     if progress:

@@ -128,7 +128,7 @@ def _one_device(dtype, device, batch_size) -> Placement:
 @dtype_scoped
 def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", form="class",
         frames=False, progress=False, stop_on_divergence=False, chunk_epochs=None,
-        devices=1) -> specs.FitResult:
+        devices=1, opt_state=None, checkpoint=None) -> specs.FitResult:
     """The whole run from `params`, compiled once per configuration and then reused.
 
     order: (epochs, N) sample indices (specs.batch_order) or a schedule.EpochOrder.
@@ -138,10 +138,13 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
     (module.frame) at the start of every kept epoch. stop_on_divergence: stop after the
     chunk in which a loss became inf or NaN. devices: data parallel over that many
     devices (jaxport/parallel.py: the global batch split, the loss its global weighted
-    mean); 1 is one device.
+    mean); 1 is one device. opt_state: the optimizer's state to start from (None: a
+    fresh optimizer). checkpoint: a portcore.checkpoint.Checkpointer, given the state at
+    chunk ends (chunks split at its multiples of epochs) and at the end.
     """
     kw = dict(dtype=dtype, device=device, form=form, frames=frames, progress=progress,
-              stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs)
+              stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs, opt_state=opt_state,
+              checkpoint=checkpoint)
     if devices != 1:
         from jaxport import parallel
         return parallel.fit(example, params, x, y, order, config, devices=devices, **kw)

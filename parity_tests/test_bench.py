@@ -5,6 +5,7 @@ import json
 import pytest
 
 from examples import bench_common, bench_timing
+from portcore import registry, specs
 from examples.cli import main
 
 
@@ -49,6 +50,10 @@ def test_large_workload_is_the_tutorial_data_tiled():
     x, y, order, config = bench_common.workload("logistic_regression", "large")
     assert x.shape == (bench_common.LARGE_N, 2) and y.shape == (bench_common.LARGE_N, 1)
     assert order.shape == (bench_common.LARGE_EPOCHS, bench_common.LARGE_N) and config.batch_size == bench_common.LARGE_BATCH
+    x, y, order, config = bench_common.workload("lstm", "large")           # a deep example: batches 8x
+    assert x.shape == (bench_common.LARGE_N, 8, 8) and y.shape == (bench_common.LARGE_N,)
+    assert config.batch_size == 8 * registry.get("lstm").defaults.batch_size
+    assert order.shape == (bench_common.DEEP_LARGE_EPOCHS, bench_common.LARGE_N)
     assert bench_common.matmul_flops("neural_network", 100) == 3 * 2 * 100 * (200 + 200 * 100 + 100)
 
 
@@ -59,3 +64,22 @@ def test_gpu_without_one_fails_in_one_line(capsys):
         pytest.skip("this machine has a GPU")
     code, _, err = run_cli(capsys, "bench", "linear_regression", "--device", "gpu")
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "GPU" in err, err
+
+
+@pytest.mark.parametrize("example", ["linear_regression", "cnn"])
+def test_torch_compile_loop_trains_the_run_as_torchref_fit_does(example, monkeypatch):
+    """bench's torch.compile loop with torch.compile itself made the identity (compiling
+    takes minutes on a CPU): the loop around it must train like torchref.fit, class
+    indices as labels included, and report times rather than None."""
+    import torch
+    from torchref import training
+    monkeypatch.setattr(torch, "compile", lambda f: f)
+    x, y, order, config = bench_common.workload(example, "tutorial")
+    losses = []
+    real_loss = training.example_module(example).loss_fn
+    monkeypatch.setattr(training.example_module(example), "loss_fn",
+                        lambda out, target: (losses.append(1), real_loss(out, target))[1])
+    seconds, compile_seconds = bench_timing.time_torch_compile(
+        example, registry.shared_init(example), x, y, order[:3], config, "float32", "cpu", 1)
+    steps = 3 * specs.steps_per_epoch(len(x), config.batch_size)     # 3 epochs
+    assert seconds > 0 and compile_seconds > 0 and len(losses) == 3 + steps   # after 3 compiling steps

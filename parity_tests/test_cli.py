@@ -1,5 +1,6 @@
 """`python -m examples`: outputs, round trips, and one-line errors with exit status 2."""
 import json
+import os
 import subprocess
 import sys
 
@@ -47,6 +48,9 @@ BAD_ARGS = [
     (["run", "bce_from_primitives", "--backend", "torch", "--epochs", "3"], "--epochs not applicable"),
     (["run", "linear_regression", "--backend", "jax", "--epochs", "0", "--gif", "x.gif"], "--gif needs at least one epoch"),
     (["compare", "tensor_interop"], "no numbers to compare"),
+    (["run", "linear_regression", "--backend", "torch", "--threads", "0"], "--threads: must be from 1 to"),
+    (["run", "linear_regression", "--backend", "jax", "--threads", "-2"], "--threads: must be from 1 to"),
+    (["compare", "linear_regression", "--threads", "100000"], "--threads: must be from 1 to"),
 ]
 
 
@@ -173,3 +177,33 @@ def test_errors_have_no_traceback_as_a_real_process(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_threads_holds_for_the_run_and_the_callers_count_comes_back(monkeypatch, tmp_path, capsys):
+    import torch
+    from torchref import training
+    fit, seen = training.fit, []
+    monkeypatch.setattr(training, "fit", lambda *a, **k: (seen.append(torch.get_num_threads()), fit(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code, _, _ = run_cli(capsys, "run", "linear_regression", "--backend", "torch", "--epochs", "2", "--quiet")
+        assert code == 0 and seen == [1] and torch.get_num_threads() == 2     # torch's default, 1
+        code, _, _ = run_cli(capsys, "run", "linear_regression", "--backend", "torch", "--epochs", "2", "--quiet",
+                             "--threads", "1")
+        assert code == 0 and seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_one_thread_reaches_xla_before_jax_starts_and_a_users_flag_wins(monkeypatch):
+    from examples.cli import request_threads
+    monkeypatch.delitem(sys.modules, "jax")                 # as in a fresh `python -m examples`
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=x")
+    request_threads(2), request_threads(None)
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=x"     # more than one, or the default: XLA's own pool
+    request_threads(1)
+    assert os.environ["XLA_FLAGS"] == "--xla_dump_to=x --xla_cpu_multi_thread_eigen=false"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+    request_threads(1)
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=true"

@@ -29,6 +29,7 @@ VALUES = {
     "--lr": ["1e6", "0.2", "0.01"],
     "--seed": ["0", "5", "4294967295"],
     "--devices": ["1", "1", "2"],          # 2: torch spawns DDP ranks, so rarely
+    "--threads": ["1", "2"],               # 2: an error (exit 2) on a one-core machine
 }
 BAD = [("--dtype", "float16"), ("--device", "gpu"), ("--device", "tpu"), ("--epochs", "-1"),
        ("--epochs", "2.5"), ("--batch-size", "0"), ("--lr", "0"), ("--lr", "-1"), ("--lr", "nan"),
@@ -37,7 +38,8 @@ BAD = [("--dtype", "float16"), ("--device", "gpu"), ("--device", "tpu"), ("--epo
        ("--init", "missing"), ("name", "nope"), ("name", "tensor_interop"), ("--backend", "tensorflow"),
        ("--save", "missing dir"), ("--history", "directory"), ("--gif", "proc"), ("--plot", "wrong suffix"),
        ("--gif", "epochs 0"), ("--devices", "0"), ("--devices", "-2"), ("--devices", "5000"),
-       ("--devices", "x")]
+       ("--devices", "x"), ("--threads", "0"), ("--threads", "-1"), ("--threads", "100000"),
+       ("--threads", "x")]
 
 
 def output_path(root: Path, flag: str, kind: str) -> str:

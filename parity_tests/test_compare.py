@@ -19,9 +19,11 @@ def test_compare_agrees_and_shows_the_table_horizon_and_verdict(capsys, dtype):
     code, out, _ = compare(capsys, "logistic_regression", "--dtype", dtype, "--epochs", 20)
     assert code == 0, out
     assert "VERDICT: agree" in out and "horizon: step" in out
-    rows = [line for line in out.splitlines() if line[:1].isdigit()]
-    assert {line.split()[0] for line in rows} == {"2", "3", "4", "5", "6", "7"}
-    assert all(line.endswith("yes") for line in rows)
+    rows = [line for line in out.splitlines() if line[:3] in {f"| {n}" for n in range(2, 8)}]
+    assert {line.split()[1] for line in rows} == {"2", "3", "4", "5", "6", "7"}
+    assert all(line.endswith("| yes |") for line in rows)
+    # the table of check_port's report (port_report.rows_table)
+    assert "| rung | quantity | max abs | max rel | tolerance | used | ok |" in out
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

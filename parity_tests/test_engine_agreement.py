@@ -35,8 +35,9 @@ def as_port(example: str, dtype: str):
     """check_port on the example, with its default optimizer and learning rate."""
     (torch_model, nnx_model), x, y, kw = inputs(example)
     config = registry.get(example).defaults
-    return check_port(torch_model, nnx_model, x, y, optimizer=config.optimizer, lr=config.lr,
-                      momentum=config.momentum, steps=STEPS, batch_size=BATCH, dtype=dtype, **kw)
+    momentum = dict(momentum=config.momentum) if config.optimizer == "sgd" else {}
+    return check_port(torch_model, nnx_model, x, y, optimizer=config.optimizer, lr=config.lr, steps=STEPS,
+                      batch_size=BATCH, dtype=dtype, **momentum, **kw)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -4,7 +4,7 @@ same way, so a run gives the same record, chunk boundaries included, on either s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,22 +30,37 @@ class EpochOrder:
     The shuffled rows come from the one generator that batch_order draws from, epoch
     after epoch, so concatenating the chunks gives batch_order's array bit for bit.
     Each call to chunks() starts the generator afresh: the same rows every time.
+
+    Resuming (portcore/checkpoint.py): `start` epochs are done and `rng_state` is the
+    generator's state after drawing them; the order is then epochs start .. epochs - 1,
+    the rows the whole run would have drawn. `states` records, as chunks() goes, the
+    generator's state at the end of each chunk, for the checkpoint written there.
     """
     n: int
     epochs: int
     shuffle: bool
     seed: int = specs.DEFAULT_SEED
+    start: int = 0
+    rng_state: dict | None = field(default=None, compare=False)
+    states: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
-        return self.epochs
+        return self.epochs - self.start
 
-    def chunks(self, size: int):
+    def chunks(self, size: int, every: int | None = None):
         rng = specs.order_rng(self.seed) if self.shuffle else None
+        if rng is not None and self.start:
+            if self.rng_state is None:           # no state saved: draw the done epochs again
+                for _ in range(self.start):
+                    rng.permutation(self.n)
+            else:
+                rng.bit_generator.state = self.rng_state
         in_order = None
-        for start in range(0, self.epochs, size):
-            count = min(size, self.epochs - start)
+        for start, count in chunk_bounds(self.start, self.epochs, size, every):
             if rng is not None:
-                yield np.stack([rng.permutation(self.n) for _ in range(count)])
+                chunk = np.stack([rng.permutation(self.n) for _ in range(count)])
+                self.states[start + count] = rng.bit_generator.state
+                yield chunk
             else:
                 # The same array object for equal chunks, so jaxport uploads it once.
                 if in_order is None or len(in_order) != count:
@@ -53,21 +68,63 @@ class EpochOrder:
                 yield in_order
 
 
+def chunk_bounds(start: int, end: int, size: int, every: int | None = None):
+    """(first epoch, count) of each chunk of [start, end): at most `size` epochs, and
+    with `every`, never across a multiple of it (a checkpoint is written there)."""
+    e = start
+    while e < end:
+        stop = min(e + size, end)
+        if every:
+            stop = min(stop, (e // every + 1) * every)
+        yield e, stop - e
+        e = stop
+
+
+def chunk_counts(start: int, end: int, size: int, every: int | None = None) -> set:
+    """The distinct counts chunk_bounds gives (jaxport compiles one program for each),
+    without walking a run of 10^8 epochs: the pattern repeats every `every` epochs, so
+    the span up to the first multiple, one period and the tail hold every count."""
+    if every and end - start > 2 * every:
+        first = -(-start // every) * every
+        last = first + (end - first) // every * every
+        spans = [(start, first), (first, first + every), (last, end)]
+    elif every:
+        spans = [(start, end)]
+    else:                           # chunks of `size`, and a shorter last one
+        spans = [(start, min(end, start + size)), (start + (end - start) // size * size, end)]
+    return {count for a, b in spans for _, count in chunk_bounds(a, b, size, every)}
+
+
 def order_size(order) -> tuple[int, int]:
-    """(epochs, N) of an EpochOrder or an (epochs, N) array."""
+    """(epochs to run, N) of an EpochOrder or an (epochs, N) array."""
     if isinstance(order, EpochOrder):
-        return order.epochs, order.n
+        return len(order), order.n
     return np.shape(order)[0], np.shape(order)[1]
 
 
-def order_chunks(order, size: int):
-    """(count, N) arrays of consecutive epochs, `size` at most, from either kind of order."""
+def order_chunks(order, size: int, every: int | None = None):
+    """(count, N) arrays of consecutive epochs, `size` at most (and split at multiples of
+    `every`), from either kind of order."""
     if isinstance(order, EpochOrder):
-        yield from order.chunks(size)
+        yield from order.chunks(size, every)
         return
     order = np.asarray(order)
-    for start in range(0, len(order), size):
-        yield order[start:start + size]
+    for start, count in chunk_bounds(0, len(order), size, every):
+        yield order[start:start + count]
+
+
+def order_counts(order, size: int, every: int | None = None) -> set:
+    """The distinct chunk lengths order_chunks will give."""
+    start, end = (order.start, order.epochs) if isinstance(order, EpochOrder) else (0, len(order))
+    return chunk_counts(start, end, size, every)
+
+
+def order_state(order, epochs_run: int):
+    """(the absolute epoch, the shuffling generator's state there or None) after
+    `epochs_run` epochs of this run: what a checkpoint records."""
+    if isinstance(order, EpochOrder):
+        return order.start + epochs_run, order.states.get(order.start + epochs_run) if order.shuffle else None
+    return epochs_run, None
 
 
 def recorded_epochs(epochs: int) -> np.ndarray | None:

@@ -83,7 +83,7 @@ def check_writable(path: str | os.PathLike) -> None:
         raise IsADirectoryError(f"{path} is a directory")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"no such directory {path.parent}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=path.suffix)
     os.close(fd)
     os.unlink(tmp)
 
@@ -105,18 +105,73 @@ def save(path: str | os.PathLike, params: dict) -> None:
     atomic_write(path, write)
 
 
+def temp_prefix(path: Path, pid: int | None = None) -> str:
+    """A writer's temporary files: hidden, beside the target, named after it and the
+    writer's pid (`.fit.npz.tmp-1234-...`), so that a reader globbing the target's
+    name never sees one, and a stale one (its writer killed) can be told by its pid."""
+    return f".{path.name}.tmp-{os.getpid() if pid is None else pid}-"
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it over."""
+    """Call write(tmp_path) on a temporary file beside `path`, flush it to the disk,
+    then rename it over `path`: under a crash or SIGKILL at any moment a reader finds
+    the old file or the new one, never part of one. Every output file goes through
+    here (--save, --history, --gif, --plot, --checkpoint, data --out, bench --json)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=path.suffix)
+    directory = path.parent if str(path.parent) else Path(".")
+    remove_stale_temps(path)
+    # The target's suffix kept: savefig and Pillow pick the format from it.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=temp_prefix(path), suffix=path.suffix)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes 0600; outputs are ordinary files
     try:
         write(tmp)
+        _fsync(tmp, os.O_RDONLY)            # the data on the disk before the name points at it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    try:
+        _fsync(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))   # the rename itself
+    except OSError:                         # some file systems cannot sync a directory
+        pass
+
+
+def _fsync(path, flags) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files of `path` left by writers that were killed (SIGKILL
+    skips every cleanup): those whose pid no longer runs. A live writer's are kept."""
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.tmp-*-*"):
+        try:
+            pid = int(tmp.name[len(f".{path.name}.tmp-"):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                         # another user's process: alive
+        return True
+    return True

@@ -13,12 +13,15 @@ and the average of the ranks' gradients is the one-device gradient.
 Processes: on one machine, N processes started with torch.multiprocessing (spawn),
 rendezvous over a free localhost port, gloo on CPU (nccl on GPUs); rank 0's result
 comes back through a queue, and every child is terminated in `finally`, also on an
-error in any rank or Ctrl-C. Launched by torchrun (RANK and WORLD_SIZE set), each
-process is one rank, joins through env:// and trains in place.
+error in any rank or Ctrl-C; and a rank dies with its parent when nothing in the parent
+runs any more (SIGKILL, the OOM killer; portcore/lifeline.py). Launched by torchrun
+(RANK and WORLD_SIZE set), each process is one rank, joins through env:// and trains
+in place.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import queue as queue_module
 import socket
 import sys
@@ -32,7 +35,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from portcore import registry, schedule, specs
+from portcore import lifeline, registry, schedule, specs
 
 # How long the parent waits for a rank's first word before it checks they still live.
 POLL_S = 0.2
@@ -60,11 +63,13 @@ def rank_weight(world: int, batch_rows: int, rank_rows: int) -> float:
 
 
 def _train(rank, world, example, params, x, y, order, config, dtype, device, form, frames,
-           progress, stop_on_divergence, chunk_epochs, rank_weight=rank_weight) -> specs.FitResult:
+           progress, stop_on_divergence, chunk_epochs, opt_state=None, checkpoint=None, rank_weight=rank_weight,
+           parent=None) -> specs.FitResult:
     """This rank's part of the run; every rank returns the whole run's result (the
     losses are all-reduced once per chunk, the parameters are DDP's replicas)."""
     from torchref import example_module, optim
-    from torchref.convert import load_numpy, to_numpy
+    from torchref.convert import load_numpy, named_parameters, to_numpy
+    from torchref.state import opt_state_from_numpy, opt_state_to_numpy
     ex = example_module(example)
     local = int(os.environ.get("LOCAL_RANK", rank))     # torchrun: this machine's rank
     dev = f"cuda:{local % max(1, torch.cuda.device_count())}" if device == "gpu" else "cpu"
@@ -74,6 +79,8 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
     data = ex.Dataset(x, y, dtype=dtype, label_dtype=registry.get(example).label_dtype(dtype))
     data.x, data.y = data.x.to(dev), data.y.to(dev)
     optimizer = optim.make_optimizer(config, model.parameters())
+    named = named_parameters(model, example, form)
+    opt_state_from_numpy(optimizer, named, opt_state or {})
     summed = type(ex.loss_fn)(reduction="sum")         # MSELoss / BCELoss, summed over rows
     epochs, n = schedule.order_size(order)
     b, s = config.batch_size, shard_size(config.batch_size, world)
@@ -81,12 +88,15 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
     start = time.perf_counter()
     with tqdm(total=epochs, desc=f"torch {example} x{world}", unit="epoch", leave=False,
               disable=not progress or rank != 0, file=sys.stderr) as bar:
-        for chunk in schedule.order_chunks(order, chunk_epochs or schedule.chunk_epochs(n, b)):
+        for chunk in schedule.order_chunks(order, chunk_epochs or schedule.chunk_epochs(n, b),
+                                           checkpoint and checkpoint.every):
             keep, sums, rows, frame_list = set(rec.rows(rec.epochs_run, len(chunk)).tolist()), [], [], []
             for e, row in enumerate(chunk):
                 if frames and e in keep:
                     with torch.no_grad():
                         frame_list.append(ex.frame(model, data.x).cpu().numpy())
+                if parent is not None:      # the parent check, for systems without prctl
+                    lifeline.exit_if_orphaned(parent)
                 for first in range(0, n, b):
                     batch = row[first:first + b]
                     mine = torch.as_tensor(batch[rank * s:(rank + 1) * s], device=dev)
@@ -101,19 +111,23 @@ def _train(rank, world, example, params, x, y, order, config, dtype, device, for
             dist.all_reduce(sums)                                # one collective per chunk
             losses = (sums / torch.as_tensor(rows, dtype=sums.dtype, device=dev)).cpu().numpy()
             rec.add(losses.reshape(len(chunk), -1), np.stack(frame_list) if frame_list else None)
+            if checkpoint is not None and rank == 0 and checkpoint.due(order, rec.epochs_run):
+                checkpoint.write(order, rec.epochs_run, to_numpy(model, example, form),
+                                 opt_state_to_numpy(optimizer, named))
             if stop_on_divergence and rec.nonfinite_loss_step is not None:
                 break
     return rec.result(to_numpy(model, example, form), time.perf_counter() - start)
 
 
-def _worker(rank, world, port, job, results):
-    """One spawned rank: always leaves the process group, and tells the parent how it
-    ended (rank 0 its result, any rank its exception)."""
+def _worker(rank, world, port, job, results, parent):
+    """One spawned rank, started by lifeline.run_child (so it dies with its parent, pid
+    `parent`: a SIGKILLed parent runs no `finally`): always leaves the process group,
+    and tells the parent how it ended (rank 0 its result, any rank its exception)."""
     torch.set_num_threads(1)           # N ranks on a few cores: one thread each
     try:
         dist.init_process_group("nccl" if job["device"] == "gpu" else "gloo", rank=rank, world_size=world,
                                 init_method=f"tcp://127.0.0.1:{port}")
-        result = _train(rank, world, **job)
+        result = _train(rank, world, **job, parent=parent)
         dist.barrier()                 # no rank tears down gloo while another still talks
         if rank == 0:
             results.put(("ok", rank, result, ""))
@@ -130,14 +144,14 @@ def _worker(rank, world, port, job, results):
 
 def fit(example, params, x, y, order, config, *, devices, dtype="float32", device="cpu",
         form="class", frames=False, progress=False, stop_on_divergence=False,
-        chunk_epochs=None) -> specs.FitResult:
-    """training.fit on `devices` DDP ranks. Under torchrun (RANK, WORLD_SIZE set) this
+        chunk_epochs=None, opt_state=None, checkpoint=None) -> specs.FitResult:
+    """training.fit on `devices` DDP ranks (rank 0 writes the checkpoints). Under torchrun (RANK, WORLD_SIZE set) this
     process is one rank; otherwise it spawns `devices` ranks on this machine."""
     job = dict(example=example, params={k: np.asarray(v) for k, v in params.items()},
                x=np.asarray(x), y=np.asarray(y), order=order, config=config, dtype=dtype,
                device=device, form=form, frames=frames, progress=progress,
                stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs,
-               rank_weight=rank_weight)       # by reference: a test can plant another
+               opt_state=opt_state, checkpoint=checkpoint, rank_weight=rank_weight)       # by reference: a test can plant another
     if device == "gpu" and torch.cuda.device_count() < devices:
         raise ValueError(f"--devices {devices}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
@@ -150,7 +164,9 @@ def fit(example, params, x, y, order, config, *, devices, dtype="float32", devic
         sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, devices, port, job, results), daemon=True)
+    procs = [ctx.Process(target=lifeline.run_child, daemon=True,
+                         args=(os.getpid(), __name__, "_worker", pickle.dumps((rank, devices, port, job)),
+                               results, os.getpid()))
              for rank in range(devices)]
     try:
         for p in procs:

@@ -106,7 +106,7 @@ def stepper(example, config, params, opt_state=None, *, dtype="float32", device=
 
 def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", form="class",
         frames=False, progress=False, stop_on_divergence=False, chunk_epochs=None,
-        devices=1) -> specs.FitResult:
+        devices=1, opt_state=None, checkpoint=None) -> specs.FitResult:
     """The tutorial's loop over epochs and DataLoader batches, from `params`.
 
     order: (epochs, N) sample indices (specs.batch_order) or a schedule.EpochOrder,
@@ -115,13 +115,16 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
     kept epoch. stop_on_divergence: stop after the chunk in which a loss became inf/NaN.
     devices: data parallel over that many DistributedDataParallel processes
     (torchref/parallel.py: the global batch split, the loss its global mean); 1 is this
-    function's own single-process loop.
+    function's own single-process loop. opt_state: the optimizer's state to start from
+    (None: a fresh optimizer). checkpoint: a portcore.checkpoint.Checkpointer, given the
+    state at chunk ends (chunks split at its multiples of epochs) and at the end.
     """
     if devices != 1:
         from torchref import parallel
         return parallel.fit(example, params, x, y, order, config, devices=devices, dtype=dtype,
                             device=device, form=form, frames=frames, progress=progress,
-                            stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs)
+                            stop_on_divergence=stop_on_divergence, chunk_epochs=chunk_epochs,
+                            opt_state=opt_state, checkpoint=checkpoint)
     ex = example_module(example)
     model = build_model(example, params, dtype=dtype, device=device, form=form)
     data = ex.Dataset(x, y, dtype=dtype, device=device, label_dtype=registry.get(example).label_dtype(dtype))
@@ -129,12 +132,15 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
     loader = DataLoader(data, batch_size=None,
                         sampler=BatchSampler(sampler, config.batch_size, drop_last=False))
     optimizer = optim.make_optimizer(config, model.parameters())
+    named = named_parameters(model, example, form)
+    opt_state_from_numpy(optimizer, named, opt_state or {})
     epochs, n = schedule.order_size(order)
     rec = schedule.Recorder(epochs, specs.steps_per_epoch(n, config.batch_size))
+    size, every = chunk_epochs or schedule.chunk_epochs(n, config.batch_size), checkpoint and checkpoint.every
     start = time.perf_counter()
     with tqdm(total=epochs, desc=f"torch {example}", unit="epoch", disable=not progress,
               leave=False, file=sys.stderr) as bar:
-        for chunk in schedule.order_chunks(order, chunk_epochs or schedule.chunk_epochs(n, config.batch_size)):
+        for chunk in schedule.order_chunks(order, size, every):
             keep, losses, frame_list = set(rec.rows(rec.epochs_run, len(chunk)).tolist()), [], []
             for e, row in enumerate(chunk):
                 if frames and e in keep:
@@ -151,6 +157,9 @@ def fit(example, params, x, y, order, config, *, dtype="float32", device="cpu", 
             # One device-to-host copy per chunk, not per step.
             rec.add(torch.stack(losses).reshape(len(chunk), -1).cpu().numpy(),
                     np.stack(frame_list) if frame_list else None)
+            if checkpoint is not None and checkpoint.due(order, rec.epochs_run):
+                checkpoint.write(order, rec.epochs_run, to_numpy(model, example, form),
+                                 opt_state_to_numpy(optimizer, named))
             if stop_on_divergence and rec.nonfinite_loss_step is not None:
                 break
     return rec.result(to_numpy(model, example, form), time.perf_counter() - start)

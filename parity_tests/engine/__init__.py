@@ -8,7 +8,10 @@
 - deep_ladder.py, deep_free_run.py, deep_gate.py: the same for the examples with
   state (cnn, lstm, gru: BatchNorm statistics, the dropout counter);
 - harness.py and port_*.py, locate*.py: the ladder over any (torch.nn.Module,
-  nnx.Module) pair, and the locator;
+  nnx.Module) pair (port_losses.py and port_optax.py: losses and optimizers written
+  twice with torch's semantics; port_exact.py: float32 judged against float64), and
+  the locator; the project's own examples pass through it too
+  (test_engine_agreement.py);
 - report.py, report_free_runs.py: docs/parity-cpu.md.
 
 Every module imports the others package-qualified (`from parity_tests.engine import

@@ -10,10 +10,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from parity_tests.engine import ladder
-from parity_tests.engine import parity
+from parity_tests.engine import ladder, parity
+from parity_tests.engine.port_report import rows_table
 
 RUNGS = (2, 3, 4, 5, 6, 7)
 
@@ -55,15 +53,6 @@ def judge(cell: ladder.Cell, run: ladder.Run, progress=True) -> Verdict:
 
 
 def table(verdict: Verdict) -> list[str]:
-    """The comparisons as aligned text lines."""
-    lines = [f"{'rung':<5} {'quantity':<58} {'max abs':>9} {'max rel':>9} {'used':>6}  ok"]
-    for r in verdict.rows:
-        if str(r.quantity).startswith("(self)"):
-            continue
-        lines.append(f"{str(r.rung):<5} {str(r.quantity)[:58]:<58} {_fmt(r.max_abs)} {_fmt(r.max_rel)} "
-                     f"{r.used:6.2f}  {'yes' if r.passed else 'NO'}")
-    return lines
-
-
-def _fmt(x: float) -> str:
-    return f"{x:9.2e}" if np.isfinite(x) else f"{'inf':>9}"
+    """The comparisons as check_port's report shows them (port_report.rows_table), less
+    the ladder's self-checks of one backend."""
+    return rows_table([r for r in verdict.rows if not str(r.quantity).startswith("(self)")])

@@ -98,7 +98,7 @@ def _check_shapes(side, runner, port, x, y, obj: Objective) -> tuple:
     except Exception as error:                              # noqa: BLE001
         raise PortInputError(f"the NNX model cannot take x[:2] (layout {port.input_layout or 'as given'}): "
                              f"{_one_line(error)}") from None
-    s = nnx_shape                      # NHWC outputs compare as NCHW (port_rungs.output_in_torch_layout)
+    s = nnx_shape                      # NHWC outputs compare as NCHW (Port.output_in_torch_layout)
     if (s[:1] + s[3:] + s[1:3] if port.input_layout == "nhwc" and len(s) == 4 else s) != out.shape:
         raise PortInputError(f"the NNX model's output has shape {nnx_shape} on x[:2], torch's {out.shape}")
     try:

@@ -137,9 +137,8 @@ def rung7_fitted_model(run: PortRun) -> None:
 
     def jax_loss(p):
         return run.runner.loss(p, run.y)
-    from parity_tests.engine.port_rungs import output_in_torch_layout  # noqa: PLC0415
     t = fitted_model(run, run.side.predict(v["torch"][1], run.x), torch_loss)
-    j = fitted_model(run, output_in_torch_layout(run, run.runner.predict(v["jax"][1], run.x, rest=v["jax"][2])),
+    j = fitted_model(run, run.port.output_in_torch_layout(run.runner.predict(v["jax"][1], run.x, rest=v["jax"][2])),
                      jax_loss)
     members = [fitted_model(run, run.side.predict(a, run.x), torch_loss) for a in v["members"][1]]
     criterion.judge_fitted(_checker(run, 7), j, t, members, v["horizon"] < v["steps"], run.dtype, "fitted model")

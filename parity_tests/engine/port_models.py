@@ -117,6 +117,10 @@ class Port:
     def nnx_input(self, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if self.input_layout == "nhwc" and x.ndim == 4 else x
 
+    def output_in_torch_layout(self, out: np.ndarray) -> np.ndarray:
+        """An NNX output as torch's: NHWC maps back to NCHW when the input layout is nhwc."""
+        return out.transpose(0, 3, 1, 2) if self.input_layout == "nhwc" and np.ndim(out) == 4 else out
+
     def layer_of(self, name) -> str:
         """The torch layer path a torch name ("fc.weight") or NNX path belongs to."""
         if isinstance(name, tuple):

@@ -43,12 +43,18 @@ class PortReport:
             loc = self.located
             out += [f"Located: the {loc['quantity']} of `{loc['layer']}` differs first (max abs {_fmt(loc['max_abs'])}, "
                     f"max rel {_fmt(loc['max_rel'])})" + (f"; {loc['note']}" if loc.get("note") else "") + ".", ""]
-        out += ["| rung | quantity | max abs | max rel | tolerance | used | ok |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
-        for r in self.rows:
-            out.append(f"| {r.rung} {parity.RUNG_NAMES.get(r.rung, '')} | {r.quantity} | {_fmt(r.max_abs)} | "
-                       f"{_fmt(r.max_rel)} | {r.tolerance} | {r.used:.2f} | {'yes' if r.passed else '**NO**'} |")
+        out += rows_table(self.rows)
         out += ["", "*used* is the largest |NNX - torch| / allowed of the comparison (over every step for "
                 "rung 5); rungs 6-7 are judged against an ensemble of torch runs moved one ulp per update "
                 "(parity_tests/engine/criterion.py)."]
         return "\n".join(out)
+
+
+def rows_table(rows) -> list[str]:
+    """The comparisons as a markdown table: check_port's report and `compare` print this."""
+    out = ["| rung | quantity | max abs | max rel | tolerance | used | ok |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {r.rung} {parity.RUNG_NAMES.get(r.rung, '')} | {r.quantity} | {_fmt(r.max_abs)} | "
+                   f"{_fmt(r.max_rel)} | {r.tolerance} | {r.used:.2f} | {'yes' if r.passed else '**NO**'} |")
+    return out

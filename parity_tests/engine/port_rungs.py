@@ -18,10 +18,12 @@ import numpy as np
 import torch
 
 from parity_tests.engine import parity
+from parity_tests.engine.port_exact import check_against_float64, check_one, exact_step
 from parity_tests.engine.port_models import Port, nnx_to_torch_entries, path_text, torch_to_nnx_entries
 from parity_tests.engine.port_nnx import NnxRunner
-from parity_tests.engine.port_torch import Teacher, TorchSide, as_torch, row_order_spread, step_spread
-from parity_tests.engine.step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound, moved_one_ulp
+from parity_tests.engine.port_torch import (Teacher, TorchSide, as_torch, output_spread, row_order_spread,
+                                            step_spread)
+from parity_tests.engine.step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound
 
 
 def batches(n: int, batch_size: int, steps: int) -> list[np.ndarray]:
@@ -45,6 +47,7 @@ class PortRun:
     failures: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)   # what the report's header says
     at_init: tuple = ()                # rung 2's (torch step, NNX step), for rung 3
+    exact_at_init: tuple | None = None  # torch's float64 step from the float32 start (port_exact.py)
     free: dict | None = None           # the free runs and the ensemble (rungs 6 and 7 share them)
     own_opt_state: object = None       # an explicit optimizer pair's NNX state (rungs 4, 5)
     objective: object = None           # port_losses.Objective: the loss on both sides
@@ -178,8 +181,14 @@ def _compare_step(run: PortRun, rung: int, prefix: str, state, xb, yb, t, j, ste
     plan = (0, MEMBERS, MORE_MEMBERS) if run.dtype == "float32" else (None, MEMBERS, MORE_MEMBERS)
     for members in plan:
         tols = _step_tolerances(run, state, xb, yb, t, members)
-        if members != plan[-1] and not all(_fits(a, e, tol) for a, e, tol in zip(actual, expected, tols)):
+        fit = all(_fits(a, e, tol) for a, e, tol in zip(actual, expected, tols))
+        if members != plan[-1] and not fit:
             continue
+        if run.dtype == "float32" and not fit:      # port_exact.py: the error against float64
+            x64 = exact_step(run.side, state, xb, yb)
+            exact = (x64[0], x64[1], *_torch_step_on_nnx(run, x64))
+            return check_against_float64(run, rung, [(prefix + n, a, e, tol, x) for n, a, e, tol, x in zip(
+                names, actual, expected, tols, exact) if not (isinstance(e, dict) and not e)], _fits, step)
         ok = True
         for a, e, tol, name in zip(actual, expected, tols, names):
             if isinstance(e, dict) and not e:
@@ -206,18 +215,30 @@ def rung2_loss_at_init(run: PortRun) -> None:
     t = side.step(model, side.optimizer(model), run.x, run.y)
     j = run.runner.step(run.runner.params(), run.x, run.y)
     tol_loss = _step_tolerances(run, (init, {}, 0), run.x, run.y, t, MEMBERS)[0]
-    run.check(j[0], t[0], rung=2, quantity="loss", tol=tol_loss)
-    tol_out = parity.FLOAT64 if run.dtype == "float64" else StepBound(output_spread(run, init, t_out), t_out)
-    run.check(output_in_torch_layout(run, j_out), t_out, rung=2, quantity="model output (eval mode) on the data",
-              tol=tol_out)
+    check_one(run, 2, "loss", j[0], t[0], tol_loss, lambda: _exact_at_init(run)[0], _fits)
+    tol_out = (parity.FLOAT64 if run.dtype == "float64" else
+               StepBound(output_spread(side, init, run.x, t_out), t_out))
+
+    def exact_out():
+        with torch.no_grad():
+            return side.model(init, "float64").eval()(as_torch(run.x, "float64")).numpy()
+    check_one(run, 2, "model output (eval mode) on the data", run.port.output_in_torch_layout(j_out), t_out, tol_out,
+              exact_out, _fits)
     run.at_init = (t, j)
+
+
+def _exact_at_init(run: PortRun) -> tuple:
+    """torch's float64 step from the float32 start (port_exact.py), once per run."""
+    if run.exact_at_init is None:
+        run.exact_at_init = exact_step(run.side, (run.port_init, {}, 0), run.x, run.y)
+    return run.exact_at_init
 
 
 def rung3_gradients_at_init(run: PortRun) -> None:
     t, j = run.at_init
     tol = _step_tolerances(run, (run.port_init, {}, 0), run.x, run.y, t, MEMBERS)[1]
     j_grads = nnx_to_torch_entries(run.port_index, j[1], {n: v.shape for n, v in t[1].items()})
-    run.check(j_grads, t[1], rung=3, quantity="gradients", tol=tol)
+    check_one(run, 3, "gradients", j_grads, t[1], tol, lambda: _exact_at_init(run)[1], _fits)
 
 
 def rung4_one_step(run: PortRun) -> None:
@@ -259,21 +280,3 @@ def _nnx_step_from(run: PortRun, state, xb, yb):
         return out
     on_nnx = {k: torch_to_nnx_entries(run.port_index, d, run.runner.shapes, np.float64) for k, d in moments.items()}
     return run.runner.step(params, xb, yb, moments=on_nnx, count=count, rest=rest)
-
-
-def output_spread(run: PortRun, arrays: dict, reference: np.ndarray, members: int = MEMBERS) -> np.ndarray:
-    """The float32 noise of the model's output: float64 forward passes (eval mode) with
-    every weight and float input moved by one float32 ulp (step_noise.output_spread,
-    generic)."""
-    rng = np.random.default_rng([0, 8])
-    outs = []
-    for _ in range(members):
-        moved = {k: moved_one_ulp(v, rng) for k, v in arrays.items()}
-        x = moved_one_ulp(run.x, rng) if np.issubdtype(run.x.dtype, np.floating) else run.x
-        with torch.no_grad():
-            outs.append(run.side.model(moved, "float64").eval()(as_torch(x, "float64")).numpy())
-    return np.max(np.abs(np.asarray(outs) - np.asarray(reference, np.float64)), axis=0)
-
-
-def output_in_torch_layout(run: PortRun, out: np.ndarray) -> np.ndarray:
-    return out.transpose(0, 3, 1, 2) if run.port.input_layout == "nhwc" and np.ndim(out) == 4 else out

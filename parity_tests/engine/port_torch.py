@@ -190,3 +190,17 @@ def _absdiff(a: dict, b: dict) -> dict:
 
 def _max(a: dict, b: dict) -> dict:
     return {k: np.maximum(a[k], b[k]) for k in a}
+
+
+def output_spread(side: TorchSide, arrays: dict, x, reference: np.ndarray, members: int = MEMBERS) -> np.ndarray:
+    """The float32 noise of the model's output: float64 forward passes (eval mode) with
+    every weight and float input moved by one float32 ulp (step_noise.output_spread,
+    generic)."""
+    rng = np.random.default_rng([0, 8])
+    outs = []
+    for _ in range(members):
+        moved = {k: moved_one_ulp(v, rng) for k, v in arrays.items()}
+        xm = moved_one_ulp(x, rng) if np.issubdtype(np.asarray(x).dtype, np.floating) else x
+        with torch.no_grad():
+            outs.append(side.model(moved, "float64").eval()(as_torch(xm, "float64")).numpy())
+    return np.max(np.abs(np.asarray(outs) - np.asarray(reference, np.float64)), axis=0)
