@@ -1,8 +1,13 @@
 """Public models through the port harness (issue 21, "a zoo of public models"): the
 PyTorch examples' MNIST network (parity_tests/zoo_mnist.py) and a nanoGPT-style GPT
-(parity_tests/zoo_gpt.py). Correct ports pass where they do pass (docs/check-your-own-port.md,
-"Public models", has the float32 false verdicts); planted porting bugs fail at a named
-rung and the locator names the layer."""
+(parity_tests/zoo_gpt.py), ported from their definitions and kept out of the tuning of
+the engine's bounds. Correct ports pass in both dtypes (float32 through the judgement
+against float64 where the measured step bound is exceeded: docs/check-your-own-port.md,
+"Public models"); planted porting bugs fail at a named rung, in both dtypes, and the
+locator names the layer."""
+import os
+
+import pytest
 import torch
 
 from parity_tests import zoo_gpt as zg
@@ -35,16 +40,21 @@ def _mnist(nnx_model, dtype="float64", rungs=(2, 3, 4, 5, 6, 7), n=16, **kw):
     return check_port(zm.torch_net(), nnx_model, x, y, steps=3, batch_size=8, dtype=dtype, rungs=rungs, **kw)
 
 
-def test_mnist_net_port_passes_in_float64():
-    _assert_passed(_mnist(zm.NnxNet()))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mnist_net_port_passes(dtype):
+    """float32 before the judgement against float64: rung 4's Adadelta acc_delta of fc2
+    used 1.02 of the measured bound, although the NNX step's error against float64 is
+    1.07 x torch's own (every tensor at most 1.08)."""
+    _assert_passed(_mnist(zm.NnxNet(), dtype))
 
 
-def test_mnist_planted_bugs_fail_and_are_located():
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mnist_planted_bugs_fail_and_are_located(dtype):
     # log_softmax over the batch (axis 0): the difference arises after fc2, the last module
-    report = _mnist(zm.NnxNet(log_softmax_axis=0), rungs=(2,))
+    report = _mnist(zm.NnxNet(log_softmax_axis=0), dtype, rungs=(2,))
     assert _where(report)[:2] == (2, None) and report.first_failure["layer"] == "fc2", report.markdown()
     # fc1 given torch's (C, H, W) column order for NHWC's (H, W, C) flatten
-    report = _mnist(zm.NnxNet(), rungs=(2,), convert={})
+    report = _mnist(zm.NnxNet(), dtype, rungs=(2,), convert={})
     assert _where(report)[0] == 2 and report.first_failure["layer"] == "fc1", report.markdown()
 
 
@@ -67,14 +77,17 @@ def _gpt(nnx_model, dtype="float64", rungs=(2, 3, 4, 5, 6, 7), c=zg.GPTConfig(),
                       convert=zg.ln_kinds(c), **{**zg.TRAIN, **kw})
 
 
-def test_gpt_port_passes_in_float64():
-    _assert_passed(_gpt(zg.NnxGPT()))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gpt_port_passes(dtype):
+    """float32 before the judgement against float64: rung 4 failed on c_attn.bias (the
+    key third's gradient is pure rounding, 1.6e-20 in float64, which Adam divides by its
+    own size: 5.8 x the measured bound), while its error against float64 is 0.83 x
+    torch's own."""
+    _assert_passed(_gpt(zg.NnxGPT(), dtype))
 
 
 def test_gpt_without_biases_passes_in_float32():
-    """nanoGPT's default bias=False. With biases, float32 fails rung 4 on c_attn.bias
-    (the key bias, whose gradient is rounding noise that Adam normalises): see the docs.
-    The margin is thin: rung 6's fitted transformer.h.1.ln_2.scale used 0.99 of its bound."""
+    """nanoGPT's default bias=False (its LayerNorm without a bias: a convert hook)."""
     c = zg.GPTConfig(bias=False)
     _assert_passed(_gpt(zg.NnxGPT(c), "float32", c=c))
 
@@ -93,7 +106,14 @@ def test_gpt_tied_weights():
         raise AssertionError("an untied NNX lm_head took no torch weights and was not refused")
 
 
-def test_gpt_planted_bugs_fail_at_rung_2_and_are_located():
+# float32 planted bugs cost ~10 s each: `make report` and JAXPORT_FULL=1 run them all,
+# `make test` the LayerNorm one (its error against float64 is 37.6 x torch's, the
+# issue's measurement; the judgement allows 8)
+FULL = bool(os.environ.get("JAXPORT_FULL") or os.environ.get("JAXPORT_REPORT"))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gpt_planted_bugs_fail_at_rung_2_and_are_located(dtype):
     planted = {   # keyword of NnxGPT: the layer the locator names
         "ln_eps": (1e-6, "transformer.h.0.ln_1"),
         # the attention itself is a function between c_attn and c_proj: c_proj is named
@@ -101,6 +121,17 @@ def test_gpt_planted_bugs_fail_at_rung_2_and_are_located():
         "scale_by": ("embd", "transformer.h.0.attn.c_proj"),
         "gelu_tanh": (True, "transformer.h.0.mlp.c_proj"),
     }
+    if dtype == "float32" and not FULL:
+        planted = {"ln_eps": planted["ln_eps"]}
     for key, (value, layer) in planted.items():
-        report = _gpt(zg.NnxGPT(**{key: value}), rungs=(2,))
+        report = _gpt(zg.NnxGPT(**{key: value}), dtype, rungs=(2,))
         assert _where(report)[0] == 2 and report.first_failure["layer"] == layer, (key, report.markdown())
+
+
+def test_nanogpts_own_layernorm_without_a_kind_is_bad_input():
+    """nanoGPT's LayerNorm is a class of its own named like torch's: without a kind in
+    `convert` the converter cannot read it, and says so as bad input."""
+    c = zg.GPTConfig()
+    x, y = zg.token_data(8, c)
+    with pytest.raises(PortInputError, match="without torch's attributes"):
+        check_port(zg.GPT(c), zg.NnxGPT(), x, y, steps=1, batch_size=4, **zg.TRAIN)

@@ -91,6 +91,9 @@ def layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> d
             kind = convert.of_torch(module)
         except ValueError as error:
             raise PortInputError(f"torch layer {path!r}: {error} (give a conversion hook for it)") from None
+        except AttributeError as error:            # a class of its own under a torch name (nanoGPT's LayerNorm)
+            raise PortInputError(f"torch layer {path!r} is a {type(module).__name__} without torch's attributes "
+                                 f"({error}): give its kind or a conversion hook in convert") from None
         head = flax_paths.get(path, convert.flax_path(path))
         if isinstance(kind, LSTM):
             kind = dataclasses.replace(kind, flax_input_bias=head + ("cell", "ii", "bias") in nnx_paths)

@@ -184,7 +184,9 @@ class NnxRunner:
 
     def _x(self, x):
         x = self.port.nnx_input(np.asarray(x))
-        return jnp.asarray(x, self.dtype if np.issubdtype(x.dtype, np.floating) else x.dtype)
+        # integer inputs (token ids): int32 unless the run is float64 (x64 on), as the targets
+        integer = x.dtype if self.dtype == "float64" else jnp.int32
+        return jnp.asarray(x, self.dtype if np.issubdtype(x.dtype, np.floating) else integer)
 
     def _y(self, y):
         y = np.asarray(y)
