@@ -237,3 +237,16 @@ class BiasedGRUCell(nnx.GRUCell):
     def __init__(self, in_features, hidden_features, *, rngs):
         super().__init__(in_features, hidden_features, rngs=rngs)
         self.dense_h = nnx.Linear(hidden_features, 3 * hidden_features, use_bias=True, rngs=rngs)
+
+
+ALL_RUNGS = {2, 3, 4, 5, 6, 7}
+
+
+def assert_passed(report) -> None:
+    """A check_port report that passed every rung, each comparison inside its tolerance
+    (`used` is |diff| / allowed, measured), with nothing located."""
+    assert report.passed, report.markdown()
+    assert report.first_failure is None and report.located is None
+    assert {r.rung for r in report.rows} == ALL_RUNGS
+    assert all(r.passed and r.used <= 1.0 for r in report.rows)
+    assert "| rung | quantity | max abs | max rel | tolerance | used | ok |" in report.markdown()

@@ -11,16 +11,6 @@ from examples.own_port import NnxMLP, TorchMLP, make_data
 from parity_tests import harness_models as hm
 from parity_tests.harness import PortInputError, check_port
 
-ALL_RUNGS = {2, 3, 4, 5, 6, 7}
-
-
-def _assert_passed(report):
-    assert report.passed, report.markdown()
-    assert report.first_failure is None and report.located is None
-    assert {r.rung for r in report.rows} == ALL_RUNGS
-    # every comparison inside its tolerance: `used` is |diff| / allowed, measured
-    assert all(r.passed and r.used <= 1.0 for r in report.rows)
-    assert "| rung | quantity | max abs | max rel | tolerance | used | ok |" in report.markdown()
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -31,7 +21,7 @@ def test_mlp_with_layernorm_port_passes(dtype):
     before_nnx = nnx.to_pure_dict(nnx.state(nnx_model))
     report = check_port(torch_model, nnx_model, x, y, loss="mse", optimizer="adam", lr=1e-2, steps=20,
                         batch_size=32, dtype=dtype)
-    _assert_passed(report)
+    hm.assert_passed(report)
     by_quantity = {(r.rung, r.quantity): r for r in report.rows}
     if dtype == "float64":                    # the table's 1e-10: measured ~1e-16 absolute
         assert by_quantity[(2, "loss")].max_abs < 1e-14
@@ -51,7 +41,7 @@ def test_lstm_classifier_port_passes(dtype):
     x, y = hm.lstm_data(32)                   # one batch shape: one compiled step (a scan)
     report = check_port(hm.TorchLSTMClassifier(), hm.NnxLSTMClassifier(), x, y, loss="cross_entropy",
                         optimizer="adam", steps=12, batch_size=32, dtype=dtype)
-    _assert_passed(report)
+    hm.assert_passed(report)
     assert any(r.quantity == "fitted model: accuracy" or "accuracy" in r.quantity for r in report.rows)
 
 
@@ -60,7 +50,7 @@ def test_gru_port_passes_and_a_stock_gru_cell_is_refused():
     sits inside the reset gate's product); a stock nnx.GRUCell has no slot for it."""
     x, y = hm.lstm_data(32)
     kw = dict(loss="cross_entropy", optimizer="adam", steps=6, batch_size=32)
-    _assert_passed(check_port(hm.TorchGRUClassifier(), hm.NnxRecurrentClassifier(cell=hm.BiasedGRUCell), x, y, **kw))
+    hm.assert_passed(check_port(hm.TorchGRUClassifier(), hm.NnxRecurrentClassifier(cell=hm.BiasedGRUCell), x, y, **kw))
     with pytest.raises(PortInputError, match="nnx.GRUCell has no slot for torch's b_hn"):
         check_port(hm.TorchGRUClassifier(), hm.NnxRecurrentClassifier(cell=nnx.GRUCell), x, y, **kw)
 
@@ -69,7 +59,7 @@ def test_cnn_port_with_nhwc_input_passes():
     x, y = hm.cnn_data()
     report = check_port(hm.TorchCNN(), hm.NnxCNN(), x, y, loss="cross_entropy", optimizer="sgd", lr=0.05,
                         steps=12, batch_size=8, dtype="float32", input_layout="nhwc")
-    _assert_passed(report)
+    hm.assert_passed(report)
 
 
 def test_flatten_after_conv_needs_the_linears_input_order():
@@ -81,7 +71,7 @@ def test_flatten_after_conv_needs_the_linears_input_order():
     x, y = hm.cnn_data()
     kw = dict(loss="cross_entropy", optimizer="sgd", lr=0.05, steps=4, batch_size=24, input_layout="nhwc")
     fc = {"fc": Linear(27, hm.CLASSES, input_chw=(3, 3, 3))}
-    _assert_passed(check_port(hm.TorchPoolFlattenCNN(), hm.NnxPoolFlattenCNN(), x, y, convert=fc, **kw))
+    hm.assert_passed(check_port(hm.TorchPoolFlattenCNN(), hm.NnxPoolFlattenCNN(), x, y, convert=fc, **kw))
     report = check_port(hm.TorchPoolFlattenCNN(), hm.NnxPoolFlattenCNN(), x, y, **kw)
     assert not report.passed and report.located["layer"] == "fc" and report.located["quantity"] == "output"
 
@@ -101,14 +91,14 @@ def test_embedding_port_with_binary_losses(loss):
         else (Probabilities(), NnxProbabilities())
     x, y = hm.token_data()
     report = check_port(torch_model, nnx_model, x, y, loss=loss, optimizer="adam", lr=0.05, steps=8, batch_size=32)
-    _assert_passed(report)
+    hm.assert_passed(report)
     assert any("accuracy" in r.quantity for r in report.rows if r.rung == 7)
 
 
 def test_residual_blocks_port_passes_with_adamw():
     x, y = hm.blocks_data()
     report = check_port(hm.TorchBlocks(), hm.NnxBlocks(), x, y, optimizer="adamw", steps=12, dtype="float64")
-    _assert_passed(report)
+    hm.assert_passed(report)
     assert "AdamW lr 0.01 weight decay 0.01" in report.markdown()
 
 
@@ -157,7 +147,7 @@ def test_the_tutorials_own_network_passes(form):
     names = None if form == "class" else {str(i): f"layers.{i}" for i in (0, 2, 4)}
     report = check_port(tn.build_model(form), jn.build_model(form), x, y, loss="mse", optimizer="adam", lr=0.01,
                         steps=10, batch_size=100, name_map=names)
-    _assert_passed(report)
+    hm.assert_passed(report)
 
 
 def test_name_map_connects_renamed_layers():
@@ -183,7 +173,7 @@ def test_an_explicit_optimizer_pair_runs_as_given():
     x, y = make_data(64)
     sgd = (lambda ps: torch.optim.SGD(ps, lr=0.05), optax.sgd(0.05))
     report = check_port(TorchMLP(), NnxMLP(), x, y, optimizer=sgd, steps=6, batch_size=64)
-    _assert_passed(report)
+    hm.assert_passed(report)
     adamw = (lambda ps: torch.optim.AdamW(ps, lr=1e-2), optax.adamw(1e-2))
     report = check_port(TorchMLP(), NnxMLP(), x, y, optimizer=adamw, steps=6, batch_size=64, locate=False)
     f = report.first_failure

@@ -10,19 +10,12 @@ import os
 import pytest
 import torch
 
+from parity_tests import harness_models as hm
 from parity_tests import zoo_gpt as zg
 from parity_tests import zoo_mnist as zm
 from parity_tests.engine import port_optax as po
 from parity_tests.harness import PortInputError, check_port
 
-ALL_RUNGS = {2, 3, 4, 5, 6, 7}
-
-
-def _assert_passed(report):
-    assert report.passed, report.markdown()
-    assert report.first_failure is None and report.located is None
-    assert {r.rung for r in report.rows} == ALL_RUNGS
-    assert all(r.passed and r.used <= 1.0 for r in report.rows)
 
 
 def _where(report):
@@ -45,7 +38,7 @@ def test_mnist_net_port_passes(dtype):
     """float32 before the judgement against float64: rung 4's Adadelta acc_delta of fc2
     used 1.02 of the measured bound, although the NNX step's error against float64 is
     1.07 x torch's own (every tensor at most 1.08)."""
-    _assert_passed(_mnist(zm.NnxNet(), dtype))
+    hm.assert_passed(_mnist(zm.NnxNet(), dtype))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -83,13 +76,13 @@ def test_gpt_port_passes(dtype):
     key third's gradient is pure rounding, 1.6e-20 in float64, which Adam divides by its
     own size: 5.8 x the measured bound), while its error against float64 is 0.83 x
     torch's own."""
-    _assert_passed(_gpt(zg.NnxGPT(), dtype))
+    hm.assert_passed(_gpt(zg.NnxGPT(), dtype))
 
 
 def test_gpt_without_biases_passes_in_float32():
     """nanoGPT's default bias=False (its LayerNorm without a bias: a convert hook)."""
     c = zg.GPTConfig(bias=False)
-    _assert_passed(_gpt(zg.NnxGPT(c), "float32", c=c))
+    hm.assert_passed(_gpt(zg.NnxGPT(c), "float32", c=c))
 
 
 def test_gpt_tied_weights():
