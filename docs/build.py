@@ -12,7 +12,7 @@ comes from one source (docs/differences.py) for both.
 Why a generator: code retyped into prose goes stale the day someone edits the source,
 and a guide about numerical parity must show the code that actually runs and is
 tested. So every code block is cut out of the real file by name (with `ast`, not by
-line numbers, which shift with every edit), and parity_tests/test_docs.py fails when
+line numbers, which shift with every edit), and parity_tests/tests/test_docs.py fails when
 guide.md no longer matches what this script would write.
 
 A directive stands alone on a line of the template:

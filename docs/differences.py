@@ -3,7 +3,7 @@
 docs/build.py renders it where a template says <!-- differences -->. Each row: the
 concept, the PyTorch way, the JAX + Flax NNX + Optax way (English, then Chinese; a
 Chinese cell of None repeats the English one, for cells that are code only), and the
-tests that prove it. parity_tests/test_docs.py checks that every cited test exists and
+tests that prove it. parity_tests/tests/test_docs.py checks that every cited test exists and
 that both editions carry the same rows. No " | " inside a cell: it is a table column.
 """
 C, L, R = "test_guide_claims.py", "test_guide_layers.py", "test_guide_rnn.py"

@@ -1,4 +1,4 @@
-"""The `compare` command: the parity suite's ladder (parity_tests/engine/gate.py) for one
+"""The `compare` command: the parity suite's ladder (parity_tests/engine/rungs/gate.py) for one
 configuration, as one verdict and an exit status (0 agree, 1 differ, 2 bad input, 3 the
 run diverges on both backends)."""
 from __future__ import annotations
@@ -19,7 +19,7 @@ def _parity_engine():
     """The parity engine (parity_tests.engine, installed with the package), which compare
     runs as the suite does: one verdict."""
     try:
-        return importlib.import_module("parity_tests.engine.gate")
+        return importlib.import_module("parity_tests.engine.rungs.gate")
     except ImportError as error:
         raise UsageError(f"compare needs the parity engine (parity_tests.engine): {error}") from None
 
@@ -47,7 +47,7 @@ def compare(args) -> int:
     gate = _parity_engine()
     if registry.get(args.name).ladder == "deep":
         return _compare_deep(args, config, torch_be)
-    from parity_tests.engine import ladder  # noqa: PLC0415
+    from parity_tests.engine.rungs import ladder  # noqa: PLC0415
     torch_be.numerics.pin_numerics()
     cell = ladder.Cell(args.name, args.model, args.dtype, args.device)
     # Rungs 6-7 (the free runs) use fit on args.devices devices on both sides; rungs 2-5
@@ -83,11 +83,11 @@ def _verdict(verdict, within: str) -> int:
 
 
 def _compare_deep(args, config, torch_be) -> int:
-    """cnn, lstm, gru: parity_tests/engine/deep_gate.py's rungs 2-7, dropout on in training mode,
+    """cnn, lstm, gru: parity_tests/engine/rungs/deep_gate.py's rungs 2-7, dropout on in training mode,
     BatchNorm's running statistics compared as state."""
     if args.devices > 1 or args.model != "class":
         raise UsageError(f"compare {args.name}: one device and the class form only")
-    from parity_tests.engine import deep_free_run, deep_gate, deep_ladder  # noqa: PLC0415
+    from parity_tests.engine.rungs import deep_free_run, deep_gate, deep_ladder  # noqa: PLC0415
     torch_be.numerics.pin_numerics()
     cell = deep_ladder.DeepCell(args.name, args.dtype, args.device)
     run = deep_ladder.DeepRun(config, seed=args.seed, init=str(args.init) if args.init else "shared", label="compare")
@@ -105,7 +105,7 @@ def _compare_deep(args, config, torch_be) -> int:
 
 
 def gate_table(verdict):
-    from parity_tests.engine import gate  # noqa: PLC0415
+    from parity_tests.engine.rungs import gate  # noqa: PLC0415
     return gate.table(verdict)
 
 

@@ -1,5 +1,5 @@
 """Training with Optax, generic over the examples: the backend contract, the same public
-names and signatures as torchref/training.py (parity_tests/test_backend_contract.py
+names and signatures as torchref/training.py (parity_tests/tests/test_backend_contract.py
 checks). `fit` compiles the whole run, every epoch and every batch, into one XLA
 program (two nested lax.scan; jaxport/programs.py), or for a long run one program per
 chunk of epochs (portcore/schedule.py); parameters and optimizer state cross this API

@@ -4,6 +4,6 @@
     report = check_port(torch_model, nnx_model, x, y, loss="mse", optimizer="adam")
     assert report.passed, report.markdown()
 """
-from parity_tests.engine.harness import PortInputError, PortReport, check_port, locate_divergence
+from parity_tests.engine.rungs.harness import PortInputError, PortReport, check_port, locate_divergence
 
 __all__ = ["check_port", "locate_divergence", "PortReport", "PortInputError"]

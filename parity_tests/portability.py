@@ -46,7 +46,7 @@ def variants(example: str) -> list:
 
 
 def judge(cell, run) -> dict:
-    from parity_tests.engine import ladder
+    from parity_tests.engine.rungs import ladder
     from parity_tests.engine import parity
     row = dict(cell=str(cell), run=run.label, init=run.init, nudge=run.jax_nudge)
     try:
@@ -62,11 +62,11 @@ def judge(cell, run) -> dict:
 
 
 def worker(args) -> dict:
-    import parity_tests.conftest  # noqa: F401  (the suite's pinned numerics)
+    import parity_tests.tests.conftest  # noqa: F401  (the suite's pinned numerics)
     import torch
     torch.set_num_threads(args.threads)
-    from parity_tests.engine import ladder
-    from parity_tests import test_parity_planted_bugs as planted
+    from parity_tests.engine.rungs import ladder
+    from parity_tests.tests import test_parity_planted_bugs as planted
     from portcore import registry, specs
     runs, bugs = [], []
     examples = tuple(n for n in registry.LADDER if registry.get(n).chaotic) if args.quick else registry.LADDER

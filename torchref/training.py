@@ -1,6 +1,6 @@
 """The tutorial's training loop, generic over the examples: DataLoader, zero_grad,
 backward, step. The backend contract: the same public names and signatures as
-jaxport/training.py (parity_tests/test_backend_contract.py checks). Parameters and
+jaxport/training.py (parity_tests/tests/test_backend_contract.py checks). Parameters and
 optimizer state cross this API as numpy mappings with PyTorch names (see
 portcore/weights.py), so jaxport's twin can be fed the same state.
 """

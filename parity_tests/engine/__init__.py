@@ -1,19 +1,21 @@
 """The parity engine: every judgement the suite, `compare` and `check_port` make.
 
 - parity.py: one comparison (parity.check), its row, the record, the float64 table;
-- step_noise.py, criterion.py, ensemble.py: the float32 single-step bound, the
-  free-run criterion (horizon, then statistics) and the torch ensemble it needs;
-- ladder.py, teacher.py, free_run.py, runs.py, gate.py: the ladder over the project's
-  examples through the backends' contract (`training.py`), and `compare`'s verdict;
-- deep_ladder.py, deep_free_run.py, deep_gate.py: the same for the examples with
-  state (cnn, lstm, gru: BatchNorm statistics, the dropout counter);
-- harness.py and port_*.py, locate*.py: the ladder over any (torch.nn.Module,
-  nnx.Module) pair (port_losses.py and port_optax.py: losses and optimizers written
-  twice with torch's semantics; port_exact.py: float32 judged against float64), and
-  the locator; the project's own examples pass through it too
-  (test_engine_agreement.py);
-- report.py, report_free_runs.py: docs/parity-cpu.md.
+- sides/: the two programs compared. A torch side and a JAX side for a user's model
+  pair (port_models, port_torch, port_nnx; losses and optimizers written twice with
+  torch's semantics: port_losses, port_optax, port_objectives) and for the project's
+  examples through the backends' contract (runs, teacher);
+- rungs/: the ladder's rungs over two sides (port_rungs, port_free_run for any pair;
+  ladder, free_run and deep_ladder, deep_free_run for the examples), check_port
+  (harness) and compare's verdict (gate, deep_gate);
+- bounds/: the tolerances. The float32 step bound (step_noise), the judgement against
+  float64 (port_exact), the torch ensemble (ensemble) and the free-run criterion
+  (criterion: horizon, then statistics);
+- locator/: which layer a difference arises in (locate, locate_trace);
+- reports/: check_port's table (port_report) and docs/parity-cpu.md (report,
+  report_free_runs);
+- port_cli.py: `python -m parity_tests check`.
 
-Every module imports the others package-qualified (`from parity_tests.engine import
-parity`); none imports a test file.
+Every module imports the others package-qualified (`from parity_tests.engine.bounds
+import criterion`); none imports a test file (parity_tests/tests/).
 """

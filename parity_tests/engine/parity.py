@@ -51,7 +51,7 @@ TOLERANCES = {"float64": FLOAT64, "float32": FLOAT32}
 def tolerance(dtype: str, rung: int) -> Tol:
     """The table's entry for a single computation (rungs 1-5)."""
     if rung > 5:
-        raise ValueError("whole runs (rungs 6-7) are judged by parity_tests/engine/criterion.py")
+        raise ValueError("whole runs (rungs 6-7) are judged by parity_tests/engine/bounds/criterion.py")
     return TOLERANCES[dtype]
 
 

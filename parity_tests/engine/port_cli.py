@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parity_tests.engine.port_losses import LOSSES
-from parity_tests.engine.port_objectives import SPECS, PortInputError
+from parity_tests.engine.sides.port_losses import LOSSES
+from parity_tests.engine.sides.port_objectives import SPECS, PortInputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         args = _parser().parse_args(argv)
         torch_factory, nnx_factory = load_factory(args.torch_factory), load_factory(args.nnx_factory)
         x, y = load_data(args.data)
-        from parity_tests.engine.harness import check_port         # noqa: PLC0415 (jax and torch load here)
+        from parity_tests.engine.rungs.harness import check_port         # noqa: PLC0415 (jax and torch load here)
         loss_options = {k: v for k, v in dict(label_smoothing=args.label_smoothing,
                                                 ignore_index=args.ignore_index).items() if v is not None}
         report = check_port(_build(torch_factory, "torch"), _build(nnx_factory, "NNX"), x, y, loss=args.loss,

@@ -1,0 +1,1 @@
+"""The engine's locator: which layer a difference arises in."""

@@ -1,0 +1,174 @@
+"""Where a port's numbers first differ: every module's output (in the order the modules
+finish, so the innermost culprit comes first); then, where a parameter's gradient
+differs, every module's output gradient (in backward order, the reverse), else None.
+
+Tolerance (LOCATE_RTOL): |diff| <= rtol x the largest |entry| of the torch tensor. One
+module's output is a sum rounded at the scale of its terms, not of each entry, so the
+bound is relative to the tensor's largest entry, not elementwise. float64: 1e-10, the
+table's single-computation tolerance (parity.FLOAT64). float32: 4e-6, 67 float32 ulps
+of the largest entry. Measured (max over every module's output and output gradient):
+correct float32 ports of the tests' MLP, LSTM, CNN and residual blocks 2.9e-7, 6.6e-7,
+3.5e-7 and 1.0e-6; float64 at most 4.1e-15. A LayerNorm epsilon of 1e-6 instead of
+1e-5 moves the MLP's norm output by 1.9e-5 of its largest entry (either dtype), tanh-
+instead of erf-GELU moves the next module's input by ~2e-4. test_harness_bugs.py
+asserts correct ports stay within half the tolerance and every planted bug exceeds it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from parity_tests.engine.locator.locate_trace import nnx_trace, torch_trace
+from parity_tests.engine.sides.port_models import Port, nnx_to_torch_entries
+from parity_tests.engine.sides.port_nnx import NnxRunner
+from parity_tests.engine.sides.port_torch import as_torch
+
+LOCATE_RTOL = {"float64": 1e-10, "float32": 4e-6}
+
+
+def _worst(a: np.ndarray, e: np.ndarray, floor: float = 0.0) -> tuple[float, float, float]:
+    """(max |diff|, max |diff| / |torch| elementwise, max |diff| / (rtol scale)); the
+    scale is the tensor's largest entry, or `floor` where that is larger."""
+    a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
+    d = np.abs(a - e)
+    scale = max(float(np.max(np.abs(e))) if e.size else 0.0, floor)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(d > 0, d / np.abs(e), 0.0)
+    return float(d.max(initial=0.0)), float(np.nanmax(rel, initial=0.0)), float(d.max(initial=0.0) / scale) if scale else (
+        0.0 if not d.any() else np.inf)
+
+
+def _to_nnx_layout(port: Port, torch_value: np.ndarray, module, torch_inputs, nnx_shapes, flat_order) -> np.ndarray:
+    """torch's NCHW activations as NNX's NHWC ones (and a Flatten after them flattened
+    in NHWC order) when the port's input layout says so, or when the NNX module's
+    values have the NHWC shape and not torch's (a model that takes NCHW and transposes
+    inside, as the cnn example does). flat_order: the columns of a flattened (N, C*H*W)
+    activation in NNX's H, W, C order, for activations between the last 4-D one and the
+    Linear whose kind declares input_chw (None elsewhere)."""
+    nhwc = port.input_layout == "nhwc"
+    if nhwc and type(module).__name__ == "Flatten" and torch_inputs and np.ndim(torch_inputs[0]) == 4:
+        return torch_inputs[0].transpose(0, 2, 3, 1).reshape(torch_inputs[0].shape[0], -1)
+    if np.ndim(torch_value) == 4:
+        moved = torch_value.transpose(0, 2, 3, 1)
+        if nhwc or (moved.shape in nnx_shapes and torch_value.shape not in nnx_shapes):
+            return moved
+    if flat_order is not None and np.ndim(torch_value) == 2 and torch_value.shape[1] == len(flat_order):
+        return torch_value[:, flat_order]
+    return torch_value
+
+
+def _flat_orders(port: Port, order: list, outputs: dict) -> dict:
+    """{module path: NHWC column order} for the modules that finish after the last 4-D
+    output and before a Linear whose kind flattens NHWC (input_chw): their (N, C*H*W)
+    outputs are the flattened map in NNX's order."""
+    out = {}
+    for k, path in enumerate(order):
+        chw = getattr(port.layers.get(path), "input_chw", None)
+        if chw is None:
+            continue
+        c, h, w = chw
+        columns = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+        for before in reversed(order[:k]):
+            if any(np.ndim(v) == 4 for v in outputs[before] if v is not None):
+                break
+            out[before] = columns
+    return out
+
+
+def _pairs(torch_values: list, nnx_values: list) -> list:
+    """Match each torch tensor with the first unused NNX tensor of its shape: an LSTM
+    returns (out, (h, c)) in torch and out (or ((c, h), out)) in NNX."""
+    used, out = set(), []
+    for t in torch_values:
+        if t is None:
+            continue
+        for k, j in enumerate(nnx_values):
+            if k not in used and np.shape(j) == np.shape(t):
+                used.add(k)
+                out.append((t, j))
+                break
+    return out
+
+
+def _compare(pairs: list, rtol: float, floor: float = 0.0):
+    """The worst pair's numbers, and whether any pair is outside rtol."""
+    worst = (0.0, 0.0, 0.0)
+    for t, j in pairs:
+        w = _worst(j, t, floor)
+        if w[2] > worst[2]:
+            worst = w
+    return worst, worst[2] > rtol
+
+
+def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_targets: bool,
+           rtol: float | None = None) -> dict | None:
+    """The first module whose output or output gradient differs beyond rtol (default
+    LOCATE_RTOL of the dtype), or None."""
+    import copy  # noqa: PLC0415
+
+    from flax import nnx  # noqa: PLC0415
+    rtol = LOCATE_RTOL[port.dtype] if rtol is None else rtol
+    model = copy.deepcopy(port.torch_model)     # its forward updates BatchNorm's running stats
+    nnx_paths = {tuple(p): None for p, _ in nnx.iter_modules(port.nnx_model) if p}
+    by_nnx = {}
+    for path, _ in model.named_modules():
+        head = port.flax_paths.get(path, tuple(int(p) if p.isdigit() else p for p in path.split(".")))
+        if path and head in nnx_paths:
+            by_nnx[head] = path
+    t_rec = torch_trace(model, as_torch(x, port.dtype), as_torch(y, port.dtype, integer=integer_targets),
+                        torch_loss, set(by_nnx.values()))
+    j_rec = nnx_trace(port.nnx_model, port.nnx_input(np.asarray(x)), y, jax_loss, by_nnx, port.dtype)
+    modules = dict(model.named_modules())
+    common = [p for p in sorted(t_rec, key=lambda p: t_rec[p]["end"]) if p in j_rec and "outputs" in t_rec[p]]
+
+    flat_orders = _flat_orders(port, common, {p: t_rec[p]["outputs"] for p in common})
+
+    def pairs_of(path, what):
+        shapes = {np.shape(v) for v in j_rec[path][what] if v is not None}
+        converted = [None if v is None else _to_nnx_layout(port, v, modules[path], t_rec[path]["inputs"], shapes,
+                                                           flat_orders.get(path))
+                     for v in t_rec[path][what]]
+        return _pairs(converted, j_rec[path][what])
+
+    for k, path in enumerate(common):                          # forward, in finishing order
+        worst, bad = _compare(pairs_of(path, "outputs"), rtol)
+        if bad:
+            found = dict(layer=path, quantity="output", max_abs=worst[0], max_rel=worst[1],
+                         max_over_largest=worst[2], rtol=rtol)
+            _, inputs_differ = _compare(pairs_of(path, "inputs"), rtol)
+            if inputs_differ:
+                start = t_rec[path]["start"]
+                before = [p for p in common if t_rec[p]["end"] < start]
+                previous = max(before, key=lambda p: t_rec[p]["end"]) if before else None
+                found["note"] = (f"{path}'s input already differs while "
+                                 + (f"{previous}'s output agrees: the difference arises between {previous} and {path}"
+                                    if previous else f"no module ran before it: the difference arises before {path}")
+                                 + " (a function applied between modules)")
+            return found
+    # The backward: activation gradients only locate a difference that reaches a
+    # parameter's gradient. Alone they are no verdict: max pooling over a constant
+    # region has ties, which torch and XLA route to different positions, and a
+    # BatchNorm backward cancels at the scale of its terms; parameter gradients agree.
+    t = {n: p.grad.detach().cpu().numpy() for n, p in model.named_parameters() if p.grad is not None}
+    j = runner.step(runner.params(), x, y)[1]
+    index = port.pullback_index(list(t))
+    j_torch = nnx_to_torch_entries(index, j, {n: v.shape for n, v in t.items()})
+    # A gradient that cancels to ~0 (a conv bias before BatchNorm: 1e-16 of rounding,
+    # 0.8 of its own largest entry) is rounded at the scale of the model's gradients
+    largest = max((float(np.max(np.abs(g))) for g in t.values() if g.size), default=0.0)
+    differing = None
+    for name in t:
+        worst, bad = _compare([(t[name], j_torch[name])], rtol, largest)
+        if bad:
+            differing = dict(layer=port.layer_of(name), quantity="gradient", max_abs=worst[0], max_rel=worst[1],
+                             max_over_largest=worst[2], rtol=rtol, note=f"the gradient of parameter {name} differs")
+            break
+    if differing is None:
+        return None
+    for path in reversed(common):                              # backward: the reverse order
+        worst, bad = _compare(pairs_of(path, "grads"), rtol)
+        if bad:
+            return dict(layer=path, quantity="gradient", max_abs=worst[0], max_rel=worst[1],
+                        max_over_largest=worst[2], rtol=rtol,
+                        note=f"outputs agree; the gradient with respect to {path}'s output differs "
+                             f"({differing['note']})")
+    return differing

@@ -1,0 +1,1 @@
+"""The engine's reports: the rows, the tables and docs/parity-cpu.md."""

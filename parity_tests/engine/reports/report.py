@@ -1,0 +1,134 @@
+"""The parity report: `JAXPORT_REPORT=docs/parity-cpu.md pytest parity_tests` writes it at
+the end of the session (conftest.pytest_sessionfinish). On a machine where the GPU cells
+ran, a "cpu" in the file name becomes "gpu", so the same `make report` writes
+docs/parity-gpu.md. Plots go to images/<report name>-<example>-<device>-float32.png
+beside the report, so the CPU and GPU reports never overwrite each other's."""
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+
+from parity_tests.engine import parity
+from parity_tests.engine.reports import report_free_runs
+from parity_tests.engine.parity import RUNG_NAMES
+
+
+def _fmt(x: float) -> str:
+    return "0" if x == 0 else ("inf" if not np.isfinite(x) else f"{x:.2e}")
+
+
+def write(target: str, gpu: bool, record: parity.Record) -> Path:
+    path = Path(target)
+    if gpu and "cpu" in path.name:
+        path = path.with_name(path.name.replace("cpu", "gpu"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    facts = record.facts
+    v, rows = facts["versions"], list(record.rows.values())
+    out = [f"# Parity report: {'GPU' if gpu else 'CPU'}", "",
+           f"Written by `JAXPORT_REPORT={target} pytest -q parity_tests` (`make report`) on "
+           f"{datetime.date.today().isoformat()}. Every number below is a comparison of jaxport "
+           "(JAX + Flax NNX + Optax) with the torch reference made by the suite's one helper, "
+           "`parity_tests/engine/parity.py:check`; docs/design.md's parity ladder is the spec.", "",
+           "## Environment", "", "| | |", "| --- | --- |"]
+    for key in ("python", "torch", "jax", "jaxlib", "flax", "optax", "numpy"):
+        out.append(f"| {key} | {v[key]} |")
+    for device, name in v["devices"].items():
+        out.append(f"| device `{device}` | {name} |")
+    out += [f"| pinned numerics | {v['pinned']} |", ""]
+    o = facts.get("outcomes", {})
+    out += ["## Outcome", "",
+            f"{o.get('passed', 0)} passed, {o.get('failed', 0)} failed, {o.get('skipped', 0)} skipped "
+            f"in {facts.get('seconds', 0):.0f} s (the whole `parity_tests` directory)."]
+    out += [f"- skipped {n}: {reason}" for reason, n in facts.get("skips", {}).items()]
+    out += [f"- FAILED: `{f}`" for f in facts.get("failures", [])]
+    failed_rows = [r for r in rows if not r.passed]
+    out += ["", f"{len(rows)} comparisons recorded, {len(failed_rows)} outside tolerance.", ""]
+    out += ["## Tolerances (one table: `parity_tests/engine/parity.py`)", "",
+            "| dtype | rungs | allowed \\|jaxport - torch\\| (elementwise) |", "| --- | --- | --- |",
+            f"| float64 | 1-5 (single computations) | {parity.FLOAT64}: atol + rtol x \\|torch\\| "
+            "(the atol only matters for entries below 1e-2: sums that cancel, e.g. a converged "
+            "gradient) |",
+            "| float32 | 1 | exact or torch.testing's defaults (the inputs) |",
+            "| float32 | 2-5 (single computations) | measured per step in ulps of the summands "
+            "(`step_noise.py`, below) |",
+            "| both | 6-7 (whole runs) | the free-run criterion below (`criterion.py`) |",
+            "| both | checks of a backend against itself, marked (self) | exact |", "",
+            "*max rel* is elementwise \\|diff\\| / \\|torch\\|, so an entry that is ~0 in torch "
+            "(a converged gradient, a subnormal that XLA flushes to zero) shows a large rel at a "
+            "negligible absolute difference. *norm rel* is the largest \\|diff\\| of a tensor "
+            "(at a step) over its largest \\|torch\\|. "
+            "*used* is the largest \\|diff\\| / allowed: 1 would be the edge of the tolerance.", ""]
+    out += report_free_runs.section(path, record.curves)
+    out += _planted_section(facts) + _kink_section(facts)
+    out += _summary_section(rows)
+    out += ["## Every comparison", "",
+            "| example | form | dtype | device | config | rung | quantity | max abs | max rel | norm rel "
+            "| tolerance | used | worst at | pass | test |", "| " + " | ".join(["---"] * 15) + " |"]
+    for r in sorted(rows, key=_order):
+        out.append(f"| {r.example} | {r.form} | {r.dtype} | {r.device} | {r.config} | {r.rung} | {r.quantity} "
+                   f"| {_fmt(r.max_abs)} | {_fmt(r.max_rel)} | {_fmt(r.norm_rel)} | {r.tolerance} "
+                   f"| {r.used:.2g} | {r.worst} "
+                   f"| {'yes' if r.passed else '**NO**'} | `{r.test.split('[')[0]}` |")
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def _order(r):
+    return (r.device, r.example, r.form, r.dtype, r.config != "default", r.config, str(r.rung), r.quantity)
+
+
+def _planted_section(facts: dict) -> list:
+    planted = facts.get("planted", [])
+    if not planted:
+        return []
+    out = ["## Planted bugs (`test_planted_bugs_are_caught`)", "",
+           "Each bug is monkeypatched into jaxport (class form, CPU); the ladder's rungs run in "
+           "order until one raises the parity helper's error (the BCE bug: all of them).", "",
+           "| bug | dtype | example | rungs passed | caught by | the failure |", "| --- | --- | --- | --- | --- | --- |"]
+    for bug, dtype, found in planted:
+        for example, results in found.items():
+            passed = ", ".join(str(r) for r, e in results if e is None) or "-"
+            caught = [(r, e) for r, e in results if e]
+            first = caught[0][1].split(": ", 1)[-1][:260].replace("|", "\\|") if caught else ""
+            out.append(f"| {bug} | {dtype} | {example} | {passed} | "
+                       f"{', '.join(str(r) for r, _ in caught) or '**nothing**'} | {first} |")
+    return out + [""]
+
+
+def _kink_section(facts: dict) -> list:
+    kinks = facts.get("kinks", [])
+    out = ["## ReLU kinks float32 cannot decide", "",
+           "Where a hidden pre-activation lies within float32's dot-product rounding bound of 0, "
+           "whether that sample passes the ReLU is down to summation order, and the two backends "
+           "may legitimately disagree on a whole sample's share of a gradient. Such a step passes "
+           "only if a float64 torch step, with those kinks decided one way or the other, agrees "
+           "with jaxport to the float32 tolerance (`teacher.kink_referee`).", ""]
+    if not kinks:
+        return out + ["None occurred in this session.", ""]
+    out += ["| cell | config | rung | step | kinks (hidden layer from 0, sample, unit) | decided (+: passes "
+            "the ReLU) | torch vs jaxport before |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for k in kinks:
+        decided = ", ".join("+" if s > 0 else "-" for s in k["signs"])
+        error = k["error"].split(": ", 1)[-1][:200].replace("|", "\\|")
+        out.append(f"| {k['cell']} | {k['config']} | {k['rung']} | {k['step']} | {k['kinks']} | {decided} | {error} |")
+    return out + [""]
+
+
+def _summary_section(rows) -> list:
+    out = ["## Summary: worst difference per example, dtype and rung (default configuration)", "",
+           "| example | form | dtype | device | rung | max abs | max rel | norm rel | used | pass |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    groups = {}
+    for r in rows:
+        if r.config == "default" and not r.quantity.startswith("(self)") and isinstance(r.rung, int):
+            groups.setdefault((r.device, r.example, r.form, r.dtype, r.rung), []).append(r)
+    for key in sorted(groups):
+        g = groups[key]
+        out.append(f"| {key[1]} | {key[2]} | {key[3]} | {key[0]} | {key[4]} {RUNG_NAMES[key[4]]} "
+                   f"| {_fmt(max(r.max_abs for r in g))} | {_fmt(max(r.max_rel for r in g))} "
+                   f"| {_fmt(max(r.norm_rel for r in g))} "
+                   f"| {max(r.used for r in g):.2g} | {'yes' if all(r.passed for r in g) else '**NO**'} |")
+    return out + [""]

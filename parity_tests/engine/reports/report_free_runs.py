@@ -1,0 +1,128 @@
+"""The report's free-run sections: the criterion, a table of every free run the suite
+judged (horizon, per-step use of the bound, statistics), a plot per network cell, and
+the portability record that `make portability` leaves in docs/portability-cpu.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from parity_tests.engine.bounds import criterion
+from parity_tests.engine.bounds import ensemble
+from parity_tests.engine.bounds import step_noise
+from portcore import registry
+
+
+def section(path: Path, curves: dict) -> list:
+    out = ["## Free-running runs (rungs 6-7): the criterion", "",
+           "Long training runs are chaotic in both dtypes: a difference of one rounding grows until "
+           "it is as large as the signal, so \"jaxport equals torch to 1e-10 over 1000 steps\" can "
+           "only hold for a tame trajectory. A free run is therefore judged against the reference's "
+           f"own noise: an ensemble of {ensemble.MEMBERS} torch runs (one `torch.func.vmap` "
+           "computation) each of whose parameters moves by one ulp in a random direction after "
+           "every update - equally correct runs, rounded differently at every step, as two "
+           "implementations are (`parity_tests/engine/bounds/ensemble.py`).", "",
+           f"- **Horizon**: the first step at which the ensemble's spread (max \\|member - torch\\| of "
+           f"the step's loss) exceeds the loss's single-step tolerance (float64 "
+           f"{criterion.LOSS_TOL['float64']}, float32 {criterion.LOSS_TOL['float32']}).",
+           f"- **Before it**, every step: \\|jaxport - torch\\| <= min(max({criterion.SPREAD_MULTIPLE:g} x "
+           "spread, one loss evaluation's rounding), single-step tolerance). A learning rate 1e-4 "
+           "off fails at the first step whose loss it changes.",
+           f"- **After it**, outcome statistics as one more draw of the ensemble: final loss, median "
+           f"loss of the last tenth of the run, accuracy within the ensemble's range widened by "
+           f"{criterion.STAT_MARGIN:g} x that range on each side; fitted parameters and predictions by "
+           f"RMS distance from torch's, within (1 + {criterion.STAT_MARGIN:g}) x the members' largest. "
+           "No statistic depends on which run's loss spike comes first.",
+           "- A run whose ensemble never spreads is judged per step to its end, the fitted "
+           "parameters and model entry by entry.", "",
+           "The float32 single-step rungs (2-5) are bounded per step in ulps of the summands: "
+           f"{step_noise.NOISE_MULTIPLE:g} x the spread of {step_noise.MEMBERS} (where needed "
+           f"{step_noise.MORE_MEMBERS}) float64 torch steps from the same state moved by one float32 "
+           f"ulp, + {step_noise.RESULT_ULPS:g} ulps of the tensor's largest entry "
+           "(`parity_tests/engine/bounds/step_noise.py`).", "",
+           "| example | form | dtype | device | config | steps | horizon | per-step used (max) "
+           "| final loss: jaxport, torch, ensemble range |",
+           "| " + " | ".join(["---"] * 9) + " |"]
+    plots = {}
+    for (example, form, dtype, device, config), v in sorted(curves.items()):
+        h = v["horizon"]
+        used = float(np.max(v["diff"][:h] / np.maximum(v["allowed"][:h], 1e-300))) if h else 0.0
+        finals = v["noise"]["step_losses"][:, -1] if v["steps"] else np.zeros(1)
+        out.append(f"| {example} | {form} | {dtype} | {device} | {config} | {v['steps']} "
+                   f"| {h if h < v['steps'] else 'never'} | {used:.2f} "
+                   f"| {v['jax'].step_losses[-1]:.5g}, {v['torch'].step_losses[-1]:.5g}, "
+                   f"[{finals.min():.5g}, {finals.max():.5g}] |")
+        if config == "default" and registry.get(example).chaotic:
+            plots[(example, form, dtype, device)] = v
+    out += [""] + _ensemble_size(plots)
+    for (example, form, dtype, device), v in plots.items():
+        suffix = "" if form == "class" else f"-{form}"
+        image = path.parent / "images" / f"{path.stem}-{example}{suffix}-{device}-{dtype}.png"
+        plot(image, f"{example} ({form}), {dtype}, {device}", v)
+        out += [f"![{example} {form} {dtype} {device}: ensemble, torch and jaxport](images/{image.name})", ""]
+    return out + _portability(path.parent / "portability-cpu.json")
+
+
+def _ensemble_size(plots: dict) -> list:
+    """How the statistical bound moves with the ensemble's size: the accepted interval of
+    the final loss from the first 4, 8 and all members (torch's own run included)."""
+    out = ["How the outcome bound moves with the ensemble's size (final step loss; the "
+           "accepted interval from the first M members and torch's run):", "",
+           "| cell | horizon | M = 4 | M = 8 | M = 16 | jaxport |", "| --- | --- | --- | --- | --- | --- |"]
+    for (example, form, dtype, device), v in plots.items():
+        finals, ref = v["noise"]["step_losses"][:, -1], float(v["torch"].step_losses[-1])
+        cells = []
+        for m in (4, 8, len(finals)):
+            lo, hi = criterion.interval(np.append(finals[:m], ref))
+            cells.append(f"[{lo:.5g}, {hi:.5g}]")
+        out.append(f"| {example} {form} {dtype} {device} | {v['horizon']} | {' | '.join(cells)} "
+                   f"| {float(v['jax'].step_losses[-1]):.5g} |")
+    return out + ["", "A run that never turns chaotic has an interval a few ulps wide: it is judged per step "
+                  "instead. The interval widens with M as the range of M draws does (the expected range of "
+                  "M + 1 normal draws, torch's included, is 2.3, 3.0 and 3.6 standard deviations for M = 4, 8, 16), so "
+                  "more members make the bound looser, never tighter: the margin (the range on each side) "
+                  "is what keeps a 17th draw inside.", ""]
+
+
+def plot(image: Path, title: str, v: dict) -> None:
+    """Top: the loss curves (ensemble grey, torch black, jaxport red). Bottom: per step
+    |member - torch| (grey), |jaxport - torch| (red), the bound up to the horizon."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    steps, h = np.arange(v["steps"]), v["horizon"]
+    for i, member in enumerate(v["noise"]["step_losses"]):
+        top.plot(steps, member, color="0.7", lw=0.6, label="torch ensemble (1 ulp per step)" if i == 0 else None)
+        d = np.abs(member - v["torch"].step_losses)
+        bottom.plot(steps[d > 0], d[d > 0], ".", ms=1, color="0.6", label="|member - torch|" if i == 0 else None)
+    top.plot(steps, v["torch"].step_losses, color="k", lw=1, label="torch")
+    top.plot(steps, v["jax"].step_losses, color="tab:red", lw=0.8, ls="--", label="jaxport")
+    top.set_yscale("log")
+    top.set_ylabel("loss")
+    top.legend(fontsize=8)
+    d = v["diff"]
+    bottom.plot(steps[d > 0], d[d > 0], ".", ms=2.5, color="tab:red", label="|jaxport - torch|")
+    bottom.plot(steps[:h], v["allowed"][:h], color="tab:blue", lw=1.2, label="bound before the horizon")
+    if h < v["steps"]:
+        for ax in (top, bottom):
+            ax.axvline(h, color="tab:green", lw=1.2, ls=":")
+        bottom.text(h, bottom.get_ylim()[1] if False else max(d.max(), 1e-30), f" horizon (step {h})",
+                    color="tab:green", va="top", fontsize=8)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("training step")
+    bottom.set_ylabel("|loss difference| (zeros not drawn)")
+    bottom.legend(fontsize=8, loc="lower right")
+    top.set_title(f"{title}: free run, jaxport against torch's own ensemble")
+    fig.tight_layout()
+    image.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(image, dpi=80)
+    plt.close(fig)
+
+
+def _portability(record: Path) -> list:
+    if not record.is_file():
+        return ["## Portability", "", "No record yet: `make portability` writes docs/portability-cpu.json.", ""]
+    data = json.loads(record.read_text())
+    return data.get("markdown", []) + [""]

@@ -1,0 +1,212 @@
+"""The NNX side of a port as pure, jit-compiled functions of flat arrays: the loss and
+gradients, one optimizer step, and predictions, each from any state the harness hands
+it (torch's, in teacher-forced steps).
+
+Every call runs inside jaxport's dtype scope (jax_enable_x64 on for float64 only, for
+that call), so the harness leaves the global flag as it found it.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxport.numerics import dtype_scope
+from portcore import convert
+
+from parity_tests.engine.sides.port_models import (Port, PortInputError, flat_nnx, layer_kinds, nested, path_text,
+                                             torch_arrays, torch_copy)
+
+
+def _key(entry):
+    for attribute in ("key", "name", "idx"):
+        if hasattr(entry, attribute):
+            return getattr(entry, attribute)
+    return str(entry)
+
+
+def _path(keys) -> tuple:
+    """A jax key path into an nnx.State as an NNX state path (without the Variable's
+    own `.value`)."""
+    keys = [k for k in keys if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value")]
+    return tuple(_key(k) for k in keys)
+
+
+def nnx_clone(model, dtype: str):
+    """The caller's NNX model cloned, every layer set to compute in `dtype` (an LSTM
+    cell draws its carry in its param_dtype), batch statistics on, dropout off."""
+    clone = nnx.clone(model)
+    target = {"float32": jnp.float32, "float64": jnp.float64}[dtype]
+    for _, module in nnx.iter_modules(clone):
+        if hasattr(module, "param_dtype"):
+            module.param_dtype = target
+        if getattr(module, "dtype", None) is not None:
+            module.dtype = target
+    clone.set_attributes(deterministic=True, use_running_average=False, raise_if_not_found=False)
+    return clone
+
+
+# The NNX state that crosses from torch: every variable but random streams (parameters,
+# batch statistics, a shared dropout's step counter).
+CARRIED = nnx.Not(nnx.RngState)
+
+
+def load_nnx(port: Port, torch_arrays: dict) -> None:
+    """Write torch's arrays, converted, into the NNX clone; every NNX parameter must get
+    one, with its shape."""
+    state = nnx.state(port.nnx_model, CARRIED)
+    have = flat_nnx(nnx.to_pure_dict(state))
+    target = port.to_nnx(torch_arrays)
+    problems = [f"torch layer {port.layer_of(p)!r} maps onto NNX {path_text(p)}, which the NNX model "
+                "lacks (name_map?)" for p in target if p not in have]
+    problems += [f"NNX {path_text(p)} gets no torch array" for p in have if p not in target]
+    problems += [f"NNX {path_text(p)} has shape {have[p].shape}, torch's converted {target[p].shape}"
+                 for p in have if p in target and have[p].shape != target[p].shape]
+    if problems:
+        raise PortInputError("; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""))
+    with dtype_scope(port.dtype):
+        dt = jnp.dtype(port.dtype)
+        # floats in the run's dtype; integer state (a dropout counter) keeps its own
+        kept = {p: jnp.asarray(v, dt if jnp.issubdtype(have[p].dtype, jnp.floating) else have[p].dtype)
+                for p, v in target.items()}
+        nnx.replace_by_pure_dict(state, nested(kept))
+        nnx.update(port.nnx_model, state)
+
+
+class NnxRunner:
+    """Pure functions of the NNX clone. States cross as {NNX path: numpy array}."""
+
+    def __init__(self, port: Port, loss_fn, tx: optax.GradientTransformation, opt_kind):
+        self.port, self.dtype, self.tx, self.opt_kind = port, port.dtype, tx, opt_kind
+        model = port.nnx_model
+        with dtype_scope(self.dtype):
+            self.train_def, params, self.rest = nnx.split(model, nnx.Param, ...)
+            model.set_attributes(use_running_average=True, raise_if_not_found=False)
+            self.eval_def = nnx.split(model, nnx.Param, ...)[0]
+            model.set_attributes(use_running_average=False, raise_if_not_found=False)
+        leaves, self.treedef = jax.tree_util.tree_flatten_with_path(params)
+        self.paths = [_path(path) for path, _ in leaves]
+        self.shapes = {p: np.shape(v) for p, (_, v) in zip(self.paths, leaves)}
+
+        def step(params, rest, opt_state, x, y):
+            # merged at the jit's level and differentiated with nnx.value_and_grad: a
+            # module that updates its own state inside (an RNN cell's carry RNG count,
+            # batch statistics) must not be merged under jax.grad's trace
+            m = nnx.merge(self.train_def, params, rest)
+            loss, grads = nnx.value_and_grad(lambda m: loss_fn(m(x), y))(m)
+            new_rest = nnx.state(m, nnx.Not(nnx.Param))
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return loss, grads, optax.apply_updates(params, updates), new_rest, opt_state
+
+        def predict(params, rest, x):
+            return nnx.merge(self.eval_def, params, rest)(x)
+        self._step, self._predict, self._template = jax.jit(step), jax.jit(predict), None
+        self._loss = jax.jit(loss_fn)
+
+    def loss(self, out, y) -> float:
+        """The loss of given outputs (rung 7's final loss)."""
+        with dtype_scope(self.dtype):
+            return float(self._loss(jnp.asarray(out, self.dtype), self._y(y)))
+
+    def output_shape(self, x) -> tuple:
+        """The model's output shape on x, traced only (nothing compiled)."""
+        with dtype_scope(self.dtype):
+            return jax.eval_shape(self._predict, self.tree(self.params()), self.rest, self._x(x)).shape
+
+    # ---- flat arrays <-> states -----------------------------------------------------
+    def params(self) -> dict:
+        """The clone's current parameters, flat."""
+        return flat_nnx(nnx.to_pure_dict(nnx.state(self.port.nnx_model, nnx.Param)))
+
+    def tree(self, flat: dict):
+        dt = jnp.dtype(self.dtype)
+        return jax.tree.unflatten(self.treedef, [jnp.asarray(flat[p], dt) for p in self.paths])
+
+    def flat(self, tree) -> dict:
+        return dict(zip(self.paths, (np.asarray(v) for v in jax.tree.leaves(tree))))
+
+    def rest_with(self, nnx_arrays: dict):
+        """The non-parameter state with the running statistics set from `nnx_arrays`."""
+        with dtype_scope(self.dtype):
+            leaves, treedef = jax.tree_util.tree_flatten_with_path(self.rest)
+            new = [jnp.asarray(nnx_arrays[p], leaf.dtype) if p in nnx_arrays else leaf
+                   for p, leaf in ((_path(path), leaf) for path, leaf in leaves)]
+            return jax.tree.unflatten(treedef, new)
+
+    def rest_arrays(self, rest, paths) -> dict:
+        """The entries of a non-parameter state at `paths` (running statistics), flat."""
+        leaves = jax.tree_util.tree_flatten_with_path(rest)[0]
+        return {p: np.asarray(leaf) for p, leaf in ((_path(k), leaf) for k, leaf in leaves) if p in paths}
+
+    def opt_state(self, moments: dict | None, count: int):
+        """optax's state from torch's moments ({"exp_avg": flat, ...} on NNX paths) at
+        step `count`. kind "torch" (port_optax.TorchState): each slot is torch's state
+        entry of the same name, and the count (the schedule's position) is set even
+        where torch keeps no moment (plain SGD under a schedule)."""
+        if self._template is None:         # compiled once: eager zeros_like compiles per shape
+            self._template = jax.jit(self.tx.init)(self.tree({p: np.zeros(s) for p, s in self.shapes.items()}))
+        template = self._template
+        if self.opt_kind == "torch":
+            from parity_tests.engine.sides.port_optax import TorchState  # noqa: PLC0415
+            slots = {k: self.tree(moments[k]) if moments and k in moments else v for k, v in template.slots.items()}
+            return TorchState(count=jnp.asarray(count, jnp.int32), slots=slots)
+        if not moments or self.opt_kind is None:
+            return template
+        if self.opt_kind == "adam":
+            return optax.ScaleByAdamState(count=jnp.asarray(count, jnp.int32), mu=self.tree(moments["exp_avg"]),
+                                          nu=self.tree(moments["exp_avg_sq"]))
+        raise PortInputError(f"no optimizer-state conversion for {self.opt_kind!r}")
+
+    def moments(self, opt_state) -> dict:
+        """optax's state as torch's moment names, flat on NNX paths."""
+        if self.opt_kind == "adam":
+            return {"exp_avg": self.flat(opt_state.mu), "exp_avg_sq": self.flat(opt_state.nu)}
+        if self.opt_kind == "torch":
+            return {k: self.flat(v) for k, v in opt_state.slots.items()}
+        return {}
+
+    # ---- the computations -----------------------------------------------------------
+    def step(self, params: dict, x, y, moments=None, count: int = 0, rest=None, opt_state=None):
+        """One step from `params` (and torch's moments, or an optax state): (loss, grads,
+        new params, new rest, new optax state) with flat dicts."""
+        with dtype_scope(self.dtype):
+            state = opt_state if opt_state is not None else self.opt_state(moments, count)
+            loss, grads, new, new_rest, state = self._step(
+                self.tree(params), self.rest if rest is None else rest, state,
+                self._x(x), self._y(y))
+            return float(loss), self.flat(grads), self.flat(new), new_rest, state
+
+    def predict(self, params: dict, x, rest=None) -> np.ndarray:
+        with dtype_scope(self.dtype):
+            return np.asarray(self._predict(self.tree(params), self.rest if rest is None else rest, self._x(x)))
+
+    def _x(self, x):
+        x = self.port.nnx_input(np.asarray(x))
+        # integer inputs (token ids): int32 unless the run is float64 (x64 on), as the targets
+        integer = x.dtype if self.dtype == "float64" else jnp.int32
+        return jnp.asarray(x, self.dtype if np.issubdtype(x.dtype, np.floating) else integer)
+
+    def _y(self, y):
+        y = np.asarray(y)
+        return jnp.asarray(y, self.dtype if np.issubdtype(y.dtype, np.floating) else jnp.int32)
+
+
+def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, input_layout=None) -> Port:
+    """Both copies, the layer map, and torch's weights written into the NNX clone."""
+    if input_layout not in (None, "nchw", "nhwc"):
+        raise PortInputError(f"unknown input layout {input_layout!r} (use nchw or nhwc)")
+    model = torch_copy(torch_model, dtype)
+    clone = nnx_clone(nnx_model, dtype)
+    nnx_paths = set(flat_nnx(nnx.to_pure_dict(nnx.state(clone, CARRIED))))
+    flax_paths = {p: convert.flax_path(q) for p, q in (name_map or {}).items()}
+    layers = layer_kinds(model, nnx_paths, flax_paths, hooks or {})
+    port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout)
+    try:
+        load_nnx(port, torch_arrays(model))
+    except PortInputError:
+        raise
+    except (ValueError, KeyError) as error:                # a layer kind's own refusal
+        raise PortInputError(f"converting torch's weights: {error}") from None
+    return port

@@ -1,0 +1,206 @@
+"""The torch side of a port: the reference's steps, from any state given as arrays, and
+the reference's own float32 noise for one step, generic over modules.
+
+parity_tests/engine/bounds/step_noise.py measures a step's float32 noise for the tutorial's examples
+(it builds them by example name and vmaps over members); this is the same measurement
+for an arbitrary torch.nn.Module: MEMBERS float64 torch steps from the state with every
+parameter, running statistic, optimizer moment and float input moved by one float32 ulp
+in a random direction. The members run one after another (a user's module may hold
+BatchNorm buffers, which vmap cannot update), and without step_noise's per-sample
+summand term (it needs per-sample gradients, which BatchNorm does not have): the
+bound's RESULT_ULPS term covers the final rounding instead; the tests measure how much
+of the bound correct ports use.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import torch
+
+from parity_tests.engine.sides.port_models import Port, torch_arrays
+from parity_tests.engine.bounds.step_noise import MEMBERS, moved_one_ulp
+
+MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "momentum_buffer", "square_avg", "sum", "acc_delta")
+NON_NEGATIVE = ("exp_avg_sq", "square_avg", "sum", "acc_delta")   # sums of squares: moved, they stay >= 0
+
+
+class TorchOptimizer:
+    """A torch optimizer and its scheduler (None without one), stepped together (the
+    scheduler after every optimizer step); `steps` counts the steps taken, the
+    schedule's position (torch's SGD keeps no step count of its own)."""
+
+    def __init__(self, built, steps: int = 0):
+        self.opt, self.scheduler = built if isinstance(built, tuple) else (built, None)
+        self.state, self.steps = self.opt.state, steps
+
+    def zero_grad(self):
+        self.opt.zero_grad()
+
+    def step(self):
+        self.opt.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.steps += 1
+
+
+def as_torch(a, dtype: str, target: bool = False, integer: bool = False) -> torch.Tensor:
+    a = np.asarray(a)
+    if integer or not np.issubdtype(a.dtype, np.floating):
+        return torch.as_tensor(a.astype(np.int64))
+    return torch.as_tensor(a.astype(dtype))
+
+
+class TorchSide:
+    """Models, optimizers and steps of the reference, from arrays."""
+
+    def __init__(self, port: Port, loss_fn, optimizer_factory, integer_targets: bool):
+        self.port, self.loss_fn, self.factory, self.integer = port, loss_fn, optimizer_factory, integer_targets
+
+    def model(self, arrays: dict | None = None, dtype: str | None = None):
+        """A fresh copy of the port's torch model (its weights, or `arrays`)."""
+        model = copy.deepcopy(self.port.torch_model).to(getattr(torch, dtype or self.port.dtype))
+        if arrays is not None:
+            with torch.no_grad():
+                for name, t in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items():
+                    if name in arrays:
+                        t.copy_(torch.as_tensor(np.asarray(arrays[name])))
+        return model
+
+    def optimizer(self, model, moments: dict | None = None, count: int = 0) -> TorchOptimizer:
+        """A fresh optimizer at step `count`: torch's moments written into its state, its
+        scheduler stepped `count` times (torch's own lr for that step)."""
+        opt = TorchOptimizer(self.factory(list(model.parameters())), count)
+        if opt.scheduler is not None and count:
+            with warnings.catch_warnings():          # "scheduler.step() before optimizer.step()": on purpose
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(count):
+                    opt.scheduler.step()
+        if moments:
+            dt = next(model.parameters()).dtype
+            for name, p in model.named_parameters():
+                entry = {k: torch.as_tensor(np.asarray(v[name])).to(dt).clone() for k, v in moments.items() if name in v}
+                if entry:
+                    if not isinstance(opt.opt, torch.optim.SGD):     # the others keep torch's "step"
+                        entry["step"] = torch.tensor(float(count))
+                    opt.state[p] = entry
+        return opt
+
+    def loss(self, model, x, y):
+        dtype = self.port.dtype if next(model.parameters()).dtype == getattr(torch, self.port.dtype) else "float64"
+        return self.loss_fn(model(as_torch(x, dtype)), as_torch(y, dtype, integer=self.integer))
+
+    def step(self, model, opt, x, y) -> tuple:
+        """(loss, grads, params after, moments after, count after) of one step."""
+        opt.zero_grad()
+        loss = self.loss(model, x, y)
+        loss.backward()
+        grads = {n: p.grad.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
+        opt.step()
+        return (float(loss.detach()), grads, torch_arrays(model), *moments_of(model, opt))
+
+    def predict(self, arrays: dict, x) -> np.ndarray:
+        model = self.model(arrays).eval()
+        with torch.no_grad():
+            return model(as_torch(x, self.port.dtype)).cpu().numpy()
+
+
+def moments_of(model, opt: TorchOptimizer) -> tuple[dict, int]:
+    """({"exp_avg": {name: array}, ...}, steps taken) of a torch optimizer."""
+    out = {}
+    for name, p in model.named_parameters():
+        for key, value in opt.state.get(p, {}).items():
+            if key in MOMENT_KEYS and value is not None:
+                out.setdefault(key, {})[name] = value.detach().cpu().numpy().copy()
+    return out, opt.steps
+
+
+class Teacher:
+    """torch's own training loop, kept between steps; `state()` is what the NNX side
+    starts each teacher-forced step from."""
+
+    def __init__(self, side: TorchSide):
+        self.side = side
+        self.model = side.model()
+        self.opt = side.optimizer(self.model)
+
+    def state(self) -> tuple[dict, dict, int]:
+        return (torch_arrays(self.model), *moments_of(self.model, self.opt))
+
+    def step(self, x, y) -> tuple:
+        return self.side.step(self.model, self.opt, x, y)
+
+
+def step_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
+    """Per quantity of a float32 step (loss, grads, params after, moments after), the
+    largest |member - reference| over `members` float64 steps from `state` moved by one
+    float32 ulp (step_noise.py's measurement, one member at a time)."""
+    rng = np.random.default_rng([seed, 7])
+    arrays, moments, count = state
+    spreads = None
+    for _ in range(members):
+        moved = {k: moved_one_ulp(v, rng) if np.issubdtype(np.asarray(v).dtype, np.floating) else v for k, v in arrays.items()}
+        moved_m = {k: {n: np.abs(moved_one_ulp(v, rng)) if k in NON_NEGATIVE else moved_one_ulp(v, rng) for n, v in d.items()}
+                   for k, d in moments.items()}
+        model = side.model(moved, "float64")
+        xm = moved_one_ulp(x, rng) if np.issubdtype(np.asarray(x).dtype, np.floating) else x
+        r = side.step(model, side.optimizer(model, moved_m, count), xm, np.asarray(y, np.float64)
+                      if np.issubdtype(np.asarray(y).dtype, np.floating) else y)
+        here = (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),
+                {k: _absdiff(d, reference[3].get(k, {})) for k, d in r[3].items()})
+        spreads = _merge(spreads, here)
+    # The float64 members model one rounding per product; the row-order members model
+    # the float32 batch sums themselves (a conv bias's gradient sums N x H x W terms),
+    # which step_noise.py covers with its per-sample summand term, unavailable for a
+    # module with BatchNorm.
+    return _merge(spreads, row_order_spread(side, state, x, y, reference, members, seed))
+
+
+def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
+    """The same spread over torch steps in the run's own dtype, from the state itself,
+    with the batch's rows in another order: the same mean, summed in another order.
+    In float64 this is the reference's only noise that matters: Adam divides a gradient
+    that cancels to ~1e-17 (a bias before BatchNorm) by its own size, and moves the
+    parameter by ~1e-11, which the table's 1e-10 relative cannot hold."""
+    rng = np.random.default_rng([seed, 11])
+    arrays, moments, count = state
+    spreads = None
+    for _ in range(members if len(np.atleast_1d(y)) > 1 else 0):
+        perm = rng.permutation(len(y))
+        model = side.model(arrays)
+        r = side.step(model, side.optimizer(model, moments, count), np.asarray(x)[perm], np.asarray(y)[perm])
+        here = (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),
+                {k: _absdiff(d, reference[3].get(k, {})) for k, d in r[3].items()})
+        spreads = _merge(spreads, here)
+    return spreads
+
+
+def _merge(spreads, here):
+    if here is None:
+        return spreads
+    return here if spreads is None else (
+            max(spreads[0], here[0]), _max(spreads[1], here[1]), _max(spreads[2], here[2]),
+            {k: _max(spreads[3][k], d) for k, d in here[3].items()})
+
+
+def _absdiff(a: dict, b: dict) -> dict:
+    return {k: np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)) for k in b if k in a}
+
+
+def _max(a: dict, b: dict) -> dict:
+    return {k: np.maximum(a[k], b[k]) for k in a}
+
+
+def output_spread(side: TorchSide, arrays: dict, x, reference: np.ndarray, members: int = MEMBERS) -> np.ndarray:
+    """The float32 noise of the model's output: float64 forward passes (eval mode) with
+    every weight and float input moved by one float32 ulp (step_noise.output_spread,
+    generic)."""
+    rng = np.random.default_rng([0, 8])
+    outs = []
+    for _ in range(members):
+        moved = {k: moved_one_ulp(v, rng) for k, v in arrays.items()}
+        xm = moved_one_ulp(x, rng) if np.issubdtype(np.asarray(x).dtype, np.floating) else x
+        with torch.no_grad():
+            outs.append(side.model(moved, "float64").eval()(as_torch(xm, "float64")).numpy())
+    return np.max(np.abs(np.asarray(outs) - np.asarray(reference, np.float64)), axis=0)

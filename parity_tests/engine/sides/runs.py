@@ -1,0 +1,170 @@
+"""What the rungs run: the grid's cells, training configurations, the shared inputs, and
+session caches of both backends' runs and of the reference's perturbation ensemble.
+
+Torch's results are cached for the session (no planted bug touches torchref); jaxport's
+are cached too, and `clear_jax_caches` drops them together with jaxport's own caches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+import jaxport.training as jt
+import torchref.training as tt
+from parity_tests.engine.bounds import ensemble
+from portcore import registry, specs, weights
+from parity_tests.engine.sides.teacher import forget_jax_steppers
+
+SEED = specs.DEFAULT_SEED
+
+
+@dataclass(frozen=True)
+class Cell:
+    example: str
+    form: str
+    dtype: str
+    device: str
+
+    @property
+    def kw(self) -> dict:
+        return dict(dtype=self.dtype, device=self.device, form=self.form)
+
+    def where(self, run: "Run | None" = None) -> dict:
+        return dict(example=self.example, form=self.form, dtype=self.dtype, device=self.device,
+                    config=run.label if run else "default")
+
+    def __str__(self):
+        return f"{self.example}-{self.form}-{self.dtype}-{self.device}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A training run: configuration, data seed, initial weights, and its label in the
+    report; order from specs.
+
+    init: "shared" (registry.shared_init of the seed), "torch-style:N" (nn.Linear's
+    distribution drawn with numpy.random.default_rng(N)) or a weights file's path.
+    jax_nudge: when not 0, jaxport starts from the initial weights moved by one ulp in
+    a random direction drawn from this seed (a simulated machine whose rounding starts
+    differing at once); torch always starts from the weights themselves.
+    devices: both backends' fit run data parallel on that many devices (rungs 6-7;
+    rungs 2-5 are single steps that do not depend on it); the reference
+    ensemble stays one-device torch, so N devices are judged against one."""
+    label: str
+    config: specs.TrainConfig
+    seed: int = SEED
+    init: str = "shared"
+    jax_nudge: int = 0
+    devices: int = 1
+
+    def order(self, n: int) -> np.ndarray:
+        return specs.batch_order(n, self.config.epochs, self.config.shuffle, self.seed)
+
+
+def default_run(example: str) -> Run:
+    return Run("default", registry.get(example).defaults)
+
+
+@functools.lru_cache(maxsize=None)
+def data(example, seed=SEED):
+    return registry.make_data(example, seed)
+
+
+def init(example, run: Run | None = None) -> dict:
+    """The run's initial weights (float64, exchange format)."""
+    if run is None or run.init == "shared":
+        return registry.shared_init(example, SEED if run is None else run.seed)
+    if run.init.startswith("torch-style:"):
+        return registry.torch_style_init(example, int(run.init.split(":", 1)[1]))
+    return weights.load(run.init, registry.param_shapes(example))
+
+
+def jax_init(example, run: Run, dtype: str) -> dict:
+    """jaxport's initial weights: the run's, or those moved one ulp (run.jax_nudge)."""
+    params = init(example, run)
+    if not run.jax_nudge:
+        return params
+    rng = np.random.default_rng([run.jax_nudge, 5])
+    inf = np.array(np.inf, dtype)
+    return {k: np.nextafter(v.astype(dtype), np.where(rng.random(v.shape) < 0.5, inf, -inf))
+            for k, v in params.items()}
+
+
+# A grid of inputs for the fitted model's predictions: the plots' axes, widened.
+def grid(example) -> np.ndarray:
+    return registry.get(example).grid()
+
+
+def batches(order: np.ndarray, batch_size: int):
+    """The DataLoader's batches, in order: (step, indices)."""
+    step = 0
+    for row in order:
+        for start in range(0, len(row), batch_size):
+            yield step, row[start:start + batch_size]
+            step += 1
+
+
+# ---- cached runs --------------------------------------------------------------------
+_TORCH, _JAX = {}, {}
+
+
+def torch_fit(cell: Cell, run: Run) -> specs.FitResult:
+    k = (cell, dataclasses.replace(run, jax_nudge=0))
+    if k not in _TORCH:
+        x, y = data(cell.example, run.seed)
+        _TORCH[k] = tt.fit(cell.example, init(cell.example, run), x, y, run.order(len(x)), run.config,
+                           devices=run.devices, **cell.kw)
+    return _TORCH[k]
+
+
+def jax_fit(cell: Cell, run: Run) -> specs.FitResult:
+    if (cell, run) not in _JAX:
+        x, y = data(cell.example, run.seed)
+        _JAX[(cell, run)] = jt.fit(cell.example, jax_init(cell.example, run, cell.dtype), x, y,
+                                   run.order(len(x)), run.config, devices=run.devices, **cell.kw)
+    return _JAX[(cell, run)]
+
+
+def clear_jax_caches() -> None:
+    """Forget every compiled jaxport function and result (before and after a planted bug).
+    jax's own caches can stay: they are keyed by function objects, and these are new."""
+    jt.clear_caches()
+    _JAX.clear()
+    forget_jax_steppers()
+
+
+def reference_noise(cell: Cell, run: Run) -> dict:
+    """The torch perturbation ensemble of this run (parity_tests/engine/bounds/ensemble.py) and what
+    rungs 6-7 need of it: per-member step losses and fitted models. The Sequential
+    form reuses the class form's when torch's own runs of the two agree bit for bit."""
+    run = dataclasses.replace(run, jax_nudge=0, devices=1)      # the one-device reference
+    k = (cell, run, "noise")
+    if k in _TORCH:
+        return _TORCH[k]
+    if cell.form != "class":
+        base = Cell(cell.example, "class", cell.dtype, cell.device)
+        ours, theirs = torch_fit(cell, run), torch_fit(base, run)
+        if np.array_equal(ours.step_losses, theirs.step_losses) and \
+                all(np.array_equal(ours.params[n], theirs.params[n]) for n in ours.params):
+            _TORCH[k] = reference_noise(base, run)
+            return _TORCH[k]
+    x, y = data(cell.example, run.seed)
+    members = ensemble.run(cell.example, init(cell.example, run), x, y,
+                           run.order(len(x)), run.config, dtype=cell.dtype, device=cell.device,
+                           form=cell.form)
+    _TORCH[k] = {"step_losses": members.step_losses, "params": members.params,
+                 "models": [fitted_model(tt, cell, p, run) for p in members.params]}
+    return _TORCH[k]
+
+
+def fitted_model(backend, cell: Cell, params: dict, run: Run | None = None) -> dict:
+    """Rung 7's quantities, evaluated by `backend` at `params`."""
+    x, y = data(cell.example, SEED if run is None else run.seed)
+    out = {"final loss": backend.loss_and_grads(cell.example, params, x, y, **cell.kw)[0],
+           "predictions": backend.predict(cell.example, params, grid(cell.example), **cell.kw)}
+    if registry.get(cell.example).metric == "accuracy":
+        out["accuracy"] = specs.accuracy(backend.predict(cell.example, params, x, **cell.kw), y)
+    return out

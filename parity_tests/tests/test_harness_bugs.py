@@ -1,0 +1,71 @@
+"""Planted porting bugs: each makes check_port fail, and locate_divergence names the
+layer where the difference starts. Correct ports: locate_divergence finds nothing even
+at half its tolerance (locate.LOCATE_RTOL, whose docstring lists the measured numbers).
+
+The bugs are the ones docs/design.md lists: LayerNorm's epsilon 1e-6 (Flax's default)
+against torch's 1e-5, jax.nn.gelu's default tanh approximation against torch's exact
+GELU (a function between modules: the locator says it arises between norm and out), a
+conv kernel transposed with .T (the right shape for a square kernel), LSTM gates taken
+in the wrong order, and a wrong epsilon deep inside a stack ("blocks.2.norm").
+"""
+import pytest
+
+from examples.own_port import NnxMLP, TorchMLP, make_data
+from parity_tests.tests import harness_models as hm
+from parity_tests.harness import check_port, locate_divergence
+from parity_tests.engine.locator.locate import LOCATE_RTOL
+
+MLP = dict(torch=TorchMLP, data=lambda: make_data(64), kw={})
+LSTM = dict(torch=hm.TorchLSTMClassifier, data=lambda: hm.lstm_data(32), kw=dict(loss="cross_entropy"))
+CNN = dict(torch=hm.TorchCNN, data=hm.cnn_data, kw=dict(loss="cross_entropy", input_layout="nhwc"))
+BLOCKS = dict(torch=hm.TorchBlocks, data=hm.blocks_data, kw={})
+
+BUGS = {
+    "layernorm eps 1e-6": (MLP, lambda: NnxMLP(eps=1e-6), {}, "norm", None),
+    "tanh gelu": (MLP, lambda: NnxMLP(approximate=True), {}, "out", "arises between norm and out"),
+    "conv kernel .T": (CNN, hm.NnxCNN, dict(convert={"conv": hm.conv_kernel_transposed_with_T}), "conv", None),
+    "lstm gates i,f,o,g": (LSTM, hm.NnxLSTMClassifier, dict(convert={"rnn": hm.lstm_gates_out_of_order}), "rnn", None),
+    "eps in blocks.2.norm": (BLOCKS, lambda: hm.NnxBlocks(eps_of_block={2: 1e-6}), {}, "blocks.2.norm", None),
+}
+
+
+@pytest.mark.parametrize("bug", list(BUGS))
+def test_planted_bug_fails_and_is_located(bug):
+    case, nnx_factory, extra, layer, note = BUGS[bug]
+    x, y = case["data"]()
+    kw = dict(case["kw"], **extra)
+    report = check_port(case["torch"](), nnx_factory(), x, y, steps=4, batch_size=len(x), locate=False, **kw)
+    assert not report.passed and report.first_failure["rung"] == 2
+    assert report.first_failure["quantity"] in ("loss", "model output (eval mode) on the data")
+    where = locate_divergence(case["torch"](), nnx_factory(), x, y, **kw)
+    assert where is not None and (where["layer"], where["quantity"]) == (layer, "output")
+    assert where["max_over_largest"] > LOCATE_RTOL["float64"]
+    assert (note is None) == ("note" not in where)
+    if note:
+        assert note in where["note"]
+
+
+@pytest.mark.parametrize("bug", ["layernorm eps 1e-6", "tanh gelu"])
+def test_planted_bug_in_float32_is_located_by_check_port_itself(bug):
+    """float32 too: the eps bug moves the norm's output by 1.9e-5 of its largest entry,
+    4.7x the float32 tolerance; check_port's report names the layer from the locator."""
+    case, nnx_factory, extra, layer, note = BUGS[bug]
+    x, y = case["data"]()
+    report = check_port(case["torch"](), nnx_factory(), x, y, steps=4, batch_size=len(x), dtype="float32")
+    assert not report.passed
+    assert report.first_failure["layer"] == layer and report.located["layer"] == layer
+    assert report.located["max_over_largest"] > LOCATE_RTOL["float32"]
+    assert f"Located: the output of `{layer}` differs first" in report.markdown()
+
+
+CORRECT = {"mlp": (MLP, NnxMLP, {}), "lstm": (LSTM, hm.NnxLSTMClassifier, {}), "cnn": (CNN, hm.NnxCNN, {}),
+           "blocks": (BLOCKS, hm.NnxBlocks, {})}
+
+
+@pytest.mark.parametrize("port", list(CORRECT))
+def test_correct_ports_agree_within_half_the_locators_tolerance(port, dtype="float32"):
+    """float32, where the margin is thin (float64 ports differ by <= 4.1e-15, locate.py)."""
+    case, nnx_factory, extra = CORRECT[port]
+    x, y = case["data"]()
+    assert locate_divergence(case["torch"](), nnx_factory(), x, y, dtype=dtype, rtol=LOCATE_RTOL[dtype] / 2,
+                             **dict(case["kw"], **extra)) is None

@@ -1,0 +1,91 @@
+"""`python -m parity_tests check` as a CI gate: exit 0 when the port agrees, 1 when it
+differs (naming the layer), 2 on bad input with one line on stderr and no traceback."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from examples.own_port import make_data
+from parity_tests.engine.port_cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+MLP = ("examples.own_port:TorchMLP", "examples.own_port:NnxMLP")
+
+
+def _cli(args, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
+    return subprocess.run([sys.executable, "-m", "parity_tests", "check", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=300)
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "port.npz"
+    x, y = make_data(64)
+    np.savez(path, x=x, y=y)
+    return str(path)
+
+
+def test_a_correct_port_exits_0(tmp_path, data):
+    done = _cli([*MLP, "--data", data, "--steps", "3", "--report", "report.md"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "parity: agree"
+    assert "## Parity of MLP / MLP: PASSED" in done.stdout
+    assert (tmp_path / "report.md").read_text().strip() == done.stdout.strip()
+
+
+def test_a_planted_bug_exits_1_and_names_the_layer(tmp_path, data, capsys, monkeypatch):
+    """In this process (the real-process path is the test above): a factory module of
+    the user's, found on the path."""
+    (tmp_path / "buggy_port.py").write_text(
+        "from examples.own_port import NnxMLP\n\n\ndef Nnx():\n    return NnxMLP(eps=1e-6)   # Flax's default\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["check", MLP[0], "buggy_port:Nnx", "--data", data, "--steps", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines()[-1] == "parity: DIFFER at rung 2 (loss at init), loss, layer norm"
+    assert "Located: the output of `norm` differs first" in out
+
+
+def test_bad_input_in_a_real_process_is_one_line_without_traceback(tmp_path, data):
+    done = _cli([MLP[0], "examples.own_port:NoSuchFactory", "--data", data], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "error: module 'examples.own_port' has no attribute 'NoSuchFactory'\n"
+
+
+def _npz(tmp_path, name, **arrays):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no module", "error: cannot import 'no_such_module'"),
+    ("not module:attr", "error: 'examples.own_port': expected module:callable"),
+    ("missing file", "error: cannot read"),
+    ("no y", "error: {path}: no array named y (has x)"),
+    ("rows differ", "error: x and y need the same number of rows (x (64, 4), y (10, 1))"),
+    ("wrong output shape", "error: the model's output per row is (1,), y's is (3,) (loss mse)"),
+    ("unknown loss", "error: argument --loss: invalid choice: 'hinge'"),
+    ("factory raises", "error: the torch factory raised TypeError"),
+    ("not a model", "error: the torch model is a tuple, not a torch.nn.Module"),
+])
+def test_bad_input_exits_2_with_one_line(case, message, tmp_path, data, capsys):
+    x, y = make_data(64)
+    args = {
+        "no module": ["no_such_module:A", MLP[1], "--data", data],
+        "not module:attr": ["examples.own_port", MLP[1], "--data", data],
+        "missing file": [*MLP, "--data", str(tmp_path / "missing.npz")],
+        "no y": [*MLP, "--data", _npz(tmp_path, "no_y.npz", x=x)],
+        "rows differ": [*MLP, "--data", _npz(tmp_path, "rows.npz", x=x, y=y[:10])],
+        "wrong output shape": [*MLP, "--data", _npz(tmp_path, "shape.npz", x=x, y=np.zeros((64, 3)))],
+        "unknown loss": [*MLP, "--data", data, "--loss", "hinge"],
+        "factory raises": ["numpy:array", MLP[1], "--data", data],
+        "not a model": ["examples.own_port:make_data", MLP[1], "--data", data],
+    }[case]
+    assert main(["check", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(message.format(path=args[-1]))
