@@ -8,7 +8,7 @@ OUT    ?= out
 TRAINABLE = $(shell $(PY) -m examples list --trainable)
 DEMOS     = $(shell $(PY) -m examples list --demos)
 
-.PHONY: demo test bench report portability docs clean
+.PHONY: demo test test-all bench report portability docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,21 @@ demo: $(STAMP)
 	@$(PY) -m examples compare neural_network --dtype float64 --quiet
 	@echo "demo outputs in $(OUT)/"
 
+# Two tiers over pytest-xdist, one worker per CPU (a file's tests stay on one worker,
+# which keeps its cached torch runs): `make test` the fast tier, everything not marked
+# slow; `make test-all` that, then the long evidence (free-run ensembles, DDP, faults,
+# resume, the zoo). CI runs `make test-all`.
+XDIST := -n logical --dist loadfile
 test: $(STAMP)
-	$(PY) -m pytest -q parity_tests
+	$(PY) -m pytest -q $(XDIST) -m "not slow" parity_tests
+
+test-all: test
+	$(PY) -m pytest -q $(XDIST) -m slow parity_tests
 
 bench: $(STAMP)
 	$(PY) -m examples bench --json $(OUT)/bench-cpu.json
 
+# One process: the report is written from the whole session's record of comparisons.
 report: $(STAMP)
 	JAXPORT_REPORT=docs/parity-cpu.md $(PY) -m pytest -q parity_tests
 

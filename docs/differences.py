@@ -15,7 +15,7 @@ FR = "test_free_run_criterion.py"
 def row(concept, torch, jax, tests):
     """concept, torch and jax are (English, Chinese or None); tests are 'file::name'."""
     return {"concept": concept, "torch": torch, "jax": jax,
-            "tests": [f"parity_tests/{file}::{name}" for file, name in (t.split("::") for t in tests)]}
+            "tests": [f"parity_tests/tests/{file}::{name}" for file, name in (t.split("::") for t in tests)]}
 
 
 ROWS = [

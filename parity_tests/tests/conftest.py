@@ -25,6 +25,8 @@ import time
 # Read when JAX first initialises its backends, which is later than this.
 if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+# Several pytest-xdist workers may share one GPU: none may take 75% of its memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # Four CPU devices for the data-parallel tests (test_data_parallel.py). Everything else
 # runs on the first, the default device, and its numbers are bit for bit those of a
 # one-device process (checked by test_data_parallel.py's subprocess test).
@@ -119,6 +121,8 @@ def pytest_configure(config):
     config.stash[RECORDING].__enter__()
     config.addinivalue_line("markers", "parity_cells(examples=..., forms=..., dtypes=...): "
                             "restrict the parity grid that parametrizes `cell`")
+    config.addinivalue_line("markers", "slow: the second tier (`make test-all`): the long evidence, "
+                            "free-run ensembles, DDP, faults, resume, the zoo; `make test` leaves it out")
 
 
 def cells(examples=registry.LADDER, forms=None, dtypes=DTYPES, devices=DEVICES):

@@ -89,6 +89,7 @@ def test_long_run_gif_is_drawn_from_kept_epochs(backend, tmp_path, capsys, monke
         assert im.n_frames == 20
 
 
+@pytest.mark.slow    # second tier: a run interrupted in a subprocess
 def test_ctrl_c_ends_quietly_with_130(tmp_path):
     # `python -m examples`, with Ctrl-C's handler put back: a shell without job control
     # starts background jobs with SIGINT ignored, and Python keeps it ignored.

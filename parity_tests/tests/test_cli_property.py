@@ -17,6 +17,9 @@ from hypothesis import strategies as st
 from portcore import registry, weights
 from examples.cli import main
 
+# The second tier (`make test-all`): generated command lines (hypothesis), each a subprocess.
+pytestmark = pytest.mark.slow
+
 EXIT_STATUSES = {0, 1, 2, 3}
 SUFFIX = {"save": ".npz", "history": ".json", "gif": ".gif", "plot": ".png", "out": ".npz", "json": ".json"}
 # Values that may work; then values that must not, one or two of which a command line

@@ -29,6 +29,9 @@ import torchref.training as tt
 from portcore import registry, specs, weights
 from examples.cli import main
 
+# The second tier (`make test-all`): data parallel: DDP processes and several JAX devices.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-10                 # the float64 single-step tolerance (parity.py's table)
 REPORT = bool(os.environ.get("JAXPORT_REPORT"))

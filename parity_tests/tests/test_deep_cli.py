@@ -31,6 +31,7 @@ def test_torch_init_through_jaxport_is_bit_identical(example, dtype, tmp_path, c
     assert t.read_bytes() == j.read_bytes()
 
 
+@pytest.mark.slow    # second tier: whole default runs of both backends
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 @pytest.mark.parametrize("example", DEEP)
 def test_default_run_reaches_95_percent_held_out(example, backend, tmp_path, capsys):

@@ -42,6 +42,7 @@ FULL = os.environ.get("JAXPORT_FULL") or os.environ.get("JAXPORT_REPORT")
 FREE = [c for c in CELLS if c.dtype == "float64" or FULL]
 
 
+@pytest.mark.slow    # second tier: the deep examples' free runs and their ensembles
 @pytest.mark.parametrize("deep_cell", FREE, ids=str)
 def test_free_running_and_fitted_model(deep_cell):
     """Rungs 6-7: the whole default run from the shared init on both backends; float64

@@ -19,7 +19,7 @@ TUTORIAL = "站在PyTorch的肩膀上去探索深度学习世界"
 TUTORIAL_URL = "https://weikunhan.github.io/blogs/technologies_learning/standing_on_the_shoulders_of_pytorch_to_study_deep_learning/"
 # What a porter needs most, each as a word that must appear in a cited test's name.
 TOPICS = ["dropout", "batchnorm", "conv2d", "lstm", "gru", "schedule", "donated", "vmap", "checkpoint"]
-CITATION = re.compile(r"`(parity_tests/test_\w+\.py)::([\w:]+)`")
+CITATION = re.compile(r"`(parity_tests/tests/test_\w+\.py)::([\w:]+)`")
 MAX_IMAGE_BYTES = 500_000
 # Written by `make report`, not by `make docs`: a link to them may come before them.
 REPORT_OUTPUTS = re.compile(r"(^|/)(parity-[\w-]+\.(md|png))$")

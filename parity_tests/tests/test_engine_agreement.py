@@ -13,6 +13,9 @@ from parity_tests.engine.sides.runs import clear_jax_caches
 from parity_tests.tests.test_deep_planted_bugs import BUGS
 from portcore import registry
 
+# The second tier (`make test-all`): the examples through check_port: every rung, both dtypes, the deep planted bugs.
+pytestmark = pytest.mark.slow
+
 ROWS, STEPS, BATCH = 64, 3, 32
 # Where the locator (or the failing comparison) must name each planted bug.
 LAYER = {"conv kernel converted with .T": "conv1", "flatten left in NHWC order": "drop",    # "arises between bn and drop": the flatten

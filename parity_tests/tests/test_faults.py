@@ -15,6 +15,9 @@ import pytest
 
 from portcore import weights
 
+# The second tier (`make test-all`): faults: processes killed at random moments.
+pytestmark = pytest.mark.slow
+
 ROOT = str(Path(__file__).resolve().parents[2])
 ENV = dict(os.environ, PYTHONPATH=ROOT)
 

@@ -18,6 +18,9 @@ from portcore import registry
 from jaxport.optim import torch_adam
 from parity_tests.tests.test_parity_planted_bugs import lr_off
 
+# The second tier (`make test-all`): the free-run criterion's own evidence: chaotic runs, two other MKL paths, planted free-run bugs.
+pytestmark = pytest.mark.slow
+
 NETWORK = "neural_network"
 
 

@@ -57,6 +57,7 @@ def test_tutorial_runs_stay_one_program(example):
     program of all their epochs, as before."""
     x, y = registry.make_data(example)
     config = registry.get(example).defaults
+    DEFAULT.clear()                    # only this run's programs: other tests (any order, any worker) compile others
     jax_training.fit(example, registry.shared_init(example), x, y, schedule.EpochOrder(len(x), config.epochs, False),
                      config)
     shapes = [k[-1] for k in DEFAULT.compiled()

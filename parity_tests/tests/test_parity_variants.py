@@ -9,6 +9,9 @@ import pytest
 from parity_tests.engine.rungs import ladder
 from portcore import registry, specs
 
+# The second tier (`make test-all`): the free-run ensembles of the shuffled, SGD and momentum variants.
+pytestmark = pytest.mark.slow
+
 REGRESSIONS = ("linear_regression", "logistic_regression")
 NETWORK = ("neural_network",)
 

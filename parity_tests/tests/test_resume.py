@@ -18,6 +18,9 @@ import pytest
 from portcore import checkpoint, schedule, weights
 from examples.cli import main
 
+# The second tier (`make test-all`): checkpoints and resumed runs, killed at random steps.
+pytestmark = pytest.mark.slow
+
 ROOT = str(Path(__file__).resolve().parents[2])
 # One torch thread, as the suite's own (conftest.py): on a loaded 2-core machine two
 # threads make eager steps 10-30x slower.

@@ -16,6 +16,9 @@ from parity_tests.tests import zoo_mnist as zm
 from parity_tests.engine.sides import port_optax as po
 from parity_tests.harness import PortInputError, check_port
 
+# The second tier (`make test-all`): the zoo's public-model ports and their planted bugs.
+pytestmark = pytest.mark.slow
+
 
 
 def _where(report):
