@@ -61,7 +61,7 @@ def write(target: str, gpu: bool, record: parity.Record) -> Path:
             "(at a step) over its largest \\|torch\\|. "
             "*used* is the largest \\|diff\\| / allowed: 1 would be the edge of the tolerance.", ""]
     out += report_free_runs.section(path, record.curves)
-    out += _planted_section(facts) + _kink_section(facts)
+    out += _planted_section(facts)
     out += _summary_section(rows)
     out += ["## Every comparison", "",
             "| example | form | dtype | device | config | rung | quantity | max abs | max rel | norm rel "
@@ -94,26 +94,6 @@ def _planted_section(facts: dict) -> list:
             first = caught[0][1].split(": ", 1)[-1][:260].replace("|", "\\|") if caught else ""
             out.append(f"| {bug} | {dtype} | {example} | {passed} | "
                        f"{', '.join(str(r) for r, _ in caught) or '**nothing**'} | {first} |")
-    return out + [""]
-
-
-def _kink_section(facts: dict) -> list:
-    kinks = facts.get("kinks", [])
-    out = ["## ReLU kinks float32 cannot decide", "",
-           "Where a hidden pre-activation lies within float32's dot-product rounding bound of 0, "
-           "whether that sample passes the ReLU is down to summation order, and the two backends "
-           "may legitimately disagree on a whole sample's share of a gradient. Such a step passes "
-           "only if a float64 torch step, with those kinks decided one way or the other, agrees "
-           "with jaxport to the float32 tolerance (`teacher.kink_referee`).", ""]
-    if not kinks:
-        return out + ["None occurred in this session.", ""]
-    out += ["| cell | config | rung | step | kinks (hidden layer from 0, sample, unit) | decided (+: passes "
-            "the ReLU) | torch vs jaxport before |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
-    for k in kinks:
-        decided = ", ".join("+" if s > 0 else "-" for s in k["signs"])
-        error = k["error"].split(": ", 1)[-1][:200].replace("|", "\\|")
-        out.append(f"| {k['cell']} | {k['config']} | {k['rung']} | {k['step']} | {k['kinks']} | {decided} | {error} |")
     return out + [""]
 
 

@@ -20,7 +20,7 @@ from parity_tests.engine.rungs.free_run import free_run_verdict, rung6_free_runn
 from parity_tests.engine.parity import EXACT, ParityError, check, recording, tolerance
 from parity_tests.engine.sides.runs import (SEED, Cell, Run, batches, clear_jax_caches, data, default_run,  # noqa: F401
                   fitted_model, init, jax_fit, reference_noise, torch_fit)
-from parity_tests.engine.sides.teacher import jax_stepper, kink_referee, opt_state_pair, step_with_kinks_decided, torch_teacher
+from parity_tests.engine.sides.teacher import jax_stepper, opt_state_pair, torch_teacher
 
 CHUNK = 50                             # teacher-forced steps compared at once
 
@@ -130,31 +130,19 @@ def _passes(cell, run, rung, prefix, t, j, step, tols) -> bool:
 def _check_step_refereed(cell, run, rung, prefix, state, xb, yb, t, j, step=None):
     """_check_step with this step's tolerances; a float32 step that exceeds them with
     step_noise.MEMBERS members is measured again with MORE_MEMBERS (a maximum over 4
-    random directions can miss the worst one); one whose difference is explained by
-    ReLU kinks that float32 cannot decide passes against a float64 torch step with
-    those kinks decided jaxport's way (teacher.kink_referee), and is listed in the
-    report."""
+    random directions can miss the worst one).
+
+    The examples are not judged against float64 where the measured bound is exceeded,
+    as check_port is (port_exact.py): a bias correction computed in float32 (1.3e-5
+    relative off in each update) is within 8 x torch's own RMS error against float64,
+    and passed the float32 ladder that way; the measured bound, entry by entry, fails it
+    at rung 4. Nor is a ReLU kink that float32 cannot decide refereed any more: with
+    every float32 step of every example teacher-forced (JAXPORT_FULL=1), none needed
+    it on MKL's AUTO, AVX2, COMPATIBLE and AVX512 code paths."""
     tols = single_step_tolerances(cell, run, state, xb, yb, t)
     if cell.dtype == "float32" and not _passes(cell, run, rung, prefix, t, j, step, tols):
         tols = single_step_tolerances(cell, run, state, xb, yb, t, members=step_noise.MORE_MEMBERS)
-    scratch = parity.Record()
-    try:
-        with recording(scratch):
-            _check_step(cell, run, rung, prefix, t, j, step=step, tols=tols)
-    except ParityError as error:
-        verdict = kink_referee(cell, run.config, state, xb, yb,
-                               lambda result: _passes(cell, run, rung, prefix, result, j, step, tols))
-        if verdict is None:
-            raise
-        result = step_with_kinks_decided(cell, run.config, state, xb, yb, *verdict)
-        _check_step(cell, run, rung, f"{prefix}ReLU-kink step vs float64 torch, kinks decided: ",
-                    result, j, step=step, tols=tols)
-        if parity.report_record():
-            parity.report_record().facts.setdefault("kinks", []).append(dict(
-                cell=str(cell), config=run.label, rung=rung, step=step, kinks=verdict[0],
-                signs=verdict[1], error=str(error)))
-        return
-    parity.keep(scratch)
+    _check_step(cell, run, rung, prefix, t, j, step=step, tols=tols)
 
 
 def _stack(steps: list) -> tuple:
@@ -218,7 +206,7 @@ def rung5_teacher_forced(cell: Cell, run: Run | None = None, max_steps: int | No
             with recording(scratch):
                 _check_step(cell, run, 5, "", t, j, step=first, step_axis=True, tols=tols)
             parity.keep(scratch)
-        except ParityError:            # step by step, to name the step or referee a kink
+        except ParityError:            # step by step, to name the step
             for step, state, t, j, idx in chunk:
                 _check_step_refereed(cell, run, 5, "", state, x[idx], y[idx], t, j, step=step)
         chunk.clear()
