@@ -2,7 +2,6 @@
 in training mode, BatchNorm's running statistics compared as state: jaxport against
 torch, float64 to 1e-10 relative, float32 against torch's own float32 error
 (parity_tests/engine/rungs/deep_ladder.py)."""
-import os
 
 import pytest
 
@@ -35,11 +34,9 @@ def test_teacher_forced_first_epoch(deep_cell):
 
 
 # float32 free runs need torch's variants (16 runs nudged a ulp a step, and float64):
-# 30-40 s per example on this 2-core machine, beyond the suite's budget for these
-# examples; `make report` (JAXPORT_REPORT) and JAXPORT_FULL=1 run them here, and
-# `compare cnn|lstm|gru` always does.
-FULL = os.environ.get("JAXPORT_FULL") or os.environ.get("JAXPORT_REPORT")
-FREE = [c for c in CELLS if c.dtype == "float64" or FULL]
+# a minute per example on this 2-core machine (cnn's members vmapped; the recurrent
+# ones in turn, torch.func has no batching rule for nn.LSTM / nn.GRU).
+FREE = CELLS
 
 
 @pytest.mark.slow    # second tier: the deep examples' free runs and their ensembles

@@ -22,7 +22,7 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref.training as tt
-from parity_tests.engine.bounds.ensemble import MEMBERS as ENSEMBLE_MEMBERS
+from parity_tests.engine.bounds import ensemble
 from parity_tests.engine.rungs.deep_ladder import DeepCell, DeepRun, cast, data, default_run, init
 from parity_tests.engine.parity import check, tolerance
 from portcore import specs
@@ -32,7 +32,7 @@ from portcore import specs
 # float32 last-epoch loss fell 1% of the range outside it (4.02e-6 off, 3.97e-6 allowed),
 # while the chance that one more run falls outside the range of n is 2 / (n + 1): 40% for
 # 4 members, 12% for 16, before the widening.
-MEMBERS = ENSEMBLE_MEMBERS
+MEMBERS = ensemble.MEMBERS
 # A loss's range is widened by at least this, relative: gru's float32 run is not chaotic,
 # so torch's variants all land within 1e-8 relative of each other, while jaxport's
 # float32 XLA ops (tanh, logistic: a few ulps, not correctly rounded, at every one of
@@ -56,48 +56,33 @@ class TensorScaled:
         return f"{self.RTOL:g} x the tensor's largest entry"
 
 
-def fit_run(name, cell: DeepCell, run: DeepRun, member: int = 0, start=None) -> specs.FitResult:
-    """A backend's ("torch" or "jaxport") fit of the run (member 0), or torch's run with
-    every parameter moved one ulp in a random direction after every update (member m > 0).
-    start: begin from the initial weights rounded to this dtype (float64 torch from
-    float32 weights)."""
-    key = (name, cell, run, member, start)
+def fit_run(name, cell: DeepCell, run: DeepRun, start=None) -> specs.FitResult:
+    """A backend's ("torch" or "jaxport") fit of the run. start: begin from the initial
+    weights rounded to this dtype (float64 torch from float32 weights)."""
+    key = (name, cell, run, start)
     if key not in _FITS:
         x, y = data(cell.example, seed=run.seed)
         p = cast(cast(init(cell.example, run), start or cell.dtype), cell.dtype)
         order = specs.batch_order(len(x), run.config.epochs, run.config.shuffle, run.seed)
-        _FITS[key] = _member(cell, run, p, x, y, order, member) if member else \
-            {"torch": tt, "jaxport": jt}[name].fit(cell.example, p, x, y, order, run.config, **cell.kw)
+        _FITS[key] = {"torch": tt, "jaxport": jt}[name].fit(cell.example, p, x, y, order, run.config, **cell.kw)
     return _FITS[key]
 
 
-def _member(cell, run, params, x, y, order, member) -> specs.FitResult:
-    """torchref.fit's loop (torchref/training.py) with a one-ulp nudge after each step:
-    the size of the rounding differences that another implementation makes every step."""
-    import torch
-    import torchref
-    from portcore import registry
-    from torchref.convert import to_numpy
-    from torchref.optim import make_optimizer
-    from torchref.state import tensor
-    ex, label_dtype = cell.example, registry.get(cell.example).label_dtype(cell.dtype)
-    model = tt.build_model(ex, params, **cell.kw)
-    optimizer, loss_fn = make_optimizer(run.config, model.parameters()), torchref.example_module(ex).loss_fn
-    gen, losses = torch.Generator().manual_seed(member), []
-    for row in order:
-        for start in range(0, len(row), run.config.batch_size):
-            i = row[start:start + run.config.batch_size]
-            loss = loss_fn(model(tensor(x[i], cell.dtype, cell.device)), tensor(y[i], label_dtype, cell.device))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            with torch.no_grad():
-                for q in model.parameters():
-                    up = torch.rand(q.shape, generator=gen) < 0.5
-                    q.copy_(torch.nextafter(q, torch.where(up, torch.inf, -torch.inf).to(q.dtype)))
-    steps = np.array(losses)
-    return specs.FitResult(steps, steps.reshape(len(order), -1).mean(axis=1), to_numpy(model, ex), None, 0.0)
+def nudged_runs(cell: DeepCell, run: DeepRun) -> list[specs.FitResult]:
+    """MEMBERS torch runs whose parameters each move one ulp in a random direction after
+    every update (ensemble.py: one vmapped computation; BatchNorm's statistics and the
+    dropout step counter run along per member): the size of the rounding differences
+    that another implementation makes every step."""
+    key = ("nudged", cell, run)
+    if key not in _FITS:
+        x, y = data(cell.example, seed=run.seed)
+        order = specs.batch_order(len(x), run.config.epochs, run.config.shuffle, run.seed)
+        members = ensemble.run(cell.example, cast(init(cell.example, run), cell.dtype), x, y, order, run.config,
+                               dtype=cell.dtype, device=cell.device, members=MEMBERS + 1)
+        # member 0 is not moved (torch's own run, batched): torch's fit stands for it
+        _FITS[key] = [specs.FitResult(s, s.reshape(len(order), -1).mean(axis=1), params, None, 0.0)
+                      for s, params in zip(members.step_losses[1:], members.params[1:])]
+    return _FITS[key]
 
 
 def outcome(backend, cell: DeepCell, run: DeepRun, result: specs.FitResult) -> dict:
@@ -127,8 +112,8 @@ def _within_torch_range(cell, run, rung, quantities):
     """float32: each quantity of jaxport's run inside the range of torch's run, its
     members and torch float64, widened by that range on each side (LOSS_FLOOR, one image)."""
     exact = DeepCell(cell.example, "float64", cell.device)       # from the same float32 weights
-    ref = [outcome(tt, cell, run, fit_run("torch", cell, run, m)) for m in range(MEMBERS + 1)] + \
-        [outcome(tt, exact, run, fit_run("torch", exact, run, start=cell.dtype))]
+    ref = [outcome(tt, cell, run, r) for r in (fit_run("torch", cell, run), *nudged_runs(cell, run))]
+    ref.append(outcome(tt, exact, run, fit_run("torch", exact, run, start=cell.dtype)))
     ours = outcome(jt, cell, run, fit_run("jaxport", cell, run))
     n_held = len(data(cell.example, held_out=True, seed=run.seed)[1])
     for q in quantities:
