@@ -12,7 +12,7 @@ DEVICES_HELP = ("data parallel on N devices (default 1): each global batch split
                 "XLA_FLAGS=--xla_force_host_platform_device_count=N, which this command does "
                 "before JAX starts")
 
-# Measured on a shared 2-core machine (README, "Threads"): a second torch thread made
+# Measured on a shared 2-core machine (docs/speed.md, "Threads"): a second torch thread made
 # the cnn's run 17x slower whenever other processes held the cores, while XLA's own
 # pool made jaxport's faster than one thread. So by default each keeps its better one.
 TORCH_DEFAULT_THREADS = 1

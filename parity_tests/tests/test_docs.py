@@ -13,6 +13,10 @@ GUIDE = ROOT / "docs" / "guide.md"
 GUIDE_ZH = ROOT / "docs" / "guide.zh.md"
 GUIDES = [GUIDE, GUIDE_ZH]
 README = ROOT / "README.md"
+# The hand-written pages the README links to (usage, parity, speed, data parallel,
+# check your own port, design) and the report: what moved out of the README is
+# checked where it now lives.
+PAGES = sorted(p for p in (ROOT / "docs").glob("*.md") if "template" not in p.name and p not in (GUIDE, GUIDE_ZH))
 # The heading above the differences table, per edition.
 TABLE_HEADING = {GUIDE: "## The differences at a glance", GUIDE_ZH: "## 差异一览"}
 TUTORIAL = "站在PyTorch的肩膀上去探索深度学习世界"
@@ -109,7 +113,7 @@ def test_guide_names_the_tutorial_and_covers_what_porters_meet(doc):
 
 
 def test_every_cited_test_exists():
-    citations = {m.groups() for doc in (*GUIDES, README) if doc.is_file()
+    citations = {m.groups() for doc in (*GUIDES, README, *PAGES) if doc.is_file()
                  for m in CITATION.finditer(doc.read_text())}
     assert len(citations) >= 50
     missing = []
@@ -130,7 +134,7 @@ def local_links(doc: Path) -> list[tuple[str, Path]]:
     return out
 
 
-@pytest.mark.parametrize("doc", [*GUIDES, README], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [*GUIDES, README, *PAGES], ids=lambda p: p.name)
 def test_links_and_images_resolve_and_images_are_small(doc):
     if not doc.is_file():
         pytest.skip(f"{doc.name} not written yet")
@@ -139,3 +143,26 @@ def test_links_and_images_resolve_and_images_are_small(doc):
     images = [path for t, path in local_links(doc) if path.suffix in (".gif", ".png") and path.exists()]
     for path in images:
         assert path.stat().st_size <= MAX_IMAGE_BYTES, f"{path.name}: {path.stat().st_size} bytes"
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_readme_is_short_and_every_section_link_lands_on_a_heading():
+    """The README is read in five minutes (about 250 lines); the sections moved out of
+    it are reached by links whose anchors exist in their new pages."""
+    assert len(README.read_text().splitlines()) <= 270
+    bad = []
+    for doc in (README, *PAGES):
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if "#" not in target or "://" in target:
+                continue
+            file, _, name = target.partition("#")
+            page = (doc.parent / file).resolve() if file else doc
+            if page.suffix == ".md" and page.is_file():
+                headings = {anchor(h) for h in re.findall(r"^#+ (.+)$", page.read_text(), re.M)}
+                if name not in headings:
+                    bad.append(f"{doc.name}: {target}")
+    assert not bad, f"links to missing headings: {', '.join(bad)}"
