@@ -97,7 +97,7 @@ def test_gpt_tied_weights():
     try:
         _gpt(zg.NnxGPT(tie=False), tie=True, rungs=(2,))
     except PortInputError as error:
-        assert "lm_head.kernel gets no torch array" in str(error)
+        assert "NNX arrays no torch layer reaches: lm_head.kernel" in str(error)
     else:
         raise AssertionError("an untied NNX lm_head took no torch weights and was not refused")
 

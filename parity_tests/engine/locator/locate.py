@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from parity_tests.engine.locator.locate_trace import nnx_trace, torch_trace
+from parity_tests.engine.sides import tree_match
 from parity_tests.engine.sides.port_models import Port, nnx_to_torch_entries
 from parity_tests.engine.sides.port_nnx import NnxRunner
 from parity_tests.engine.sides.port_torch import as_torch
@@ -109,9 +110,13 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
     rtol = LOCATE_RTOL[port.dtype] if rtol is None else rtol
     model = copy.deepcopy(port.torch_model)     # its forward updates BatchNorm's running stats
     nnx_paths = {tuple(p): None for p, _ in nnx.iter_modules(port.nnx_model) if p}
+    # containers too (a BasicBlock inside an nn.Sequential is `layers.1` of an
+    # nnx.Sequential): matched by structure, the port's own map (name_map) first
+    matched = tree_match.match(model, port.nnx_model, [p for p, _ in model.named_modules() if p])
     by_nnx = {}
     for path, _ in model.named_modules():
-        head = port.flax_paths.get(path, tuple(int(p) if p.isdigit() else p for p in path.split(".")))
+        head = port.flax_paths.get(path) or matched.get(path) or tuple(int(p) if p.isdigit() else p
+                                                                        for p in path.split("."))
         if path and head in nnx_paths:
             by_nnx[head] = path
     t_rec = torch_trace(model, as_torch(x, port.dtype), as_torch(y, port.dtype, integer=integer_targets),

@@ -2,7 +2,8 @@
 modules ran: what locate.py compares.
 
 torch: forward hooks record each module's inputs and outputs and call retain_grad on
-the outputs; one backward fills their .grad.
+the outputs; one backward fills their .grad. Each hook hands the rest of the model a
+clone of the output, so that in-place ops downstream cannot rewrite what it recorded.
 NNX: each intercepted module's class __call__ is wrapped for the duration of one
 traced call; the wrapper adds a zero perturbation to the module's output and records
 its inputs and outputs, and jax.vjp of the loss with respect to the perturbations is
@@ -31,6 +32,17 @@ def _tensors(value) -> list:
     return []
 
 
+def _cloned(value):
+    """The same structure with every tensor cloned (autograd passes through a clone)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple) and hasattr(value, "_fields"):          # a NamedTuple
+        return type(value)(*(_cloned(v) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cloned(v) for v in value)
+    return value
+
+
 def torch_trace(model, x, y, loss_fn, paths: set) -> dict:
     """{path: dict(start, end, inputs, outputs, grads)} for the modules in `paths`."""
     records, counter, hooks = {}, [0], []
@@ -50,6 +62,10 @@ def torch_trace(model, x, y, loss_fn, paths: set) -> dict:
             records[path].update(end=counter[0], inputs=[t.detach().cpu().numpy().copy() for t in _tensors(args)],
                                  live=leaves)
             counter[0] += 1
+            # the rest of the model gets a copy: an in-place op after this module
+            # (nn.ReLU(inplace=True), everywhere in torchvision) rewrites the copy, not
+            # the recorded output, whose .grad is still the gradient of this output
+            return _cloned(out)
         return hook
     for path, module in model.named_modules():
         if path in paths:

@@ -39,7 +39,9 @@ class PortReport:
                     + (f", step {f['step']}" if f.get("step") is not None else "")
                     + (f", layer `{f['layer']}`" if f.get("layer") else "")
                     + (f" ({f['entry']})" if f.get("entry") and f.get("entry") != f.get("layer") else "") + ".", ""]
-        if self.located:
+        if self.located and not self.located.get("layer"):
+            out += [f"Not located: {self.located.get('note', 'no module differs')}.", ""]
+        elif self.located:
             loc = self.located
             out += [f"Located: the {loc['quantity']} of `{loc['layer']}` differs first (max abs {_fmt(loc['max_abs'])}, "
                     f"max rel {_fmt(loc['max_rel'])})" + (f"; {loc['note']}" if loc.get("note") else "") + ".", ""]

@@ -143,9 +143,9 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, o
             if run.failures and not keep_going:
                 break                  # later rungs build on this one; the locator says where
         first = run.failures[0] if run.failures else None
-        located = _locate(run) if first is not None and locate else None
+        located = _locate_or_say_why(run) if first is not None and locate else None
     if first is not None:
-        if located and (first.get("layer") is None or first["rung"] in (2, 3)):
+        if located and located.get("layer") and (first.get("layer") is None or first["rung"] in (2, 3)):
             first = dict(first, layer=located["layer"], located=located)
     free = run.free
     return PortReport(passed=not run.failures, first_failure=first, rows=list(run.record.rows.values()),
@@ -166,6 +166,15 @@ def _one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _locate_or_say_why(run: PortRun) -> dict | None:
+    """The locator's finding; if the locator itself fails on this model, the verdict
+    stands and the report says why there is no location, instead of an exception."""
+    try:
+        return _locate(run)
+    except Exception as error:                          # noqa: BLE001 (any model the user brings)
+        return dict(layer=None, quantity=None, note=f"the locator could not trace this model: {_one_line(error)}")
 
 
 def _locate(run: PortRun, rtol=None) -> dict | None:

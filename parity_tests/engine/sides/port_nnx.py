@@ -16,6 +16,7 @@ from flax import nnx
 from jaxport.numerics import dtype_scope
 from portcore import convert
 
+from parity_tests.engine.sides import tree_match
 from parity_tests.engine.sides.port_models import (Port, PortInputError, flat_nnx, layer_kinds, nested, path_text,
                                              torch_arrays, torch_copy)
 
@@ -59,13 +60,17 @@ def load_nnx(port: Port, torch_arrays: dict) -> None:
     state = nnx.state(port.nnx_model, CARRIED)
     have = flat_nnx(nnx.to_pure_dict(state))
     target = port.to_nnx(torch_arrays)
-    problems = [f"torch layer {port.layer_of(p)!r} maps onto NNX {path_text(p)}, which the NNX model "
-                "lacks (name_map?)" for p in target if p not in have]
-    problems += [f"NNX {path_text(p)} gets no torch array" for p in have if p not in target]
-    problems += [f"NNX {path_text(p)} has shape {have[p].shape}, torch's converted {target[p].shape}"
-                 for p in have if p in target and have[p].shape != target[p].shape]
-    if problems:
-        raise PortInputError("; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""))
+    unmatched = sorted({port.layer_of(p) or path_text(p) for p in target if p not in have})
+    unreached = [path_text(p) for p in have if p not in target]
+    shapes = [f"NNX {path_text(p)} has shape {have[p].shape}, torch's converted {target[p].shape}"
+              for p in have if p in target and have[p].shape != target[p].shape]
+    if unmatched or unreached or shapes:
+        side = (f"torch layers with no NNX counterpart: {', '.join(unmatched) or 'none'} | NNX arrays no torch "
+                f"layer reaches: {', '.join(unreached[:12]) or 'none'}"
+                + (f" (and {len(unreached) - 12} more)" if len(unreached) > 12 else "")
+                + " (matched by name, then by order inside Sequential/List/Dict; give name_map="
+                  "{torch path: NNX path} for the rest)") if unmatched or unreached else ""
+        raise PortInputError("; ".join([s for s in [side, *shapes[:4]] if s]))
     with dtype_scope(port.dtype):
         dt = jnp.dtype(port.dtype)
         # floats in the run's dtype; integer state (a dropout counter) keeps its own
@@ -200,7 +205,12 @@ def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, in
     model = torch_copy(torch_model, dtype)
     clone = nnx_clone(nnx_model, dtype)
     nnx_paths = set(flat_nnx(nnx.to_pure_dict(nnx.state(clone, CARRIED))))
-    flax_paths = {p: convert.flax_path(q) for p, q in (name_map or {}).items()}
+    # the trees matched by structure (nn.Sequential's `0` is nnx.Sequential's `layers.0`),
+    # then the caller's name_map for what is left
+    owners = [path for path, m in model.named_modules() if path and (
+        any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)))]
+    flax_paths = {**tree_match.match(model, clone, owners),
+                  **{p: convert.flax_path(q) for p, q in (name_map or {}).items()}}
     layers = layer_kinds(model, nnx_paths, flax_paths, hooks or {})
     port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout)
     try:

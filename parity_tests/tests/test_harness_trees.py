@@ -1,0 +1,135 @@
+"""check_port on models written as their users write them: containers matched by
+structure (nn.Sequential's `0` is nnx.Sequential's `layers.0`; nn.ModuleList an
+nnx.List, nn.ModuleDict an nnx.Dict; a Sequential's children by order where their
+indices differ), in-place ReLUs that must not mislead the locator, one error naming
+what is left unmatched on both sides, and a locator that fails without taking the
+verdict with it."""
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from torch import nn
+
+from parity_tests.engine.locator import locate as locate_module
+from parity_tests.harness import PortInputError, check_port
+from parity_tests.tests import zoo_resnet as zr
+from parity_tests.tests.harness_models import assert_passed
+
+RUN = dict(loss="mse", optimizer="adam", lr=1e-2, steps=3, batch_size=8)
+
+
+class TorchContainers(nn.Module):
+    """nn.Sequential with a ReLU and a Dropout between its Linears, nn.ModuleList, nn.ModuleDict."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Linear(3, 6), nn.ReLU(inplace=True), nn.Dropout(0.0), nn.Linear(6, 6))
+        self.blocks = nn.ModuleList([nn.Linear(6, 6), nn.Linear(6, 6)])
+        self.heads = nn.ModuleDict({"a": nn.Linear(6, 2), "b": nn.Linear(6, 2)})
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = torch.tanh(block(x))
+        return self.heads["a"](x) + self.heads["b"](x)
+
+
+class NnxContainers(nnx.Module):
+    """The same as Flax users write it: the Sequential without the Dropout (indices 0, 2
+    in torch, 0, 2 here only by chance of the relu: the order decides)."""
+
+    def __init__(self, drop_block: bool = False):
+        rngs = nnx.Rngs(0)
+        self.stem = nnx.Sequential(nnx.Linear(3, 6, rngs=rngs), nnx.Linear(6, 6, rngs=rngs))
+        self.blocks = nnx.List([nnx.Linear(6, 6, rngs=rngs) for _ in range(1 if drop_block else 2)])
+        self.heads = nnx.Dict({"a": nnx.Linear(6, 2, rngs=rngs), "b": nnx.Linear(6, 2, rngs=rngs)})
+
+    def __call__(self, x):
+        x = nnx.relu(self.stem.layers[0](x))
+        x = self.stem.layers[1](x)
+        for block in self.blocks:
+            x = jnp_tanh(block(x))
+        return self.heads["a"](x) + self.heads["b"](x)
+
+
+def jnp_tanh(x):
+    import jax.numpy as jnp
+    return jnp.tanh(x)
+
+
+def container_data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_containers_match_by_structure_without_a_name_map(dtype):
+    torch.manual_seed(0)
+    x, y = container_data()
+    assert_passed(check_port(TorchContainers(), NnxContainers(), x, y, dtype=dtype, **RUN))
+
+
+def test_what_is_left_unmatched_is_listed_on_both_sides():
+    torch.manual_seed(0)
+    x, y = container_data()
+    with pytest.raises(PortInputError) as caught:
+        check_port(TorchContainers(), NnxContainers(drop_block=True), x, y, **RUN)
+    message = str(caught.value)
+    assert "torch layers with no NNX counterpart: blocks.1" in message and "name_map" in message
+
+
+def test_a_locator_that_fails_leaves_the_verdict_and_says_why(monkeypatch):
+    torch.manual_seed(0)
+    x, y = container_data()
+
+    def broken(*args, **kwargs):
+        raise TypeError("a planted failure of the locator")
+    monkeypatch.setattr(locate_module, "locate", broken)
+    report = check_port(TorchContainers(), NnxContainers(), x, y * 2.0 + 1.0, dtype="float64",
+                        loss=(lambda out, t: ((out - t) ** 2).mean(), lambda out, t: ((out - t + 1e-3) ** 2).mean()),
+                        optimizer="adam", steps=2, batch_size=8)
+    assert not report.passed and report.first_failure["rung"] == 2
+    assert report.located["layer"] is None and "a planted failure of the locator" in report.located["note"]
+    assert "Not located: the locator could not trace this model" in report.markdown()
+
+
+RESNET = dict(loss="cross_entropy", optimizer="sgd", lr=0.1, steps=3, batch_size=8, input_layout="nhwc")
+
+
+@pytest.mark.slow    # second tier: the zoo
+def test_a_torchvision_style_resnet_passes_in_float64_without_a_name_map():
+    torch.manual_seed(0)
+    x, y = zr.digits()
+    assert_passed(check_port(zr.TorchResNet(), zr.NnxResNet(), x, y, dtype="float64", **RESNET))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 4, 5])
+def test_a_torchvision_style_resnet_passes_in_float32(seed):
+    torch.manual_seed(seed)
+    x, y = zr.digits()
+    assert_passed(check_port(zr.TorchResNet(), zr.NnxResNet(), x, y, dtype="float32", **RESNET))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="known false failure: with torch's init from seeds 2 and 3 the correct "
+                   "float32 port fails rung 4 or 5 on a BatchNorm's weight or bias gradient, by its RMS error "
+                   "against float64 (max abs 2-4e-8): those gradients cancel to a small sum, and the judgement's "
+                   "floor (4 ulps of the result's RMS) is not the summands' scale")
+@pytest.mark.parametrize("seed", [2, 3])
+def test_known_float32_false_failure_on_cancelling_batchnorm_gradients(seed):
+    torch.manual_seed(seed)
+    x, y = zr.digits()
+    assert_passed(check_port(zr.TorchResNet(), zr.NnxResNet(), x, y, dtype="float32", **RESNET))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug, layer", [("eps", "layer1.0.bn1"), ("no_residual_relu", "layer1.1")])
+def test_resnet_planted_bugs_are_located_at_their_full_path(bug, layer):
+    """Before the torch hooks handed the model a copy, the in-place ReLU after the stem's
+    bn1 rewrote its recorded output, and both bugs were blamed on `bn1`."""
+    torch.manual_seed(0)
+    x, y = zr.digits()
+    report = check_port(zr.TorchResNet(), zr.NnxResNet(bugs=(bug,)), x, y, dtype="float64", **RESNET)
+    assert not report.passed and report.first_failure["rung"] == 2
+    assert report.located["layer"] == layer, report.located
