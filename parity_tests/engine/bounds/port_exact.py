@@ -24,7 +24,7 @@ def exact_step(side, state: tuple, x, y) -> tuple:
     model = side.model({k: np.asarray(v, np.float64) if floating(v) else v for k, v in arrays.items()}, "float64")
     moments64 = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in moments.items()}
     y64 = np.asarray(y, np.float64) if floating(y) else y
-    return side.step(model, side.optimizer(model, moments64, count), np.asarray(x), y64)
+    return side.step(model, side.optimizer(model, moments64, count), x, y64)
 
 
 def check_against_float64(run, rung: int, quantities: list, fits, step) -> bool:

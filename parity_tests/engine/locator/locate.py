@@ -121,7 +121,7 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
             by_nnx[head] = path
     t_rec = torch_trace(model, as_torch(x, port.dtype), as_torch(y, port.dtype, integer=integer_targets),
                         torch_loss, set(by_nnx.values()))
-    j_rec = nnx_trace(port.nnx_model, port.nnx_input(np.asarray(x)), y, jax_loss, by_nnx, port.dtype)
+    j_rec = nnx_trace(port.nnx_model, port.nnx_input(x), y, jax_loss, by_nnx, port.dtype)
     modules = dict(model.named_modules())
     common = [p for p in sorted(t_rec, key=lambda p: t_rec[p]["end"]) if p in j_rec and "outputs" in t_rec[p]]
 

@@ -22,6 +22,7 @@ import torch
 from flax import nnx
 
 from jaxport.numerics import dtype_scope
+from parity_tests.engine.sides.pytrees import call, map_leaves
 
 
 def _tensors(value) -> list:
@@ -72,7 +73,7 @@ def torch_trace(model, x, y, loss_fn, paths: set) -> dict:
             hooks += [module.register_forward_pre_hook(pre(path)), module.register_forward_hook(post(path))]
     try:
         model.zero_grad()
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(call(model, x), y)
         loss.backward()
     finally:
         for h in hooks:
@@ -113,8 +114,10 @@ class _Deltas(nnx.Module):
 
 
 def _jax_array(a, dtype: str):
-    a = np.asarray(a)
-    return jnp.asarray(a, dtype if np.issubdtype(a.dtype, np.floating) else jnp.int32)
+    def one(v):
+        v = np.asarray(v)
+        return jnp.asarray(v, dtype if np.issubdtype(v.dtype, np.floating) else jnp.int32)
+    return map_leaves(one, a)
 
 
 def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
@@ -160,7 +163,7 @@ def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
                               jax.tree.leaves(out))
                 return out
             with _intercepted(classes, on_call):
-                loss = loss_fn(m(x), y)
+                loss = loss_fn(call(m, x), y)
             return loss, seen
 
         zeros: list = []

@@ -16,6 +16,7 @@ model. Dropout is compared switched off (the frameworks' random streams differ).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ from parity_tests.engine.rungs.port_free_run import rung6_free_running, rung7_fi
 from parity_tests.engine.sides.port_losses import Objective, check_targets, objective
 from parity_tests.engine.sides.port_models import torch_arrays
 from parity_tests.engine.sides.port_nnx import build_port
+from parity_tests.engine.sides.pytrees import Inputs, as_inputs, leaves, select, view
 from parity_tests.engine.sides.port_objectives import PortInputError, optimizer_pair
 from parity_tests.engine.reports.port_report import PortReport
 from parity_tests.engine.rungs.port_rungs import (PortRun, batches, rung2_loss_at_init, rung3_gradients_at_init,
@@ -34,9 +36,9 @@ RUNGS = {2: rung2_loss_at_init, 3: rung3_gradients_at_init, 4: rung4_one_step, 5
          6: rung6_free_running, 7: rung7_fitted_model}
 
 
-def _data(x, y, obj: Objective) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
+def _data(x, y, obj: Objective) -> tuple:
+    x, y = as_inputs(x), np.asarray(y)           # several inputs: a tuple or dict of arrays (pytrees.py)
+    if np.ndim(x) == 0 and not isinstance(x, Inputs) or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
         raise PortInputError(f"x and y need the same number of rows (x {x.shape}, y {y.shape})")
     if obj.integer:
         if not np.issubdtype(y.dtype, np.integer) and not np.all(y == np.round(y)):
@@ -47,9 +49,25 @@ def _data(x, y, obj: Objective) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _on_output(obj: Objective, output) -> Objective:
+    """The loss on the model's output as the caller's loss sees it: a named loss takes
+    the compared array (the `output` leaf, or the one array), a caller's own pair the
+    `output` leaf or, without one, the whole output (a VAE's (recon, mu, logvar))."""
+    if obj.name == "custom":
+        return dataclasses.replace(obj, torch=lambda out, y: obj.torch(select(out, output), y),
+                                   jax=lambda out, y: obj.jax(select(out, output), y))
+    def one_array(out):
+        if output is None and len(leaves(out)) > 1:
+            raise PortInputError(f"the model returns {len(leaves(out))} arrays and the loss {obj.name} takes one: "
+                                 "pass output= (an index, key or attribute) to pick it, or a loss pair")
+        return view(out, output)
+    return dataclasses.replace(obj, torch=lambda out, y: obj.torch(one_array(out), y),
+                               jax=lambda out, y: obj.jax(one_array(out), y))
+
+
 def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert, input_layout,
            optimizer="adam", lr=None, steps=1, batch_size=1, momentum=None, weight_decay=None, *,
-           loss_options=None, nesterov=False, optimizer_options=None, schedule=None) -> PortRun:
+           loss_options=None, nesterov=False, optimizer_options=None, schedule=None, output=None) -> PortRun:
     if device != "cpu":
         raise PortInputError(f"device {device!r}: the harness runs on cpu only")
     import torch  # noqa: PLC0415
@@ -58,12 +76,12 @@ def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert,
         raise PortInputError(f"the torch model is a {type(torch_model).__name__}, not a torch.nn.Module")
     if not isinstance(nnx_model, nnx.Module):
         raise PortInputError(f"the NNX model is a {type(nnx_model).__name__}, not an nnx.Module")
-    obj = objective(loss, loss_options)                     # an unknown loss is exit 2, before any work
+    obj = _on_output(objective(loss, loss_options), output)  # an unknown loss is exit 2, before any work
     x, y = _data(x, y, obj)
     if steps < 1 or batch_size < 1:
         raise PortInputError("steps and batch_size must be positive")
     pair = optimizer_pair(optimizer, lr, momentum, weight_decay, nesterov, optimizer_options, schedule, steps)
-    port = build_port(torch_model, nnx_model, dtype, name_map, convert, input_layout)
+    port = build_port(torch_model, nnx_model, dtype, name_map, convert, input_layout, output)
     from parity_tests.engine.sides.port_nnx import NnxRunner  # noqa: PLC0415
     from parity_tests.engine.sides.port_torch import TorchSide  # noqa: PLC0415
     side = TorchSide(port, obj.torch, pair.torch, obj.integer)
@@ -85,9 +103,10 @@ def _check_shapes(side, runner, port, x, y, obj: Objective) -> tuple:
     wrong in both frameworks; a class label out of range is torch's IndexError), both
     models' outputs must have one shape, and each side's loss must take them and give
     a scalar: else a bad-input error here, not a raw exception inside a rung."""
-    import jax  # noqa: PLC0415
     try:
         out = side.predict(torch_arrays(port.torch_model), x[:2])
+    except PortInputError:
+        raise
     except Exception as error:                              # noqa: BLE001 (the user's model)
         raise PortInputError(f"the torch model cannot take x[:2] of shape {x[:2].shape}: {error}") from None
     check_targets(obj, out.shape, y)
@@ -103,24 +122,29 @@ def _check_shapes(side, runner, port, x, y, obj: Objective) -> tuple:
         raise PortInputError(f"the NNX model's output has shape {nnx_shape} on x[:2], torch's {out.shape}")
     try:
         t = side.loss(side.model().eval(), x[:2], y[:2])
-        y_spec = jax.ShapeDtypeStruct(y[:2].shape, np.float32 if np.issubdtype(y.dtype, np.floating) else np.int32)
-        j = jax.eval_shape(obj.jax, jax.ShapeDtypeStruct(nnx_shape, np.float32), y_spec)
+        j = runner.loss_shape(x[:2], y[:2])
+    except PortInputError:
+        raise
     except Exception as error:                              # noqa: BLE001 (the user's loss)
         raise PortInputError(f"the loss {obj.label} cannot take the outputs {out.shape} and y[:2] {y[:2].shape}: "
                              f"{_one_line(error)}") from None
-    if t.ndim or j.shape:
-        raise PortInputError(f"the loss must be a scalar: torch's has shape {tuple(t.shape)}, JAX's {j.shape}")
+    if t.ndim or j:
+        raise PortInputError(f"the loss must be a scalar: torch's has shape {tuple(t.shape)}, JAX's {j}")
     return out.shape
 
 
 def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, optimizer="adam", lr=None,
                steps=100, batch_size=32, dtype="float64", device="cpu", name_map=None, convert=None,
                input_layout=None, momentum=None, weight_decay=None, nesterov=False, optimizer_options=None,
-               schedule=None, rungs=tuple(RUNGS), keep_going=False, locate=True) -> PortReport:
+               schedule=None, rungs=tuple(RUNGS), keep_going=False, locate=True, output=None) -> PortReport:
     """The ladder for one port. name_map: {torch layer path: NNX path} where the names
     differ; convert: {torch layer path: LayerKind, or fn(torch arrays) -> {NNX relative
     path: array}} for layers the converter does not know (or converts wrongly for you);
     input_layout "nhwc": the NNX model takes torch's NCHW x transposed to NHWC.
+    x: one array, or a tuple (positional) or dict (keywords) of arrays, rows on axis 0.
+    output: the leaf of a tuple/dict/dataclass output that is compared and that a named
+    loss takes (an index, a key or an attribute); a (torch_fn, jax_fn) pair without it
+    takes the whole output.
     loss: "mse", "bce", "bce_with_logits", "cross_entropy", "nll_loss" (classes on axis
     1, any trailing dims) or a (torch_fn, jax_fn) pair of fn(output, target) -> scalar;
     loss_options: torch's keywords (cross_entropy: label_smoothing, ignore_index;
@@ -137,7 +161,7 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, o
     with _one_torch_thread():
         run = _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert, input_layout,
                      optimizer, lr, steps, batch_size, momentum, weight_decay, loss_options=loss_options,
-                     nesterov=nesterov, optimizer_options=optimizer_options, schedule=schedule)
+                     nesterov=nesterov, optimizer_options=optimizer_options, schedule=schedule, output=output)
         for rung in rungs:
             RUNGS[rung](run)
             if run.failures and not keep_going:
@@ -184,7 +208,7 @@ def _locate(run: PortRun, rtol=None) -> dict | None:
 
 
 def locate_divergence(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, dtype="float64",
-                      name_map=None, convert=None, input_layout=None, rtol=None) -> dict | None:
+                      name_map=None, convert=None, input_layout=None, rtol=None, output=None) -> dict | None:
     """None when every module's forward output and gradient agree (float64: 1e-10 of the
     tensor's largest entry; float32: 4e-6, see locate.py); else the first that differs:
     layer (torch attribute path), quantity ("output" or "gradient"), max_abs, max_rel
@@ -193,5 +217,5 @@ def locate_divergence(torch_model, nnx_model, x, y, *, loss="mse", loss_options=
     dtype's tolerance (the tests ask for half of it on correct ports)."""
     with _one_torch_thread():
         run = _setup(torch_model, nnx_model, x, y, loss, dtype, "cpu", name_map, convert, input_layout,
-                     loss_options=loss_options)
+                     loss_options=loss_options, output=output)
         return _locate(run, rtol)

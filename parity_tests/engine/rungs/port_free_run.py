@@ -23,7 +23,7 @@ from parity_tests.engine.bounds import criterion
 from parity_tests.engine.rungs.port_rungs import PortRun
 from parity_tests.engine.sides.port_losses import CLASS_AXIS
 from parity_tests.engine.sides.port_models import torch_arrays
-from parity_tests.engine.sides.port_torch import Teacher, as_torch
+from parity_tests.engine.sides.port_torch import Teacher
 
 MEMBERS = 16
 
@@ -116,9 +116,9 @@ def _checker(run: PortRun, rung: int):
     return lambda actual, expected, **c: run.check(actual, expected, rung=rung, **c)
 
 
-def fitted_model(run: PortRun, predictions: np.ndarray, loss_fn) -> dict:
-    """Rung 7's quantities from a side's predictions on the data (eval mode)."""
-    out = {"final loss": float(loss_fn(predictions)), "predictions": np.asarray(predictions, np.float64)}
+def fitted_model(run: PortRun, predictions: np.ndarray, final_loss: float) -> dict:
+    """Rung 7's quantities: a side's loss and predictions on the data (eval mode)."""
+    out = {"final loss": float(final_loss), "predictions": np.asarray(predictions, np.float64)}
     if run.objective is not None and run.objective.name in CLASS_AXIS:
         # torch's layout: classes on axis 1 ((N, C, d1, ...) against (N, d1, ...)),
         # ignored targets left out, as the loss leaves them out
@@ -133,14 +133,11 @@ def fitted_model(run: PortRun, predictions: np.ndarray, loss_fn) -> dict:
 
 def rung7_fitted_model(run: PortRun) -> None:
     v = free_run(run)
-    torch_loss = lambda p: run.side.loss_fn(torch.as_tensor(p), as_torch(run.y, run.dtype, integer=run.side.integer))  # noqa: E731
-
-    def jax_loss(p):
-        return run.runner.loss(p, run.y)
-    t = fitted_model(run, run.side.predict(v["torch"][1], run.x), torch_loss)
-    j = fitted_model(run, run.port.output_in_torch_layout(run.runner.predict(v["jax"][1], run.x, rest=v["jax"][2])),
-                     jax_loss)
-    members = [fitted_model(run, run.side.predict(a, run.x), torch_loss) for a in v["members"][1]]
+    side, x, y = run.side, run.x, run.y
+    t = fitted_model(run, side.predict(v["torch"][1], x), side.eval_loss(v["torch"][1], x, y))
+    j = fitted_model(run, run.port.output_in_torch_layout(run.runner.predict(v["jax"][1], x, rest=v["jax"][2])),
+                     run.runner.eval_loss(v["jax"][1], x, y, rest=v["jax"][2]))
+    members = [fitted_model(run, side.predict(a, x), side.eval_loss(a, x, y)) for a in v["members"][1]]
     # float32: torch's float64 run (the last member) evaluated in float64, for the
     # judgement against float64 (MKL's COMPATIBLE path moved a correct lstm port's
     # fitted predictions to 1.32 of the ensemble's per-entry bound)
@@ -151,7 +148,5 @@ def rung7_fitted_model(run: PortRun) -> None:
 
 def _float64_model(run: PortRun, arrays: dict) -> dict:
     """Rung 7's quantities of a fitted torch model, computed in float64."""
-    with torch.no_grad():
-        out = run.side.model(arrays, "float64").eval()(as_torch(run.x, "float64")).numpy()
-    y = as_torch(run.y, "float64", integer=run.side.integer)
-    return fitted_model(run, out, lambda p: run.side.loss_fn(torch.as_tensor(p), y))
+    out = run.side.outputs(run.side.model(arrays, "float64"), run.x, "float64")
+    return fitted_model(run, out, run.side.eval_loss(arrays, run.x, run.y, "float64"))

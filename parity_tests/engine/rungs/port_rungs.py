@@ -15,13 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from parity_tests.engine import parity
 from parity_tests.engine.bounds.port_exact import check_against_float64, check_one, exact_step
 from parity_tests.engine.sides.port_models import Port, nnx_to_torch_entries, path_text, torch_to_nnx_entries
 from parity_tests.engine.sides.port_nnx import NnxRunner
-from parity_tests.engine.sides.port_torch import (Teacher, TorchSide, as_torch, output_spread, row_order_spread,
+from parity_tests.engine.sides.port_torch import (Teacher, TorchSide, output_spread, row_order_spread,
                                             step_spread)
 from parity_tests.engine.bounds.step_noise import MEMBERS, MORE_MEMBERS, NOISE_MULTIPLE, StepBound
 
@@ -220,8 +219,7 @@ def rung2_loss_at_init(run: PortRun) -> None:
                StepBound(output_spread(side, init, run.x, t_out), t_out))
 
     def exact_out():
-        with torch.no_grad():
-            return side.model(init, "float64").eval()(as_torch(run.x, "float64")).numpy()
+        return side.outputs(side.model(init, "float64"), run.x, "float64")
     check_one(run, 2, "model output (eval mode) on the data", run.port.output_in_torch_layout(j_out), t_out, tol_out,
               exact_out, _fits)
     run.at_init = (t, j)

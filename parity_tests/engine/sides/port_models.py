@@ -18,6 +18,7 @@ from portcore.kinds import LayerKind
 from portcore.recurrent_kinds import GRU, LSTM
 
 from parity_tests.engine.sides.port_objectives import PortInputError
+from parity_tests.engine.sides.pytrees import map_leaves
 
 TORCH_DTYPES = ("float32", "float64")
 
@@ -112,13 +113,18 @@ class Port:
     flax_paths: dict                   # {torch layer path: NNX path tuple}
     dtype: str
     input_layout: str | None           # None, or "nhwc": NNX takes torch's NCHW input transposed
+    output: object = None              # the output leaf compared (pytrees.select), None: all
 
     def to_nnx(self, arrays: dict) -> dict:
         """torch-named arrays -> {NNX path: array} (parameters and running statistics)."""
         return convert.to_flax(self.layers, arrays, self.flax_paths)
 
-    def nnx_input(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if self.input_layout == "nhwc" and x.ndim == 4 else x
+    def nnx_input(self, x):
+        """torch's x for the NNX model (each of several inputs): NCHW as NHWC where asked."""
+        def one(a):
+            a = np.asarray(a)
+            return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if self.input_layout == "nhwc" and a.ndim == 4 else a
+        return map_leaves(one, x)
 
     def output_in_torch_layout(self, out: np.ndarray) -> np.ndarray:
         """An NNX output as torch's: NHWC maps back to NCHW when the input layout is nhwc."""

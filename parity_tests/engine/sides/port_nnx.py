@@ -17,6 +17,7 @@ from jaxport.numerics import dtype_scope
 from portcore import convert
 
 from parity_tests.engine.sides import tree_match
+from parity_tests.engine.sides.pytrees import call, map_leaves, view
 from parity_tests.engine.sides.port_models import (Port, PortInputError, flat_nnx, layer_kinds, nested, path_text,
                                              torch_arrays, torch_copy)
 
@@ -100,20 +101,29 @@ class NnxRunner:
             # module that updates its own state inside (an RNN cell's carry RNG count,
             # batch statistics) must not be merged under jax.grad's trace
             m = nnx.merge(self.train_def, params, rest)
-            loss, grads = nnx.value_and_grad(lambda m: loss_fn(m(x), y))(m)
+            loss, grads = nnx.value_and_grad(lambda m: loss_fn(call(m, x), y))(m)
             new_rest = nnx.state(m, nnx.Not(nnx.Param))
             updates, opt_state = tx.update(grads, opt_state, params)
             return loss, grads, optax.apply_updates(params, updates), new_rest, opt_state
 
         def predict(params, rest, x):
-            return nnx.merge(self.eval_def, params, rest)(x)
-        self._step, self._predict, self._template = jax.jit(step), jax.jit(predict), None
-        self._loss = jax.jit(loss_fn)
+            return view(call(nnx.merge(self.eval_def, params, rest), x), port.output)
 
-    def loss(self, out, y) -> float:
-        """The loss of given outputs (rung 7's final loss)."""
+        def eval_loss(params, rest, x, y):
+            return loss_fn(call(nnx.merge(self.eval_def, params, rest), x), y)
+        self._step, self._predict, self._template = jax.jit(step), jax.jit(predict), None
+        self._eval_loss = jax.jit(eval_loss)
+
+    def eval_loss(self, params: dict, x, y, rest=None) -> float:
+        """The loss of the model with these parameters, in eval mode, on the whole data
+        (rung 7's final loss)."""
         with dtype_scope(self.dtype):
-            return float(self._loss(jnp.asarray(out, self.dtype), self._y(y)))
+            return float(self._eval_loss(self.tree(params), self.rest if rest is None else rest, self._x(x), self._y(y)))
+
+    def loss_shape(self, x, y) -> tuple:
+        """The loss's shape on x and y, traced only (the harness's input check)."""
+        with dtype_scope(self.dtype):
+            return jax.eval_shape(self._eval_loss, self.tree(self.params()), self.rest, self._x(x), self._y(y)).shape
 
     def output_shape(self, x) -> tuple:
         """The model's output shape on x, traced only (nothing compiled)."""
@@ -188,17 +198,19 @@ class NnxRunner:
             return np.asarray(self._predict(self.tree(params), self.rest if rest is None else rest, self._x(x)))
 
     def _x(self, x):
-        x = self.port.nnx_input(np.asarray(x))
-        # integer inputs (token ids): int32 unless the run is float64 (x64 on), as the targets
-        integer = x.dtype if self.dtype == "float64" else jnp.int32
-        return jnp.asarray(x, self.dtype if np.issubdtype(x.dtype, np.floating) else integer)
+        def one(a):
+            # integer inputs (token ids): int32 unless the run is float64 (x64 on), as the targets
+            integer = a.dtype if self.dtype == "float64" else jnp.int32
+            return jnp.asarray(a, self.dtype if np.issubdtype(a.dtype, np.floating) else integer)
+        return map_leaves(one, self.port.nnx_input(x))
 
     def _y(self, y):
         y = np.asarray(y)
         return jnp.asarray(y, self.dtype if np.issubdtype(y.dtype, np.floating) else jnp.int32)
 
 
-def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, input_layout=None) -> Port:
+def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, input_layout=None,
+               output=None) -> Port:
     """Both copies, the layer map, and torch's weights written into the NNX clone."""
     if input_layout not in (None, "nchw", "nhwc"):
         raise PortInputError(f"unknown input layout {input_layout!r} (use nchw or nhwc)")
@@ -212,7 +224,7 @@ def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, in
     flax_paths = {**tree_match.match(model, clone, owners),
                   **{p: convert.flax_path(q) for p, q in (name_map or {}).items()}}
     layers = layer_kinds(model, nnx_paths, flax_paths, hooks or {})
-    port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout)
+    port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout, output)
     try:
         load_nnx(port, torch_arrays(model))
     except PortInputError:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from parity_tests.engine.sides.port_models import Port, torch_arrays
+from parity_tests.engine.sides.pytrees import Inputs, call, map_leaves, view
 from parity_tests.engine.bounds.step_noise import MEMBERS, moved_one_ulp
 
 MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "momentum_buffer", "square_avg", "sum", "acc_delta")
@@ -45,7 +46,10 @@ class TorchOptimizer:
         self.steps += 1
 
 
-def as_torch(a, dtype: str, target: bool = False, integer: bool = False) -> torch.Tensor:
+def as_torch(a, dtype: str, target: bool = False, integer: bool = False):
+    """An array as a tensor of the run's dtype (integers as int64); several inputs each."""
+    if isinstance(a, Inputs):
+        return a.map(lambda v: as_torch(v, dtype, target, integer))
     a = np.asarray(a)
     if integer or not np.issubdtype(a.dtype, np.floating):
         return torch.as_tensor(a.astype(np.int64))
@@ -89,7 +93,18 @@ class TorchSide:
 
     def loss(self, model, x, y):
         dtype = self.port.dtype if next(model.parameters()).dtype == getattr(torch, self.port.dtype) else "float64"
-        return self.loss_fn(model(as_torch(x, dtype)), as_torch(y, dtype, integer=self.integer))
+        return self.loss_fn(call(model, as_torch(x, dtype)), as_torch(y, dtype, integer=self.integer))
+
+    def outputs(self, model, x, dtype: str | None = None) -> np.ndarray:
+        """What is compared of the model's output on x (pytrees.view), eval mode, no grad."""
+        with torch.no_grad():
+            return view(call(model.eval(), as_torch(x, dtype or self.port.dtype)), self.port.output).cpu().numpy()
+
+    def eval_loss(self, arrays: dict, x, y, dtype: str | None = None) -> float:
+        """The loss of the model with these arrays, in eval mode, on the whole data."""
+        model = self.model(arrays, dtype).eval()
+        with torch.no_grad():
+            return float(self.loss(model, x, y))
 
     def step(self, model, opt, x, y) -> tuple:
         """(loss, grads, params after, moments after, count after) of one step."""
@@ -101,9 +116,7 @@ class TorchSide:
         return (float(loss.detach()), grads, torch_arrays(model), *moments_of(model, opt))
 
     def predict(self, arrays: dict, x) -> np.ndarray:
-        model = self.model(arrays).eval()
-        with torch.no_grad():
-            return model(as_torch(x, self.port.dtype)).cpu().numpy()
+        return self.outputs(self.model(arrays), x)
 
 
 def moments_of(model, opt: TorchOptimizer) -> tuple[dict, int]:
@@ -144,7 +157,7 @@ def step_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: 
         moved_m = {k: {n: np.abs(moved_one_ulp(v, rng)) if k in NON_NEGATIVE else moved_one_ulp(v, rng) for n, v in d.items()}
                    for k, d in moments.items()}
         model = side.model(moved, "float64")
-        xm = moved_one_ulp(x, rng) if np.issubdtype(np.asarray(x).dtype, np.floating) else x
+        xm = _moved_inputs(x, rng)
         r = side.step(model, side.optimizer(model, moved_m, count), xm, np.asarray(y, np.float64)
                       if np.issubdtype(np.asarray(y).dtype, np.floating) else y)
         here = (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),
@@ -169,11 +182,16 @@ def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, memb
     for _ in range(members if len(np.atleast_1d(y)) > 1 else 0):
         perm = rng.permutation(len(y))
         model = side.model(arrays)
-        r = side.step(model, side.optimizer(model, moments, count), np.asarray(x)[perm], np.asarray(y)[perm])
+        r = side.step(model, side.optimizer(model, moments, count), x[perm], np.asarray(y)[perm])
         here = (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),
                 {k: _absdiff(d, reference[3].get(k, {})) for k, d in r[3].items()})
         spreads = _merge(spreads, here)
     return spreads
+
+
+def _moved_inputs(x, rng):
+    """Each float input moved by one float32 ulp; integer inputs (token ids) as they are."""
+    return map_leaves(lambda a: moved_one_ulp(a, rng) if np.issubdtype(np.asarray(a).dtype, np.floating) else a, x)
 
 
 def _merge(spreads, here):
@@ -200,7 +218,5 @@ def output_spread(side: TorchSide, arrays: dict, x, reference: np.ndarray, membe
     outs = []
     for _ in range(members):
         moved = {k: moved_one_ulp(v, rng) for k, v in arrays.items()}
-        xm = moved_one_ulp(x, rng) if np.issubdtype(np.asarray(x).dtype, np.floating) else x
-        with torch.no_grad():
-            outs.append(side.model(moved, "float64").eval()(as_torch(xm, "float64")).numpy())
+        outs.append(side.outputs(side.model(moved, "float64"), _moved_inputs(x, rng), "float64"))
     return np.max(np.abs(np.asarray(outs) - np.asarray(reference, np.float64)), axis=0)

@@ -1,0 +1,160 @@
+"""check_port on models with several inputs and outputs (pytrees.py): the PyTorch
+examples' VAE (vae/main.py: fc1, fc21, fc22, fc3, fc4; forward returns (recon, mu,
+logvar); its loss is BCE summed plus the KL term, a pair of the user's own), scaled to
+the 8x8 digits and given its noise `eps` as a second input (torch.randn_like cannot be
+drawn alike in JAX); a classifier taking `input_ids` and `attention_mask` as keywords;
+and a network returning (logits, features), compared on the leaf `output=0`."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from flax import nnx
+from torch import nn
+
+from parity_tests.harness import PortInputError, check_port
+from parity_tests.tests.harness_models import assert_passed
+from portcore import digits
+
+D, H, Z = 64, 32, 4
+
+
+class TorchVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(D, H), nn.Linear(H, Z), nn.Linear(H, Z)
+        self.fc3, self.fc4 = nn.Linear(Z, H), nn.Linear(H, D)
+
+    def forward(self, x, eps):
+        h = F.relu(self.fc1(x))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + eps * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+class NnxVAE(nnx.Module):
+    def __init__(self, half: float = 0.5):
+        rngs = nnx.Rngs(0)
+        self.fc1, self.fc21, self.fc22 = nnx.Linear(D, H, rngs=rngs), nnx.Linear(H, Z, rngs=rngs), nnx.Linear(H, Z, rngs=rngs)
+        self.fc3, self.fc4 = nnx.Linear(Z, H, rngs=rngs), nnx.Linear(H, D, rngs=rngs)
+        self.half = half
+
+    def __call__(self, x, eps):
+        h = nnx.relu(self.fc1(x))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + eps * jnp.exp(self.half * logvar)
+        return jax.nn.sigmoid(self.fc4(nnx.relu(self.fc3(z)))), mu, logvar
+
+
+def torch_vae_loss(out, x):
+    recon, mu, logvar = out
+    return F.binary_cross_entropy(recon, x, reduction="sum") - 0.5 * torch.sum(1 + logvar - mu ** 2 - logvar.exp())
+
+
+def jax_vae_loss(out, x):
+    recon, mu, logvar = out
+    bce = -jnp.sum(x * jnp.maximum(jnp.log(recon), -100.0) + (1 - x) * jnp.maximum(jnp.log1p(-recon), -100.0))
+    return bce - 0.5 * jnp.sum(1 + logvar - mu ** 2 - jnp.exp(logvar))
+
+
+def vae_data(n=32, seed=0):
+    x, _ = digits.load_digits()
+    rng = np.random.default_rng(seed)
+    images = x[rng.choice(len(x), n, replace=False)]
+    return (images, rng.normal(size=(n, Z))), images
+
+
+VAE = dict(loss=(torch_vae_loss, jax_vae_loss), optimizer="adam", lr=1e-3, steps=4, batch_size=8)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_vae_returning_recon_mu_logvar_passes_with_its_own_loss(dtype):
+    torch.manual_seed(0)
+    x, y = vae_data()
+    assert_passed(check_port(TorchVAE(), NnxVAE(), x, y, dtype=dtype, **VAE))
+
+
+def test_a_vae_bug_between_modules_fails_and_is_located():
+    """exp(logvar) for exp(0.5 logvar): the function between fc22 and fc3."""
+    torch.manual_seed(0)
+    x, y = vae_data()
+    report = check_port(TorchVAE(), NnxVAE(half=1.0), x, y, dtype="float64", **VAE)
+    assert not report.passed and report.first_failure["rung"] == 2
+    assert report.located["layer"] == "fc3" and "arises between fc22 and fc3" in report.located["note"]
+
+
+class TorchMaskedBag(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.out = nn.Embedding(12, 6), nn.Linear(6, 3)
+
+    def forward(self, input_ids, attention_mask):
+        e = self.embed(input_ids) * attention_mask[..., None]
+        return self.out(e.sum(1) / attention_mask.sum(1, keepdim=True))
+
+
+class NnxMaskedBag(nnx.Module):
+    def __init__(self, use_mask: bool = True):
+        rngs = nnx.Rngs(0)
+        self.embed, self.out, self.use_mask = nnx.Embed(12, 6, rngs=rngs), nnx.Linear(6, 3, rngs=rngs), use_mask
+
+    def __call__(self, input_ids, attention_mask):
+        mask = attention_mask if self.use_mask else jnp.ones_like(attention_mask)
+        e = self.embed(input_ids) * mask[..., None]
+        return self.out(e.sum(1) / mask.sum(1, keepdims=True))
+
+
+def keyword_data(n=24, seed=1):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 12, size=(n, 5))
+    mask = (np.arange(5)[None, :] < rng.integers(2, 6, size=(n, 1))).astype(np.float64)
+    return {"input_ids": ids, "attention_mask": mask}, rng.integers(0, 3, size=n)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_model_taking_input_ids_and_attention_mask_as_keywords_passes(dtype):
+    torch.manual_seed(0)
+    x, y = keyword_data()
+    assert_passed(check_port(TorchMaskedBag(), NnxMaskedBag(), x, y, loss="cross_entropy", optimizer="sgd",
+                             lr=0.5, steps=3, batch_size=8, dtype=dtype))
+
+
+def test_an_ignored_attention_mask_fails_at_rung_2():
+    torch.manual_seed(0)
+    x, y = keyword_data()
+    report = check_port(TorchMaskedBag(), NnxMaskedBag(use_mask=False), x, y, loss="cross_entropy",
+                        optimizer="sgd", lr=0.5, steps=3, batch_size=8, dtype="float64")
+    assert not report.passed and report.first_failure["rung"] == 2
+
+
+class TorchTwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        features = torch.tanh(self.body(x))
+        return self.head(features), features
+
+
+class NnxTwoHeads(nnx.Module):
+    def __init__(self):
+        rngs = nnx.Rngs(0)
+        self.body, self.head = nnx.Linear(4, 8, rngs=rngs), nnx.Linear(8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        features = jnp.tanh(self.body(x))
+        return self.head(features), features
+
+
+def test_a_named_loss_takes_the_output_leaf_it_is_given():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(16, 4)), rng.integers(0, 3, size=16)
+    torch.manual_seed(0)
+    kw = dict(loss="cross_entropy", optimizer="adam", steps=3, batch_size=8)
+    assert_passed(check_port(TorchTwoHeads(), NnxTwoHeads(), x, y, output=0, **kw))
+    with pytest.raises(PortInputError, match="output=7: the model's output"):
+        check_port(TorchTwoHeads(), NnxTwoHeads(), x, y, output=7, **kw)
+    with pytest.raises(PortInputError, match="returns 2 arrays and the loss cross_entropy takes one: pass output="):
+        check_port(TorchTwoHeads(), NnxTwoHeads(), x, y, **kw)
