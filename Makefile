@@ -42,8 +42,11 @@ test: $(STAMP)
 test-all: test
 	$(PY) -m pytest -q $(XDIST) -m slow parity_tests
 
+# The tables go into README.md and docs/speed.md only from a quiet machine
+# (examples/bench_tables.py); `make bench BENCH_FLAGS=--force` writes them anyway, saying the load.
+BENCH_FLAGS ?=
 bench: $(STAMP)
-	$(PY) -m examples bench --json $(OUT)/bench-cpu.json
+	$(PY) -m examples bench --json $(OUT)/bench-cpu.json --write-tables $(BENCH_FLAGS)
 
 # One process: the report is written from the whole session's record of comparisons.
 report: $(STAMP)

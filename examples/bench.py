@@ -40,6 +40,11 @@ def configure(p) -> None:
     p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: tutorial,large")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--write-tables", action="store_true",
+                   help="write the tables into README.md and docs/speed.md (between their markers), "
+                        "only if the load average stayed below 0.75 x the cores (examples/bench_tables.py)")
+    p.add_argument("--force", action="store_true", help="with --write-tables: write them on a busy machine too, "
+                                                        "saying the load")
     from examples.bench_parallel import devices_list
     p.add_argument("--devices", type=devices_list, default=(1,), metavar="N[,N...]",
                    help="with counts other than 1: time data parallel jaxport and torch DDP on each "
@@ -90,6 +95,14 @@ def command(args) -> int:
             check_writable(args.json)
         except OSError as e:
             return _fail(f"--json {args.json}: cannot write there ({e.strerror or e})")
+    if args.write_tables:
+        from examples import bench_tables
+        problem = bench_tables.check_files()
+        if problem:
+            return _fail(problem)
+        if bench_tables.load() > bench_tables.busy_limit() and not args.force:
+            return _fail(f"--write-tables: the load average is {bench_tables.load():.1f} (over "
+                         f"{bench_tables.busy_limit():.1f} on this machine): measure on a quiet machine, or pass --force")
     import torch
     from jaxport import numerics as jnum
     from torchref import numerics as tnum
@@ -132,6 +145,12 @@ def command(args) -> int:
     print(table(report))
     if args.json:
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+    if args.write_tables:
+        from examples import bench_tables
+        problem = bench_tables.write(report, args.force)
+        if problem:
+            return _fail(problem)
+        say("tables written into README.md and docs/speed.md")
     return 0
 
 
@@ -144,6 +163,7 @@ def measure(names, sizes, args) -> list[dict]:
             run = (name, params, x, y, order, config, args.dtype, args.device, args.repeats)
             steps = len(order) * specs.steps_per_epoch(len(x), config.batch_size)
             say(f"{name} {size} ({steps} steps): torch eager ...")
+            before = os.getloadavg()[0]
             eager = time_torch_eager(*run)
             compiled = compile_s = None
             if not args.no_compile:
@@ -155,7 +175,8 @@ def measure(names, sizes, args) -> list[dict]:
                                 batch_size=config.batch_size, torch_eager_s=eager,
                                 torch_compile_s=compiled, torch_compile_compile_s=compile_s,
                                 jax_s=jax_s, jax_compile_s=jax_compile_s,
-                                flops=matmul_flops(name, len(order) * len(x))))
+                                flops=matmul_flops(name, len(order) * len(x)),
+                                load=[before, os.getloadavg()[0]]))
     return results
 
 

@@ -83,3 +83,55 @@ def test_torch_compile_loop_trains_the_run_as_torchref_fit_does(example, monkeyp
         example, registry.shared_init(example), x, y, order[:3], config, "float32", "cpu", 1)
     steps = 3 * specs.steps_per_epoch(len(x), config.batch_size)     # 3 epochs
     assert seconds > 0 and compile_seconds > 0 and len(losses) == 3 + steps   # after 3 compiling steps
+
+
+# ---- --write-tables: the README's and docs/speed.md's tables, from a quiet machine only ----
+from examples import bench_tables  # noqa: E402
+
+
+def _report(load_during=(0.3, 0.4)):
+    row = dict(example="cnn", size="tutorial", steps=460, batch_size=64, torch_eager_s=2.0, torch_compile_s=1.0,
+               torch_compile_compile_s=12.0, jax_s=0.5, jax_compile_s=3.0, floor_s=0.1, load=list(load_during))
+    return {"results": [row], "device": "a CPU, 2 cores", "dtype": "float32", "repeats": 3, "torch_threads": 1,
+            "peak_gflops": 200.0, "load_average": [0.2, 0.3],
+            "versions": {"torch": "2.13.0", "jax": "0.10.2", "flax": "0.12.8", "optax": "0.2.8"}}
+
+
+def _pages(tmp_path):
+    readme, speed = tmp_path / "README.md", tmp_path / "speed.md"
+    readme.write_text("# x\n<!-- speed-table:begin -->\nold\n<!-- speed-table:end -->\nafter\n")
+    speed.write_text("# s\n<!-- bench-tables:begin -->\nold\n<!-- bench-tables:end -->\n")
+    return readme, speed
+
+
+def test_tables_are_written_between_the_markers_from_a_quiet_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_tables, "busy_limit", lambda: 1.5)
+    readme, speed = _pages(tmp_path)
+    assert bench_tables.write(_report(), force=False, files=(readme, speed)) is None
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("<!-- speed-table:end -->\nafter\n")
+    assert "| `cnn` | tutorial | 2 | 1 | 0.5 | 4.0x | 2.0x | 5.0x |" in text and "load average 0.20-0.40" in text
+    assert "| `cnn` | tutorial | 460 | 64 |" in speed.read_text() and "0.30, 0.40 |" in speed.read_text()
+
+
+def test_a_busy_machine_writes_no_table_unless_forced(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_tables, "busy_limit", lambda: 1.5)
+    readme, speed = _pages(tmp_path)
+    problem = bench_tables.write(_report(load_during=(0.5, 3.2)), force=False, files=(readme, speed))
+    assert "load average reached 3.2" in problem and "--force" in problem
+    assert "old" in readme.read_text() and "old" in speed.read_text()          # untouched
+    assert bench_tables.write(_report(load_during=(0.5, 3.2)), force=True, files=(readme, speed)) is None
+    assert "measured under load 3.2, written with --force" in readme.read_text()
+
+
+def test_a_page_without_its_markers_is_named(tmp_path):
+    readme, speed = _pages(tmp_path)
+    speed.write_text("# no markers\n")
+    assert bench_tables.write(_report(), force=True, files=(readme, speed)) == \
+        f"--write-tables: {speed} has no line <!-- bench-tables:begin -->"
+
+
+def test_write_tables_on_a_busy_machine_fails_before_measuring(capsys, monkeypatch):
+    monkeypatch.setattr(bench_tables, "load", lambda: 9.0)
+    code, out, err = run_cli(capsys, "bench", "linear_regression", "--write-tables")
+    assert code == 2 and err.count("\n") == 1 and "the load average is 9.0" in err and "--force" in err and not out
