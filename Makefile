@@ -46,6 +46,7 @@ test-all: test
 # (examples/bench_tables.py); `make bench BENCH_FLAGS=--force` writes them anyway, saying the load.
 BENCH_FLAGS ?=
 bench: $(STAMP)
+	@mkdir -p $(OUT)
 	$(PY) -m examples bench --json $(OUT)/bench-cpu.json --write-tables $(BENCH_FLAGS)
 
 # One process: the report is written from the whole session's record of comparisons.
