@@ -39,7 +39,7 @@ RUNGS = {2: rung2_loss_at_init, 3: rung3_gradients_at_init, 4: rung4_one_step, 5
 
 def _data(x, y, obj: Objective) -> tuple:
     x, y = as_inputs(x), np.asarray(y)           # several inputs: a tuple or dict of arrays (pytrees.py)
-    if np.ndim(x) == 0 and not isinstance(x, Inputs) or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
+    if (not isinstance(x, Inputs) and np.ndim(x) == 0) or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
         raise PortInputError(f"x and y need the same number of rows (x {x.shape}, y {y.shape})")
     if obj.integer:
         if not np.issubdtype(y.dtype, np.integer) and not np.all(y == np.round(y)):
