@@ -66,8 +66,8 @@ def run(example: str, params: dict, x: np.ndarray, y: np.ndarray, order: np.ndar
              if id(t) in exchange}       # BatchNorm's num_batches_tracked runs along, unreported
     data = ArrayDataset(x, y, dtype=dtype, device=device,
                         label_dtype=registry.get(example).label_dtype(dtype))
-    batches = [data[row[s:s + config.batch_size]] for row in np.asarray(order)
-               for s in range(0, len(row), config.batch_size)]
+    batches = (data[row[s:s + config.batch_size]] for row in np.asarray(order)      # drawn as the runs go:
+               for s in range(0, len(row), config.batch_size))                     # long runs stay small
     # torch.func has no batching rule for nn.LSTM / nn.GRU (aten::lstm.input): those
     # members run one after another, each in its own copy of the model
     recurrent = any(isinstance(m, torch.nn.RNNBase) for m in model.modules())
