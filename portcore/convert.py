@@ -12,7 +12,8 @@ from typing import Mapping
 
 import numpy as np
 
-from portcore.kinds import (BatchNorm, Conv2d, Dropout, Embedding, Flatten, LayerKind, LayerNorm,
+from portcore.conv_kinds import Conv1d, Conv2d
+from portcore.kinds import (BatchNorm, Dropout, Embedding, Flatten, LayerKind, LayerNorm,
                             Linear, MaxPool2d)
 from portcore.recurrent_kinds import GRU, LSTM
 
@@ -80,15 +81,20 @@ def of_torch(module) -> LayerKind:
     name = type(module).__name__
     if name == "Linear":
         return Linear(module.in_features, module.out_features, module.bias is not None)
-    if name == "Conv2d":
-        (k, k2), (s, _), (p, _) = module.kernel_size, module.stride, module.padding
-        if k != k2 or isinstance(module.padding, str):
-            raise ValueError("only square kernels with numeric padding are supported")
-        return Conv2d(module.in_channels, module.out_channels, k, s, p, module.bias is not None)
+    if name in ("Conv1d", "Conv2d"):
+        if isinstance(module.padding, str) or module.padding_mode != "zeros":
+            raise ValueError(f"{name} with padding {module.padding!r} / padding_mode {module.padding_mode!r}: "
+                             "only numeric zero padding is supported (give its padding as numbers)")
+        cls = Conv1d if name == "Conv1d" else Conv2d
+        one = lambda v: v[0] if len(set(v)) == 1 else tuple(v)     # noqa: E731 (3 for (3, 3), as written)
+        return cls(module.in_channels, module.out_channels, one(module.kernel_size), one(module.stride),
+                   one(module.padding), module.bias is not None, one(module.dilation), module.groups)
     if name in ("BatchNorm1d", "BatchNorm2d"):
         return BatchNorm(module.num_features, module.eps, module.momentum)
     if name == "LayerNorm":
-        return LayerNorm(module.normalized_shape[-1], module.eps)
+        if len(module.normalized_shape) != 1:
+            raise ValueError(f"LayerNorm over {tuple(module.normalized_shape)}: only the last axis is supported")
+        return LayerNorm(module.normalized_shape[-1], module.eps, getattr(module, "bias", None) is not None)
     if name == "Embedding":
         return Embedding(module.num_embeddings, module.embedding_dim)
     if name in ("LSTM", "GRU"):

@@ -7,7 +7,8 @@ default initial distribution, its FLOPs, and how its arrays map onto the Flax NN
 module that does the same job. `to_flax`/`from_flax` below apply the kinds to a whole
 model; both backends, the command line and the parity suite convert through them, so
 each layout rule is written once (docs/design.md, "Layer kinds"). The recurrent kinds
-are in recurrent_kinds.py, the whole-model converter in convert.py.
+are in recurrent_kinds.py, the convolutions in conv_kinds.py, the whole-model converter
+in convert.py.
 
 numpy only. Arrays go in and out in their own dtype; every rule is a permutation,
 reshape or split of entries, so a round trip is bit-exact (except LSTM with
@@ -24,7 +25,8 @@ import numpy as np
 Path = tuple                      # a Flax state path: ("conv1", "kernel"), ("layers", 0, "bias")
 
 
-def _uniform(rng, bound, shape):
+def uniform(rng, bound, shape):
+    """U(-bound, bound) of `shape`, torch's default init for weights and biases."""
     return rng.uniform(-bound, bound, size=shape)
 
 
@@ -87,7 +89,7 @@ class Linear(LayerKind):
     def torch_init(self, rng):
         # kaiming_uniform(a=sqrt(5)) works out to U(+-1/sqrt(fan_in)); the bias likewise.
         bound = 1.0 / math.sqrt(self.fan_in)
-        return {n: _uniform(rng, bound, s) for n, s in self.param_shapes().items()}
+        return {n: uniform(rng, bound, s) for n, s in self.param_shapes().items()}
 
     def flops(self, in_shape):
         return 2 * self.in_features * self.out_features
@@ -106,49 +108,6 @@ class Linear(LayerKind):
             c, h, wd = self.input_chw
             w = w.reshape(self.out_features, h, wd, c).transpose(0, 3, 1, 2).reshape(self.out_features, -1)
         out = {"weight": np.ascontiguousarray(w)}
-        return {**out, "bias": np.asarray(arrays[("bias",)])} if self.bias else out
-
-
-@dataclass(frozen=True)
-class Conv2d(LayerKind):
-    """torch weight OIHW on NCHW inputs; Flax kernel HWIO on NHWC inputs. The rule is
-    the transpose (2, 3, 1, 0), not `.T` (which gives WHIO: on a square kernel it has
-    the right shape and the wrong entries)."""
-    in_channels: int
-    out_channels: int
-    kernel_size: int
-    stride: int = 1
-    padding: int = 0
-    bias: bool = True
-    torch_class: ClassVar[str] = "Conv2d"
-
-    def param_shapes(self):
-        k = self.kernel_size
-        shapes = {"weight": (self.out_channels, self.in_channels, k, k)}
-        return {**shapes, "bias": (self.out_channels,)} if self.bias else shapes
-
-    @property
-    def fan_in(self):
-        return self.in_channels * self.kernel_size ** 2
-
-    def torch_init(self, rng):
-        bound = 1.0 / math.sqrt(self.fan_in)
-        return {n: _uniform(rng, bound, s) for n, s in self.param_shapes().items()}
-
-    def out_hw(self, h, w):
-        k, s, p = self.kernel_size, self.stride, self.padding
-        return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-
-    def flops(self, in_shape):
-        ho, wo = self.out_hw(*in_shape[1:])
-        return 2 * self.fan_in * self.out_channels * ho * wo
-
-    def to_flax(self, arrays):
-        out = {("kernel",): np.ascontiguousarray(np.asarray(arrays["weight"]).transpose(2, 3, 1, 0))}
-        return {**out, ("bias",): np.asarray(arrays["bias"])} if self.bias else out
-
-    def from_flax(self, arrays):
-        out = {"weight": np.ascontiguousarray(np.asarray(arrays[("kernel",)]).transpose(3, 2, 0, 1))}
         return {**out, "bias": np.asarray(arrays[("bias",)])} if self.bias else out
 
 
@@ -249,13 +208,29 @@ class BatchNorm(_Norm):
 
 @dataclass(frozen=True)
 class LayerNorm(_Norm):
-    """torch eps 1e-5 and Flax's default 1e-6 differ: build the NNX side with `eps`."""
+    """torch eps 1e-5 and Flax's default 1e-6 differ: build the NNX side with `eps`.
+    bias False: torch's LayerNorm(bias=False), nnx.LayerNorm(use_bias=False)."""
     normalized_shape: int
     eps: float = 1e-5
+    bias: bool = True
     torch_class: ClassVar[str] = "LayerNorm"
 
     def _features(self):
         return self.normalized_shape
+
+    def param_shapes(self):
+        shapes = super().param_shapes()
+        return shapes if self.bias else {"weight": shapes["weight"]}
+
+    def torch_init(self, rng):
+        out = super().torch_init(rng)
+        return out if self.bias else {"weight": out["weight"]}
+
+    def to_flax(self, arrays):
+        return super().to_flax(arrays) if self.bias else {("scale",): np.asarray(arrays["weight"])}
+
+    def from_flax(self, arrays):
+        return super().from_flax(arrays) if self.bias else {"weight": np.asarray(arrays[("scale",)])}
 
 
 @dataclass(frozen=True)

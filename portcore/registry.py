@@ -11,7 +11,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from portcore import convert, datasets, digits, specs
-from portcore.kinds import BatchNorm, Conv2d, Dropout, LayerKind, Linear, MaxPool2d
+from portcore.conv_kinds import Conv2d
+from portcore.kinds import BatchNorm, Dropout, LayerKind, Linear, MaxPool2d
 from portcore.recurrent_kinds import GRU, LSTM
 
 

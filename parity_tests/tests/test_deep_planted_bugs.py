@@ -13,7 +13,8 @@ import jaxport.deep_layers as jd
 from parity_tests.engine import parity
 import portcore.recurrent_kinds as rk
 from portcore import registry
-from portcore.kinds import Conv2d, Linear
+from portcore.conv_kinds import Conv2d
+from portcore.kinds import Linear
 from parity_tests.engine.sides.runs import clear_jax_caches
 
 

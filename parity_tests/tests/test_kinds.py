@@ -9,7 +9,8 @@ from flax import nnx
 from jax import numpy as jnp
 
 from portcore import convert
-from portcore.kinds import BatchNorm, Conv2d, Embedding, LayerNorm, Linear
+from portcore.conv_kinds import Conv2d
+from portcore.kinds import BatchNorm, Embedding, LayerNorm, Linear
 from portcore.recurrent_kinds import GRU, LSTM
 from jaxport.numerics import dtype_scope
 
