@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from parity_tests.engine.locator.layouts import known_perm, pair_values
 from parity_tests.engine.locator.locate_trace import nnx_trace, torch_trace
 from parity_tests.engine.sides import tree_match
 from parity_tests.engine.sides.port_models import Port, nnx_to_torch_entries
@@ -38,32 +39,25 @@ def _worst(a: np.ndarray, e: np.ndarray, floor: float = 0.0) -> tuple[float, flo
         0.0 if not d.any() else np.inf)
 
 
-def _to_nnx_layout(port: Port, torch_value: np.ndarray, module, torch_inputs, nnx_shapes, flat_order) -> np.ndarray:
-    """torch's NCHW activations as NNX's NHWC ones (and a Flatten after them flattened
-    in NHWC order) when the port's input layout says so, or when the NNX module's
-    values have the NHWC shape and not torch's (a model that takes NCHW and transposes
-    inside, as the cnn example does). flat_order: the columns of a flattened (N, C*H*W)
-    activation in NNX's H, W, C order, for activations between the last 4-D one and the
-    Linear whose kind declares input_chw (None elsewhere)."""
-    nhwc = port.input_layout == "nhwc"
-    if nhwc and type(module).__name__ == "Flatten" and torch_inputs and np.ndim(torch_inputs[0]) == 4:
+def _flattened(port: Port, torch_value: np.ndarray, module, torch_inputs, flat_order) -> np.ndarray:
+    """A Flatten of an NCHW map as NNX flattens its NHWC one (input_layout "nhwc"), and
+    a flattened (N, C*H*W) activation before a Linear whose kind declares input_chw in
+    NNX's H, W, C column order (flat_order; None elsewhere). Other layouts: layouts.py."""
+    if port.input_layout == "nhwc" and type(module).__name__ == "Flatten" and torch_inputs \
+            and np.ndim(torch_inputs[0]) == 4:
         return torch_inputs[0].transpose(0, 2, 3, 1).reshape(torch_inputs[0].shape[0], -1)
-    if np.ndim(torch_value) == 4:
-        moved = torch_value.transpose(0, 2, 3, 1)
-        if nhwc or (moved.shape in nnx_shapes and torch_value.shape not in nnx_shapes):
-            return moved
     if flat_order is not None and np.ndim(torch_value) == 2 and torch_value.shape[1] == len(flat_order):
         return torch_value[:, flat_order]
     return torch_value
 
 
 def _flat_orders(port: Port, order: list, outputs: dict) -> dict:
-    """{module path: NHWC column order} for the modules that finish after the last 4-D
-    output and before a Linear whose kind flattens NHWC (input_chw): their (N, C*H*W)
+    """{module call: NHWC column order} for the module calls that finish after the last
+    4-D output and before a Linear whose kind flattens NHWC (input_chw): their (N, C*H*W)
     outputs are the flattened map in NNX's order."""
     out = {}
-    for k, path in enumerate(order):
-        chw = getattr(port.layers.get(path), "input_chw", None)
+    for k, key in enumerate(order):
+        chw = getattr(port.layers.get(key[0]), "input_chw", None)
         if chw is None:
             continue
         c, h, w = chw
@@ -72,21 +66,6 @@ def _flat_orders(port: Port, order: list, outputs: dict) -> dict:
             if any(np.ndim(v) == 4 for v in outputs[before] if v is not None):
                 break
             out[before] = columns
-    return out
-
-
-def _pairs(torch_values: list, nnx_values: list) -> list:
-    """Match each torch tensor with the first unused NNX tensor of its shape: an LSTM
-    returns (out, (h, c)) in torch and out (or ((c, h), out)) in NNX."""
-    used, out = set(), []
-    for t in torch_values:
-        if t is None:
-            continue
-        for k, j in enumerate(nnx_values):
-            if k not in used and np.shape(j) == np.shape(t):
-                used.add(k)
-                out.append((t, j))
-                break
     return out
 
 
@@ -109,7 +88,7 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
     from flax import nnx  # noqa: PLC0415
     rtol = LOCATE_RTOL[port.dtype] if rtol is None else rtol
     model = copy.deepcopy(port.torch_model)     # its forward updates BatchNorm's running stats
-    nnx_paths = {tuple(p): None for p, _ in nnx.iter_modules(port.nnx_model) if p}
+    nnx_modules = {tuple(p): m for p, m in nnx.iter_modules(port.nnx_model) if p}
     # containers too (a BasicBlock inside an nn.Sequential is `layers.1` of an
     # nnx.Sequential): matched by structure, the port's own map (name_map) first
     matched = tree_match.match(model, port.nnx_model, [p for p, _ in model.named_modules() if p])
@@ -117,37 +96,52 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
     for path, _ in model.named_modules():
         head = port.flax_paths.get(path) or matched.get(path) or tuple(int(p) if p.isdigit() else p
                                                                         for p in path.split("."))
-        if path and head in nnx_paths:
+        if path and head in nnx_modules:
             by_nnx[head] = path
     t_rec = torch_trace(model, as_torch(x, port.dtype), as_torch(y, port.dtype, integer=integer_targets),
                         torch_loss, set(by_nnx.values()))
     j_rec = nnx_trace(port.nnx_model, port.nnx_input(x), y, jax_loss, by_nnx, port.dtype)
     modules = dict(model.named_modules())
-    common = [p for p in sorted(t_rec, key=lambda p: t_rec[p]["end"]) if p in j_rec and "outputs" in t_rec[p]]
+    nnx_of = {path: nnx_modules[head] for head, path in by_nnx.items()}
+    # records are keyed (path, call): a module called twice is compared call by call
+    common = [k for k in sorted(t_rec, key=lambda k: t_rec[k]["end"]) if k in j_rec and "outputs" in t_rec[k]]
+    calls = {}
+    for path, _ in t_rec:
+        calls[path] = calls.get(path, 0) + 1
 
-    flat_orders = _flat_orders(port, common, {p: t_rec[p]["outputs"] for p in common})
+    def named(key):
+        return key[0] if calls[key[0]] == 1 else f"{key[0]} (call {key[1] + 1} of {calls[key[0]]})"
 
-    def pairs_of(path, what):
-        shapes = {np.shape(v) for v in j_rec[path][what] if v is not None}
-        converted = [None if v is None else _to_nnx_layout(port, v, modules[path], t_rec[path]["inputs"], shapes,
-                                                           flat_orders.get(path))
-                     for v in t_rec[path][what]]
-        return _pairs(converted, j_rec[path][what])
+    flat_orders = _flat_orders(port, common, {k: t_rec[k]["outputs"] for k in common})
+    perms: dict = {}                                           # key -> the outputs' permutations
 
-    for k, path in enumerate(common):                          # forward, in finishing order
-        worst, bad = _compare(pairs_of(path, "outputs"), rtol)
+    def pairs_of(key, what):
+        values = [None if v is None else _flattened(port, v, modules[key[0]], t_rec[key]["inputs"],
+                                                     flat_orders.get(key)) for v in t_rec[key][what]]
+        known = next((known_perm(modules[key[0]], nnx_of[key[0]], np.ndim(v)) for v in values[:1] if v is not None),
+                     None)
+        pairs, chosen = pair_values(values, j_rec[key][what], known, perms.get(key) if what == "grads" else None)
+        if what == "outputs":
+            perms[key] = chosen
+        return pairs
+
+    for key in common:                                         # forward, in finishing order
+        worst, bad = _compare(pairs_of(key, "outputs"), rtol)
         if bad:
-            found = dict(layer=path, quantity="output", max_abs=worst[0], max_rel=worst[1],
+            found = dict(layer=key[0], quantity="output", max_abs=worst[0], max_rel=worst[1],
                          max_over_largest=worst[2], rtol=rtol)
-            _, inputs_differ = _compare(pairs_of(path, "inputs"), rtol)
+            _, inputs_differ = _compare(pairs_of(key, "inputs"), rtol)
             if inputs_differ:
-                start = t_rec[path]["start"]
-                before = [p for p in common if t_rec[p]["end"] < start]
-                previous = max(before, key=lambda p: t_rec[p]["end"]) if before else None
-                found["note"] = (f"{path}'s input already differs while "
-                                 + (f"{previous}'s output agrees: the difference arises between {previous} and {path}"
-                                    if previous else f"no module ran before it: the difference arises before {path}")
+                start = t_rec[key]["start"]
+                before = [k for k in common if t_rec[k]["end"] < start]
+                previous = max(before, key=lambda k: t_rec[k]["end"]) if before else None
+                found["note"] = (f"{named(key)}'s input already differs while "
+                                 + (f"{named(previous)}'s output agrees: the difference arises between "
+                                    f"{named(previous)} and {named(key)}"
+                                    if previous else f"no module ran before it: the difference arises before {key[0]}")
                                  + " (a function applied between modules)")
+            elif calls[key[0]] > 1:
+                found["note"] = f"at {named(key)}"
             return found
     # The backward: activation gradients only locate a difference that reaches a
     # parameter's gradient. Alone they are no verdict: max pooling over a constant
@@ -169,11 +163,11 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
             break
     if differing is None:
         return None
-    for path in reversed(common):                              # backward: the reverse order
-        worst, bad = _compare(pairs_of(path, "grads"), rtol)
+    for key in reversed(common):                               # backward: the reverse order
+        worst, bad = _compare(pairs_of(key, "grads"), rtol)
         if bad:
-            return dict(layer=path, quantity="gradient", max_abs=worst[0], max_rel=worst[1],
+            return dict(layer=key[0], quantity="gradient", max_abs=worst[0], max_rel=worst[1],
                         max_over_largest=worst[2], rtol=rtol,
-                        note=f"outputs agree; the gradient with respect to {path}'s output differs "
+                        note=f"outputs agree; the gradient with respect to {named(key)}'s output differs "
                              f"({differing['note']})")
     return differing

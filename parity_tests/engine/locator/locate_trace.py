@@ -45,23 +45,29 @@ def _cloned(value):
 
 
 def torch_trace(model, x, y, loss_fn, paths: set) -> dict:
-    """{path: dict(start, end, inputs, outputs, grads)} for the modules in `paths`."""
-    records, counter, hooks = {}, [0], []
+    """{(path, call): dict(start, end, inputs, outputs, grads)} for the modules in
+    `paths`, one record per call: a module called twice (one Dropout after the embedding
+    and after the LSTM, of different widths) has two, in the order it was called."""
+    records, counter, hooks, calls, open_calls = {}, [0], [], {}, {}
 
     def pre(path):
         def hook(module, args):
-            records[path] = dict(start=counter[0])
+            key = (path, calls.get(path, 0))
+            calls[path] = key[1] + 1
+            open_calls.setdefault(path, []).append(key)
+            records[key] = dict(start=counter[0])
             counter[0] += 1
         return hook
 
     def post(path):
         def hook(module, args, out):
+            key = open_calls[path].pop()
             leaves = _tensors(out)
             for t in leaves:
                 if t.requires_grad:
                     t.retain_grad()
-            records[path].update(end=counter[0], inputs=[t.detach().cpu().numpy().copy() for t in _tensors(args)],
-                                 live=leaves)
+            records[key].update(end=counter[0], inputs=[t.detach().cpu().numpy().copy() for t in _tensors(args)],
+                                live=leaves)
             counter[0] += 1
             # the rest of the model gets a copy: an in-place op after this module
             # (nn.ReLU(inplace=True), everywhere in torchvision) rewrites the copy, not
@@ -82,7 +88,7 @@ def torch_trace(model, x, y, loss_fn, paths: set) -> dict:
         live = r.pop("live", [])
         r["outputs"] = [t.detach().cpu().numpy().copy() for t in live]
         r["grads"] = [None if t.grad is None else t.grad.detach().cpu().numpy().copy() for t in live]
-    return records
+    return {key: r for key, r in records.items() if "end" in r}
 
 
 @contextlib.contextmanager
@@ -122,25 +128,32 @@ def _jax_array(a, dtype: str):
 
 def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
     """The NNX side: `paths` maps NNX path tuples to the torch paths they are recorded
-    under. Returns the same records as torch_trace. Differentiated with
-    nnx.value_and_grad (not jax.vjp over a merge): a module that updates its own state
-    during the call (an RNN cell's carry RNG count) must be carried by NNX's transform."""
+    under. Returns the same records as torch_trace, keyed (torch path, call). A call
+    made inside a transform of the model's own (the cell's Linears inside nnx.RNN's
+    scan) is not recorded: its values live in that trace, not in the model's.
+    Differentiated with nnx.value_and_grad (not jax.vjp over a merge): a module that
+    updates its own state during the call (an RNN cell's carry RNG count) must be
+    carried by NNX's transform."""
+    from jax.extend.core import get_opaque_trace_state  # noqa: PLC0415
     with dtype_scope(dtype):
         model = nnx.clone(model)                       # batch statistics land on a copy
         classes = {type(m) for p, m in nnx.iter_modules(model) if p in paths}
         x, y = _jax_array(x, dtype), _jax_array(y, dtype)
-        order: dict = {}                               # path -> (start, end), plain ints
-        slots: dict = {}                               # path -> (treedef, first leaf index)
+        order: dict = {}                               # (path, call) -> (start, end), plain ints
+        slots: dict = {}                               # (path, call) -> (treedef, first leaf index)
 
         def run(deltas, m):
-            """The loss, and each module's inputs and outputs (as aux)."""
+            """The loss, and each module call's inputs and outputs (as aux)."""
             ids = {id(mod): paths[p] for p, mod in nnx.iter_modules(m) if p in paths}
-            seen, counter, busy = {}, [0], set()
+            seen, counter, busy, calls = {}, [0], set(), {}
+            outer = get_opaque_trace_state()
 
             def on_call(original, self, args, kwargs):
                 path = ids.get(id(self))
-                if path is None or id(self) in busy:     # a subclass's call of its parent's
-                    return original(self, *args, **kwargs)
+                if path is None or id(self) in busy or get_opaque_trace_state() != outer:
+                    return original(self, *args, **kwargs)   # a subclass's call of its parent's, or inside a scan
+                key = (path, calls.get(path, 0))
+                calls[path] = key[1] + 1
                 busy.add(id(self))
                 start = counter[0]
                 counter[0] += 1
@@ -150,17 +163,17 @@ def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
                     busy.discard(id(self))
                 if deltas is None:                       # the first pass: shapes only
                     leaves, treedef = jax.tree.flatten(out)
-                    slots[path] = (treedef, len(zeros))
+                    slots[key] = (treedef, len(zeros))
                     zeros.extend(jax.ShapeDtypeStruct(v.shape, v.dtype) for v in leaves)
-                elif path in slots:
-                    treedef, first = slots[path]
+                elif key in slots:
+                    treedef, first = slots[key]
                     leaves = jax.tree.leaves(out)
                     out = jax.tree.unflatten(treedef, [v + deltas.leaves[first + k][...]
                                                        for k, v in enumerate(leaves)])
-                order[path] = (start, counter[0])
+                order[key] = (start, counter[0])
                 counter[0] += 1
-                seen[path] = ([a for a in jax.tree.leaves((args, kwargs)) if isinstance(a, jax.Array)],
-                              jax.tree.leaves(out))
+                seen[key] = ([a for a in jax.tree.leaves((args, kwargs)) if isinstance(a, jax.Array)],
+                             jax.tree.leaves(out))
                 return out
             with _intercepted(classes, on_call):
                 loss = loss_fn(call(m, x), y)
@@ -176,9 +189,9 @@ def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
         by_index = nnx.to_pure_dict(grads).get("leaves", {}) if zeros else {}
         grad_leaves = [np.asarray(by_index[k]) for k in range(len(zeros))]
         records = {}
-        for path, (inputs, outputs) in seen.items():
-            first = slots[path][1] if path in slots else 0
-            records[path] = dict(start=order[path][0], end=order[path][1],
-                                 inputs=[np.asarray(a) for a in inputs], outputs=[np.asarray(a) for a in outputs],
-                                 grads=grad_leaves[first:first + len(outputs)] if path in slots else [])
+        for key, (inputs, outputs) in seen.items():
+            first = slots[key][1] if key in slots else 0
+            records[key] = dict(start=order[key][0], end=order[key][1],
+                                inputs=[np.asarray(a) for a in inputs], outputs=[np.asarray(a) for a in outputs],
+                                grads=grad_leaves[first:first + len(outputs)] if key in slots else [])
         return records
