@@ -34,17 +34,17 @@ class TorchVAE(nn.Module):
 
 
 class NnxVAE(nnx.Module):
-    def __init__(self, half: float = 0.5):
+    def __init__(self, half: float = 0.5, sign: float = 1.0):
         rngs = nnx.Rngs(0)
         self.fc1, self.fc21, self.fc22 = nnx.Linear(D, H, rngs=rngs), nnx.Linear(H, Z, rngs=rngs), nnx.Linear(H, Z, rngs=rngs)
         self.fc3, self.fc4 = nnx.Linear(Z, H, rngs=rngs), nnx.Linear(H, D, rngs=rngs)
-        self.half = half
+        self.half, self.sign = half, sign
 
     def __call__(self, x, eps):
         h = nnx.relu(self.fc1(x))
         mu, logvar = self.fc21(h), self.fc22(h)
         z = mu + eps * jnp.exp(self.half * logvar)
-        return jax.nn.sigmoid(self.fc4(nnx.relu(self.fc3(z)))), mu, logvar
+        return jax.nn.sigmoid(self.fc4(nnx.relu(self.fc3(z)))), mu, self.sign * logvar
 
 
 def torch_vae_loss(out, x):
@@ -82,6 +82,16 @@ def test_a_vae_bug_between_modules_fails_and_is_located():
     report = check_port(TorchVAE(), NnxVAE(half=1.0), x, y, dtype="float64", **VAE)
     assert not report.passed and report.first_failure["rung"] == 2
     assert report.located["layer"] == "fc3" and "arises between fc22 and fc3" in report.located["note"]
+
+
+def test_a_vae_returning_logvar_negated_fails_and_is_located_by_the_gradient():
+    """Only the returned leaf is wrong (z used the right logvar): every module's output
+    agrees, the KL term's gradient reaches fc22 with the wrong sign."""
+    torch.manual_seed(0)
+    x, y = vae_data()
+    report = check_port(TorchVAE(), NnxVAE(sign=-1.0), x, y, dtype="float64", **VAE)
+    assert not report.passed and report.first_failure["rung"] == 2
+    assert (report.located["layer"], report.located["quantity"]) == ("fc22", "gradient"), report.located
 
 
 class TorchMaskedBag(nn.Module):
@@ -126,6 +136,8 @@ def test_an_ignored_attention_mask_fails_at_rung_2():
     report = check_port(TorchMaskedBag(), NnxMaskedBag(use_mask=False), x, y, loss="cross_entropy",
                         optimizer="sgd", lr=0.5, steps=3, batch_size=8, dtype="float64")
     assert not report.passed and report.first_failure["rung"] == 2
+    # the mask is applied between the modules: embed's output agrees, out's input does not
+    assert report.located["layer"] == "out" and "arises between embed and out" in report.located["note"]
 
 
 class TorchTwoHeads(nn.Module):
