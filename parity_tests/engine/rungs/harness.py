@@ -25,6 +25,7 @@ from parity_tests.engine.rungs.port_free_run import rung6_free_running, rung7_fi
 from parity_tests.engine.sides.port_losses import Objective, check_targets, objective
 from parity_tests.engine.sides.port_models import torch_arrays
 from parity_tests.engine.sides.port_clip import with_clipping
+from parity_tests.engine.sides.port_groups import with_groups
 from parity_tests.engine.sides.port_nnx import build_port
 from parity_tests.engine.sides.pytrees import Inputs, as_inputs, leaves, select, view
 from parity_tests.engine.sides.port_objectives import PortInputError, optimizer_pair
@@ -69,7 +70,7 @@ def _on_output(obj: Objective, output) -> Objective:
 def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert, input_layout,
            optimizer="adam", lr=None, steps=1, batch_size=1, momentum=None, weight_decay=None, *,
            loss_options=None, nesterov=False, optimizer_options=None, schedule=None, output=None,
-           clip_grad_norm=None) -> PortRun:
+           clip_grad_norm=None, no_decay=None) -> PortRun:
     if device != "cpu":
         raise PortInputError(f"device {device!r}: the harness runs on cpu only")
     import torch  # noqa: PLC0415
@@ -86,6 +87,8 @@ def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert,
     if clip_grad_norm is not None:
         pair = with_clipping(pair, clip_grad_norm)
     port = build_port(torch_model, nnx_model, dtype, name_map, convert, input_layout, output)
+    if no_decay is not None:                   # param groups need the port's torch -> NNX map
+        pair = with_groups(pair, port, no_decay, optimizer, weight_decay, optimizer_options)
     from parity_tests.engine.sides.port_nnx import NnxRunner  # noqa: PLC0415
     from parity_tests.engine.sides.port_torch import TorchSide  # noqa: PLC0415
     side = TorchSide(port, obj.torch, pair.torch, obj.integer)
@@ -141,7 +144,7 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, o
                steps=100, batch_size=32, dtype="float64", device="cpu", name_map=None, convert=None,
                input_layout=None, momentum=None, weight_decay=None, nesterov=False, optimizer_options=None,
                schedule=None, rungs=tuple(RUNGS), keep_going=False, locate=True, output=None,
-               clip_grad_norm=None) -> PortReport:
+               clip_grad_norm=None, no_decay=None) -> PortReport:
     """The ladder for one port. name_map: {torch layer path: NNX path} where the names
     differ; convert: {torch layer path: LayerKind, or fn(torch arrays) -> {NNX relative
     path: array}} for layers the converter does not know (or converts wrongly for you);
@@ -151,7 +154,10 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, o
     loss takes (an index, a key or an attribute); a (torch_fn, jax_fn) pair without it
     takes the whole output. clip_grad_norm: torch.nn.utils.clip_grad_norm_ between
     backward and step on the torch side, the same arithmetic before the optimizer on
-    the JAX side (port_clip.py).
+    the JAX side (port_clip.py). no_decay: fn(torch parameter name) -> True for the
+    parameters kept out of weight decay (nanoGPT's biases and norms): a torch param
+    group with weight_decay 0, the same parameters undecayed on the JAX side
+    (port_groups.py).
     loss: "mse", "bce", "bce_with_logits", "cross_entropy", "nll_loss" (classes on axis
     1, any trailing dims) or a (torch_fn, jax_fn) pair of fn(output, target) -> scalar;
     loss_options: torch's keywords (cross_entropy: label_smoothing, ignore_index;
@@ -169,7 +175,7 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, o
         run = _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert, input_layout,
                      optimizer, lr, steps, batch_size, momentum, weight_decay, loss_options=loss_options,
                      nesterov=nesterov, optimizer_options=optimizer_options, schedule=schedule, output=output,
-                     clip_grad_norm=clip_grad_norm)
+                     clip_grad_norm=clip_grad_norm, no_decay=no_decay)
         for rung in rungs:
             RUNGS[rung](run)
             if run.failures and not keep_going:
