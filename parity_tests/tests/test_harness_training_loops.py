@@ -104,3 +104,13 @@ def test_no_decay_that_does_not_fit_is_bad_input(kw, message):
     kw = {"no_decay": biases_and_norms, **kw}
     with pytest.raises(PortInputError, match=message):
         check_port(TorchMLP(), NnxMLP(), x, y, loss="mse", steps=2, batch_size=16, **kw)
+
+
+@pytest.mark.filterwarnings("error::UserWarning")     # torch's "step() overridden after the scheduler"
+def test_groups_clipping_and_a_schedule_together():
+    torch.manual_seed(0)
+    x, y = make_data()
+    report = check_port(TorchMLP(), NnxMLP(), x, y, dtype="float64", loss="mse", steps=4, batch_size=16,
+                        rungs=(2, 3, 4, 5), no_decay=biases_and_norms, clip_grad_norm=0.05,
+                        schedule=dict(kind="step", step_size=2, gamma=0.5), **DECAY["sgd"])
+    assert_passed(report, (2, 3, 4, 5))

@@ -37,14 +37,18 @@ def clipped_optax(tx: optax.GradientTransformation, max_norm: float) -> optax.Gr
 
 def clip_before_step(optimizer, max_norm: float):
     """A torch optimizer whose step() clips its parameters' gradients first, as a
-    training loop calls clip_grad_norm_ between backward() and step(). Patched before
-    any scheduler wraps step()."""
+    training loop calls clip_grad_norm_ between backward() and step()."""
     step = optimizer.step
 
     def clipped(closure=None):
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, max_norm)
         return step(closure) if closure is not None else step()
+    if hasattr(step, "_wrapped_by_lr_sched"):
+        # a scheduler built with the optimizer (a factory's (optimizer, scheduler))
+        # wrapped step() first; its wrapper is inside this one and still sees every
+        # step, so its "step() overridden after the scheduler" warning does not apply
+        clipped._wrapped_by_lr_sched = True
     optimizer.step = clipped
     return optimizer
 
