@@ -53,7 +53,7 @@ def decayed_nnx_paths(port, no_decay) -> dict:
 def with_groups(pair, port, no_decay, optimizer, weight_decay, options):
     """The optimizer pair (port_objectives.OptimizerPair) with weight decay only on the
     parameters no_decay(torch name) is False for."""
-    from parity_tests.engine.sides.port_nnx import _path  # noqa: PLC0415
+    from parity_tests.engine.sides.port_nnx import state_path  # noqa: PLC0415
     if not callable(no_decay):
         raise PortInputError(f"no_decay must be a function of a torch parameter name, not {no_decay!r}")
     if not isinstance(optimizer, str):
@@ -74,7 +74,7 @@ def with_groups(pair, port, no_decay, optimizer, weight_decay, options):
 
     def update(grads, state, params=None):
         masked = jax.tree_util.tree_map_with_path(
-            lambda k, p: p if decayed.get(_path(k), True) else jnp.zeros_like(p), params)
+            lambda k, p: p if decayed.get(state_path(k), True) else jnp.zeros_like(p), params)
         return pair.optax.update(grads, state, masked)
     kept = sum(not d for d in order)
     return dataclasses.replace(pair, label=f"{pair.label}, no weight decay on {kept} of {len(order)} tensors",

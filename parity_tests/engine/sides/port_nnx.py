@@ -29,7 +29,7 @@ def _key(entry):
     return str(entry)
 
 
-def _path(keys) -> tuple:
+def state_path(keys) -> tuple:
     """A jax key path into an nnx.State as an NNX state path (without the Variable's
     own `.value`)."""
     keys = [k for k in keys if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value")]
@@ -93,7 +93,7 @@ class NnxRunner:
             self.eval_def = nnx.split(model, nnx.Param, ...)[0]
             model.set_attributes(use_running_average=False, raise_if_not_found=False)
         leaves, self.treedef = jax.tree_util.tree_flatten_with_path(params)
-        self.paths = [_path(path) for path, _ in leaves]
+        self.paths = [state_path(path) for path, _ in leaves]
         self.shapes = {p: np.shape(v) for p, (_, v) in zip(self.paths, leaves)}
 
         def step(params, rest, opt_state, x, y):
@@ -147,13 +147,13 @@ class NnxRunner:
         with dtype_scope(self.dtype):
             leaves, treedef = jax.tree_util.tree_flatten_with_path(self.rest)
             new = [jnp.asarray(nnx_arrays[p], leaf.dtype) if p in nnx_arrays else leaf
-                   for p, leaf in ((_path(path), leaf) for path, leaf in leaves)]
+                   for p, leaf in ((state_path(path), leaf) for path, leaf in leaves)]
             return jax.tree.unflatten(treedef, new)
 
     def rest_arrays(self, rest, paths) -> dict:
         """The entries of a non-parameter state at `paths` (running statistics), flat."""
         leaves = jax.tree_util.tree_flatten_with_path(rest)[0]
-        return {p: np.asarray(leaf) for p, leaf in ((_path(k), leaf) for k, leaf in leaves) if p in paths}
+        return {p: np.asarray(leaf) for p, leaf in ((state_path(k), leaf) for k, leaf in leaves) if p in paths}
 
     def opt_state(self, moments: dict | None, count: int):
         """optax's state from torch's moments ({"exp_avg": flat, ...} on NNX paths) at
