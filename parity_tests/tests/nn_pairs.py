@@ -142,6 +142,7 @@ def compare(pair: Pair, dtype: str, seed: int = 0) -> dict:
     worst = {}
     for name, (mine, theirs) in got.items():
         assert mine.shape == theirs.shape, (name, mine.shape, theirs.shape)
+        assert np.isfinite(theirs).all(), f"{name}: torch's own value is not finite (a fully masked row?)"
         np.testing.assert_allclose(mine, theirs, err_msg=f"{name} ({dtype})", **tol)
         worst[name] = float(np.max(np.abs(mine - theirs) / np.maximum(np.abs(theirs), tol["atol"] / tol["rtol"]),
                                    initial=0.0))

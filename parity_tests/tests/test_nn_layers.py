@@ -53,7 +53,7 @@ def _mha(batch_first=False, bias=True, **call):
 
 def _masks(rng):
     padding = np.zeros((N, S), bool)
-    padding[0, -1], padding[2, :2] = True, True                  # no row loses all its keys
+    padding[0, -1], padding[2, -2:] = True, True                 # with the causal mask: no row loses all its keys
     causal = np.triu(np.ones((L, S), bool), k=2)
     return padding, causal
 
