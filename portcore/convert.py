@@ -12,14 +12,17 @@ from typing import Mapping
 
 import numpy as np
 
-from portcore.conv_kinds import Conv1d, Conv2d
+from portcore.attention_kinds import AttentionOutProj, MultiheadAttention
+from portcore.conv_kinds import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from portcore.kinds import (BatchNorm, Dropout, Embedding, Flatten, LayerKind, LayerNorm,
                             Linear, MaxPool2d)
+from portcore.norm_kinds import GroupNorm
 from portcore.recurrent_kinds import GRU, LSTM
 
 Layers = Mapping[str, LayerKind]
-KINDS = {k.torch_class: k for k in (Linear, Conv2d, MaxPool2d, Flatten, Dropout, BatchNorm,
-                                    LayerNorm, Embedding, LSTM, GRU)}
+KINDS = {k.torch_class: k for k in (Linear, Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, MaxPool2d,
+                                    Flatten, Dropout, BatchNorm, LayerNorm, GroupNorm, Embedding, LSTM, GRU,
+                                    MultiheadAttention, AttentionOutProj)}
 
 
 def flax_path(torch_path: str) -> tuple:
@@ -76,31 +79,58 @@ def from_flax(layers: Layers, arrays: Mapping[tuple, np.ndarray], flax_paths=Non
     return out
 
 
+def _one(v):
+    return v[0] if len(set(v)) == 1 else tuple(v)      # 3 for (3, 3), as written
+
+
+def _refuse(what: str):
+    raise ValueError(f"{what}: not supported; pass a convert= entry")
+
+
 def of_torch(module) -> LayerKind:
-    """The kind of a torch layer, read from its attributes (no torch import here)."""
+    """The kind of a torch layer, read from its attributes (no torch import here).
+    What no kind covers raises one ValueError line naming the layer and the option."""
     name = type(module).__name__
-    if name == "Linear":
-        return Linear(module.in_features, module.out_features, module.bias is not None)
-    if name in ("Conv1d", "Conv2d"):
+    if name in ("Linear", "NonDynamicallyQuantizableLinear"):
+        cls = Linear if name == "Linear" else AttentionOutProj
+        return cls(module.in_features, module.out_features, module.bias is not None)
+    if name in ("Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"):
         if isinstance(module.padding, str) or module.padding_mode != "zeros":
             raise ValueError(f"{name} with padding {module.padding!r} / padding_mode {module.padding_mode!r}: "
                              "only numeric zero padding is supported (give its padding as numbers)")
-        cls = Conv1d if name == "Conv1d" else Conv2d
-        one = lambda v: v[0] if len(set(v)) == 1 else tuple(v)     # noqa: E731 (3 for (3, 3), as written)
-        return cls(module.in_channels, module.out_channels, one(module.kernel_size), one(module.stride),
-                   one(module.padding), module.bias is not None, one(module.dilation), module.groups)
+        k, s, p, d = (_one(v) for v in (module.kernel_size, module.stride, module.padding, module.dilation))
+        if "Transpose" not in name:
+            return KINDS[name](module.in_channels, module.out_channels, k, s, p, module.bias is not None, d,
+                               module.groups)
+        if module.groups != 1:
+            _refuse(f"nn.{name} with groups={module.groups} (nnx.ConvTranspose has no feature groups)")
+        return KINDS[name](module.in_channels, module.out_channels, k, s, p, _one(module.output_padding), 1,
+                           module.bias is not None, d)
     if name in ("BatchNorm1d", "BatchNorm2d"):
         return BatchNorm(module.num_features, module.eps, module.momentum)
     if name == "LayerNorm":
         if len(module.normalized_shape) != 1:
             raise ValueError(f"LayerNorm over {tuple(module.normalized_shape)}: only the last axis is supported")
         return LayerNorm(module.normalized_shape[-1], module.eps, getattr(module, "bias", None) is not None)
+    if name == "GroupNorm":
+        return GroupNorm(module.num_groups, module.num_channels, module.eps, module.affine)
     if name == "Embedding":
-        return Embedding(module.num_embeddings, module.embedding_dim)
+        if module.max_norm is not None:
+            _refuse(f"nn.Embedding with max_norm={module.max_norm} (it renormalises rows in place)")
+        return Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx)
     if name in ("LSTM", "GRU"):
-        if module.num_layers != 1 or module.bidirectional:
-            raise ValueError(f"{name}: only one layer, one direction is supported")
-        return KINDS[name](module.input_size, module.hidden_size)
+        if getattr(module, "proj_size", 0):
+            _refuse(f"nn.LSTM with proj_size={module.proj_size}>0")
+        if not module.bias:
+            _refuse(f"nn.{name} with bias=False")
+        return KINDS[name](module.input_size, module.hidden_size, num_layers=module.num_layers,
+                           bidirectional=module.bidirectional)
+    if name == "MultiheadAttention":
+        if module.in_proj_weight is None:
+            _refuse("nn.MultiheadAttention with kdim/vdim other than embed_dim (separate q/k/v weights)")
+        if module.bias_k is not None:
+            _refuse("nn.MultiheadAttention with add_bias_kv=True")
+        return MultiheadAttention(module.embed_dim, module.num_heads, module.in_proj_bias is not None)
     if name in ("MaxPool2d", "Flatten", "Dropout", "SharedDropout"):
         # SharedDropout (the deep examples'): its `step` buffer picks the mask, and
         # travels with the weights like BatchNorm's running statistics

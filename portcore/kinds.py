@@ -235,16 +235,22 @@ class LayerNorm(_Norm):
 
 @dataclass(frozen=True)
 class Embedding(LayerKind):
-    """torch weight (num, dim) <-> Flax embedding (num, dim): the same layout."""
+    """torch weight (num, dim) <-> Flax embedding (num, dim): the same layout.
+    padding_idx: torch starts that row at zero and never trains it (its gradient is
+    zero: jaxport.nn.Embedding); a weight file carries it as it is."""
     num_embeddings: int
     embedding_dim: int
+    padding_idx: int | None = None
     torch_class: ClassVar[str] = "Embedding"
 
     def param_shapes(self):
         return {"weight": (self.num_embeddings, self.embedding_dim)}
 
     def torch_init(self, rng):
-        return {"weight": rng.standard_normal((self.num_embeddings, self.embedding_dim))}
+        weight = rng.standard_normal((self.num_embeddings, self.embedding_dim))
+        if self.padding_idx is not None:
+            weight[self.padding_idx] = 0.0
+        return {"weight": weight}
 
     def to_flax(self, arrays):
         return {("embedding",): np.asarray(arrays["weight"])}

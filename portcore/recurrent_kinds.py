@@ -1,8 +1,12 @@
 """The recurrent layer kinds: torch's stacked gates against Flax NNX's cells.
 
 torch keeps one weight per side with the gates stacked along the rows (LSTM: i, f, g,
-o; GRU: r, z, n) and two biases, bias_ih and bias_hh. NNX's cells sit inside
-nnx.RNN, whose state puts them under "cell" (`cell_path`).
+o; GRU: r, z, n) and two biases, bias_ih and bias_hh, per layer and direction: names
+ending `_l0`, `_l0_reverse`, `_l1`, ... NNX's cells sit inside nnx.RNN, whose state
+puts them under "cell" (`cell_path`). With several layers or both directions, each
+torch suffix has a cell of its own beside it: `_lK` is `cell_lK`, `_reverse` appends
+`_reverse`, and layer 0's forward cell keeps the plain name, so a one-layer kind is the
+single-cell one (`cells`; jaxport.nn.LSTM and GRU hold their cells under these names).
 """
 from __future__ import annotations
 
@@ -17,17 +21,35 @@ from portcore.kinds import LayerKind
 LSTM_GATES = (("ii", "hi"), ("if_", "hf"), ("ig", "hg"), ("io", "ho"))  # torch's i, f, g, o
 
 
+def cell_name(base: str, layer: int, reverse: bool) -> str:
+    """The NNX attribute of the cell for torch's suffix `_l{layer}[_reverse]`."""
+    return base + (f"_l{layer}" if layer else "") + ("_reverse" if reverse else "")
+
+
 @dataclass(frozen=True)
 class _Recurrent(LayerKind):
     input_size: int
     hidden_size: int
     cell_path: tuple = ("cell",)
+    num_layers: int = 1
+    bidirectional: bool = False
     gates: ClassVar[int] = 1
 
+    def cells(self) -> list[tuple[str, tuple, int]]:
+        """(torch suffix, NNX cell path, input features) per layer and direction, in
+        torch's order (layer by layer, forward before reverse)."""
+        directions = 2 if self.bidirectional else 1
+        return [(f"_l{layer}" + ("_reverse" if rev else ""),
+                 self.cell_path[:-1] + (cell_name(self.cell_path[-1], layer, rev),),
+                 self.input_size if layer == 0 else directions * self.hidden_size)
+                for layer in range(self.num_layers) for rev in range(directions)]
+
     def param_shapes(self):
-        rows, h = self.gates * self.hidden_size, self.hidden_size
-        return {"weight_ih_l0": (rows, self.input_size), "weight_hh_l0": (rows, h),
-                "bias_ih_l0": (rows,), "bias_hh_l0": (rows,)}
+        rows, h, out = self.gates * self.hidden_size, self.hidden_size, {}
+        for sfx, _, features in self.cells():
+            out.update({f"weight_ih{sfx}": (rows, features), f"weight_hh{sfx}": (rows, h),
+                        f"bias_ih{sfx}": (rows,), f"bias_hh{sfx}": (rows,)})
+        return out
 
     @property
     def fan_in(self):
@@ -38,11 +60,33 @@ class _Recurrent(LayerKind):
         return {n: rng.uniform(-bound, bound, size=s) for n, s in self.param_shapes().items()}
 
     def flops(self, in_shape):
-        steps, features = in_shape
-        return steps * 2 * self.gates * self.hidden_size * (features + self.hidden_size)
+        steps = in_shape[0]
+        return sum(steps * 2 * self.gates * self.hidden_size * (features + self.hidden_size)
+                   for _, _, features in self.cells())
 
     def _rows(self, k):
         return slice(k * self.hidden_size, (k + 1) * self.hidden_size)
+
+    def to_flax(self, arrays):
+        out = {}
+        for sfx, c, _ in self.cells():
+            out.update(self._cell_to_flax({n: np.asarray(arrays[n + sfx]) for n in _NAMES}, c))
+        return out
+
+    def from_flax(self, arrays):
+        out = {}
+        for sfx, c, _ in self.cells():
+            out.update({n + sfx: v for n, v in self._cell_from_flax(arrays, c).items()})
+        return out
+
+    def _cell_to_flax(self, arrays, c):
+        raise NotImplementedError
+
+    def _cell_from_flax(self, arrays, c):
+        raise NotImplementedError
+
+
+_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 @dataclass(frozen=True)
@@ -60,10 +104,9 @@ class LSTM(_Recurrent):
     torch_class: ClassVar[str] = "LSTM"
     gates: ClassVar[int] = 4
 
-    def to_flax(self, arrays):
-        w_ih, w_hh = np.asarray(arrays["weight_ih_l0"]), np.asarray(arrays["weight_hh_l0"])
-        b_ih, b_hh = np.asarray(arrays["bias_ih_l0"]), np.asarray(arrays["bias_hh_l0"])
-        out, c = {}, self.cell_path
+    def _cell_to_flax(self, arrays, c):
+        w_ih, w_hh, b_ih, b_hh = (arrays[n] for n in _NAMES)
+        out = {}
         for k, (gi, gh) in enumerate(LSTM_GATES):
             rows = self._rows(k)
             out[c + (gi, "kernel")] = np.ascontiguousarray(w_ih[rows].T)
@@ -74,8 +117,7 @@ class LSTM(_Recurrent):
                 out[c + (gh, "bias")] = b_ih[rows] + b_hh[rows]
         return out
 
-    def from_flax(self, arrays):
-        c = self.cell_path
+    def _cell_from_flax(self, arrays, c):
         w_ih = np.concatenate([np.asarray(arrays[c + (gi, "kernel")]).T for gi, _ in LSTM_GATES])
         w_hh = np.concatenate([np.asarray(arrays[c + (gh, "kernel")]).T for _, gh in LSTM_GATES])
         b_hh = np.concatenate([np.asarray(arrays[c + (gh, "bias")]) for _, gh in LSTM_GATES])
@@ -83,8 +125,8 @@ class LSTM(_Recurrent):
             b_ih = np.concatenate([np.asarray(arrays[c + (gi, "bias")]) for gi, _ in LSTM_GATES])
         else:
             b_ih, b_hh = b_hh, np.zeros_like(b_hh)
-        return {"weight_ih_l0": np.ascontiguousarray(w_ih), "weight_hh_l0": np.ascontiguousarray(w_hh),
-                "bias_ih_l0": b_ih, "bias_hh_l0": b_hh}
+        return {"weight_ih": np.ascontiguousarray(w_ih), "weight_hh": np.ascontiguousarray(w_hh),
+                "bias_ih": b_ih, "bias_hh": b_hh}
 
 
 @dataclass(frozen=True)
@@ -99,11 +141,10 @@ class GRU(_Recurrent):
     torch_class: ClassVar[str] = "GRU"
     gates: ClassVar[int] = 3
 
-    def to_flax(self, arrays):
-        c = self.cell_path
-        b_ih, b_hh = np.asarray(arrays["bias_ih_l0"]), np.asarray(arrays["bias_hh_l0"])
-        out = {c + ("dense_i", "kernel"): np.ascontiguousarray(np.asarray(arrays["weight_ih_l0"]).T),
-               c + ("dense_h", "kernel"): np.ascontiguousarray(np.asarray(arrays["weight_hh_l0"]).T)}
+    def _cell_to_flax(self, arrays, c):
+        b_ih, b_hh = arrays["bias_ih"], arrays["bias_hh"]
+        out = {c + ("dense_i", "kernel"): np.ascontiguousarray(arrays["weight_ih"].T),
+               c + ("dense_h", "kernel"): np.ascontiguousarray(arrays["weight_hh"].T)}
         if self.flax_hidden_bias:
             out[c + ("dense_i", "bias")], out[c + ("dense_h", "bias")] = b_ih, b_hh
             return out
@@ -114,10 +155,9 @@ class GRU(_Recurrent):
                                                       b_ih[self._rows(2)]])
         return out
 
-    def from_flax(self, arrays):
-        c = self.cell_path
+    def _cell_from_flax(self, arrays, c):
         b_ih = np.asarray(arrays[c + ("dense_i", "bias")])
         b_hh = np.asarray(arrays[c + ("dense_h", "bias")]) if self.flax_hidden_bias else np.zeros_like(b_ih)
-        return {"weight_ih_l0": np.ascontiguousarray(np.asarray(arrays[c + ("dense_i", "kernel")]).T),
-                "weight_hh_l0": np.ascontiguousarray(np.asarray(arrays[c + ("dense_h", "kernel")]).T),
-                "bias_ih_l0": b_ih, "bias_hh_l0": b_hh}
+        return {"weight_ih": np.ascontiguousarray(np.asarray(arrays[c + ("dense_i", "kernel")]).T),
+                "weight_hh": np.ascontiguousarray(np.asarray(arrays[c + ("dense_h", "kernel")]).T),
+                "bias_ih": b_ih, "bias_hh": b_hh}
