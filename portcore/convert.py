@@ -4,7 +4,9 @@ exchange format) and Flax NNX's state paths, through its layer kinds.
 `layers` maps each torch layer path ("conv1", "blocks.2.attn") to its kind, in
 execution order. The NNX path of a layer is the same attribute path ("blocks.2" ->
 ("blocks", 2)) unless `flax_paths` says otherwise (a renamed attribute, or the
-nnx.Sequential form's ("layers", i)).
+nnx.Sequential form's ("layers", i)). A bare nn.Parameter of a module of the user's own
+("pos_embedding", "encoder.cls_token") is a layer of its own at its full name (the
+Parameter kind, relative name ""); the root module's path is "".
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 from portcore.attention_kinds import AttentionOutProj, MultiheadAttention
 from portcore.conv_kinds import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from portcore.kinds import (BatchNorm, Dropout, Embedding, Flatten, LayerKind, LayerNorm,
-                            Linear, MaxPool2d)
+                            Linear, MaxPool2d, Parameter)
 from portcore.norm_kinds import GroupNorm
 from portcore.recurrent_kinds import GRU, LSTM
 
@@ -25,9 +27,20 @@ KINDS = {k.torch_class: k for k in (Linear, Conv1d, Conv2d, ConvTranspose1d, Con
                                     MultiheadAttention, AttentionOutProj)}
 
 
+class NoKind(ValueError):
+    """A torch class no layer kind knows (a module of the user's own)."""
+
+
 def flax_path(torch_path: str) -> tuple:
-    """'blocks.2.attn' -> ('blocks', 2, 'attn'): NNX keys list items by int."""
-    return tuple(int(p) if p.isdigit() else p for p in torch_path.split("."))
+    """'blocks.2.attn' -> ('blocks', 2, 'attn'): NNX keys list items by int; '' (the
+    root) -> ()."""
+    return tuple(int(p) if p.isdigit() else p for p in torch_path.split(".")) if torch_path else ()
+
+
+def torch_name(layer: str, rel: str) -> str:
+    """A tensor's full torch name: 'fc' and 'weight' -> 'fc.weight'; the root's own
+    'weight'; a bare Parameter's layer path itself (rel '')."""
+    return ".".join(p for p in (layer, rel) if p)
 
 
 def _prefix(path: str, flax_paths) -> tuple:
@@ -36,17 +49,17 @@ def _prefix(path: str, flax_paths) -> tuple:
 
 def param_shapes(layers: Layers) -> dict[str, tuple]:
     """Trainable parameters: full torch names -> shapes."""
-    return {f"{p}.{n}": s for p, k in layers.items() for n, s in k.param_shapes().items()}
+    return {torch_name(p, n): s for p, k in layers.items() for n, s in k.param_shapes().items()}
 
 
 def state_shapes(layers: Layers) -> dict[str, tuple]:
     """Buffers that cross the API with the parameters (BatchNorm's running stats)."""
-    return {f"{p}.{n}": s for p, k in layers.items() for n, s in k.buffer_shapes().items()}
+    return {torch_name(p, n): s for p, k in layers.items() for n, s in k.buffer_shapes().items()}
 
 
 def torch_init(layers: Layers, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """torch's default distributions, layer by layer in order, float64."""
-    return {f"{p}.{n}": v for p, k in layers.items() for n, v in k.torch_init(rng).items()}
+    return {torch_name(p, n): v for p, k in layers.items() for n, v in k.torch_init(rng).items()}
 
 
 def flops(layers: Layers, in_shapes: Mapping[str, tuple]) -> int:
@@ -60,7 +73,7 @@ def to_flax(layers: Layers, arrays: Mapping[str, np.ndarray], flax_paths=None) -
     out = {}
     for path, kind in layers.items():
         names = {**kind.param_shapes(), **kind.buffer_shapes()}
-        sub = {n: arrays[f"{path}.{n}"] for n in names if f"{path}.{n}" in arrays}
+        sub = {n: arrays[torch_name(path, n)] for n in names if torch_name(path, n) in arrays}
         if not sub:
             continue
         head = _prefix(path, flax_paths)
@@ -75,7 +88,7 @@ def from_flax(layers: Layers, arrays: Mapping[tuple, np.ndarray], flax_paths=Non
         head = _prefix(path, flax_paths)
         sub = {k[len(head):]: v for k, v in arrays.items() if k[:len(head)] == head}
         if sub:
-            out.update({f"{path}.{n}": v for n, v in kind.from_flax(sub).items()})
+            out.update({torch_name(path, n): v for n, v in kind.from_flax(sub).items()})
     return out
 
 
@@ -88,9 +101,12 @@ def _refuse(what: str):
 
 
 def of_torch(module) -> LayerKind:
-    """The kind of a torch layer, read from its attributes (no torch import here).
-    What no kind covers raises one ValueError line naming the layer and the option."""
+    """The kind of a torch layer, read from its attributes (no torch import here), or of
+    a bare nn.Parameter (its shape). What no kind covers raises one ValueError line
+    naming the layer and the option; a class no kind knows, NoKind."""
     name = type(module).__name__
+    if name == "Parameter":
+        return Parameter(tuple(module.shape))
     if name in ("Linear", "NonDynamicallyQuantizableLinear"):
         cls = Linear if name == "Linear" else AttentionOutProj
         return cls(module.in_features, module.out_features, module.bias is not None)
@@ -137,4 +153,4 @@ def of_torch(module) -> LayerKind:
         return {"MaxPool2d": lambda: MaxPool2d(module.kernel_size), "Flatten": Flatten,
                 "Dropout": lambda: Dropout(module.p),
                 "SharedDropout": lambda: Dropout(module.p, counter=True)}[name]()
-    raise ValueError(f"no layer kind for torch's {name}")
+    raise NoKind(f"no layer kind for torch's {name}")

@@ -65,6 +65,28 @@ class LayerKind:
 
 
 @dataclass(frozen=True)
+class Parameter(LayerKind):
+    """A bare nn.Parameter held by a module of the user's own (a learned position table,
+    a class token): a layer of its own at its full torch name, its relative name "",
+    one to one onto the NNX attribute of the same path (an nnx.Param of the same shape).
+    Its initial values are the model's own (no torch default to draw)."""
+    shape: tuple
+    torch_class: ClassVar[str] = "Parameter"
+
+    def param_shapes(self):
+        return {"": tuple(self.shape)}
+
+    def torch_init(self, rng):
+        raise ValueError("a bare nn.Parameter has no torch default init: its values are the model's own")
+
+    def to_flax(self, arrays):
+        return {(): np.asarray(arrays[""])}
+
+    def from_flax(self, arrays):
+        return {"": np.asarray(arrays[()])}
+
+
+@dataclass(frozen=True)
 class Linear(LayerKind):
     """torch weight (out, in), y = x W^T + b; Flax kernel (in, out), y = x K + b.
 

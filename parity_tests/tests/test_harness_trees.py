@@ -2,8 +2,9 @@
 structure (nn.Sequential's `0` is nnx.Sequential's `layers.0`; nn.ModuleList an
 nnx.List, nn.ModuleDict an nnx.Dict; a Sequential's children by order where their
 indices differ), in-place ReLUs that must not mislead the locator, one error naming
-what is left unmatched on both sides, and a locator that fails without taking the
-verdict with it."""
+what is left unmatched on both sides, a locator that fails without taking the
+verdict with it, and bare nn.Parameters of modules of the user's own (a learned
+position table), each converted one to one onto the nnx.Param at its path."""
 import numpy as np
 import pytest
 import torch
@@ -91,6 +92,88 @@ def test_a_locator_that_fails_leaves_the_verdict_and_says_why(monkeypatch):
     assert not report.passed and report.first_failure["rung"] == 2
     assert report.located["layer"] is None and "a planted failure of the locator" in report.located["note"]
     assert "Not located: the locator could not trace this model" in report.markdown()
+
+
+class TorchShift(nn.Module):
+    """A module of the user's own: a bare parameter beside a child layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = nn.Parameter(torch.linspace(-0.5, 0.5, 6))
+        self.fc = nn.Linear(3, 6)
+
+    def forward(self, x):
+        return self.fc(x) + self.offset
+
+
+class TorchBare(nn.Module):
+    """A bare parameter at the root, another inside an nn.Sequential's item."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((2,), 1.5))
+        self.stem = nn.Sequential(TorchShift(), nn.Tanh(), nn.Linear(6, 2))
+
+    def forward(self, x):
+        return self.stem(x) * self.scale
+
+
+class NnxShift(nnx.Module):
+    def __init__(self, rngs):
+        self.offset, self.fc = nnx.Param(np.zeros(6, np.float32)), nnx.Linear(3, 6, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc(x) + self.offset
+
+
+class NnxBare(nnx.Module):
+    """frozen_scale: the planted bug, `scale` used under stop_gradient; as_variable: held
+    as an nnx.Variable (not an nnx.Param, so never trained)."""
+
+    def __init__(self, frozen_scale: bool = False, as_variable: bool = False):
+        rngs = nnx.Rngs(0)
+        self.scale = (nnx.Variable if as_variable else nnx.Param)(np.ones(2, np.float32))
+        self.stem = nnx.Sequential(NnxShift(rngs), jnp_tanh, nnx.Linear(6, 2, rngs=rngs))
+        self.frozen_scale = frozen_scale
+
+    def __call__(self, x):
+        import jax  # noqa: PLC0415
+        scale = jax.lax.stop_gradient(self.scale[...]) if self.frozen_scale else self.scale[...]
+        return self.stem(x) * scale
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bare_parameters_convert_one_to_one_without_a_name_map(dtype):
+    """`scale` (the root's) onto `scale`, `stem.0.offset` onto `stem.layers.0.offset`."""
+    torch.manual_seed(0)
+    x, y = container_data()
+    report = check_port(TorchBare(), NnxBare(), x, y, dtype=dtype, **RUN)
+    assert_passed(report)
+
+
+def test_a_bare_parameter_that_differs_is_named_by_its_own_path():
+    torch.manual_seed(0)
+    x, y = container_data()
+    report = check_port(TorchBare(), NnxBare(frozen_scale=True), x, y, dtype="float64", **RUN)
+    f = report.first_failure
+    assert (f["rung"], f["quantity"], f["layer"]) == (3, "gradients", "scale"), f
+    assert f["max_abs"] > 0.1 and report.located["layer"] == "scale", report.located
+
+
+def test_a_bare_parameter_held_by_a_non_param_variable_is_bad_input():
+    torch.manual_seed(0)
+    x, y = container_data()
+    with pytest.raises(PortInputError, match=r"held by NNX variables that are not nnx.Param \(not trained\): scale$"):
+        check_port(TorchBare(), NnxBare(as_variable=True), x, y, **RUN)
+
+
+def test_a_module_of_your_own_holding_a_buffer_is_bad_input():
+    torch.manual_seed(0)
+    model = TorchBare()
+    model.stem[0].register_buffer("mask", torch.ones(6))
+    x, y = container_data()
+    with pytest.raises(PortInputError, match="'stem.0' is a TorchShift of your own holding buffers \\(mask\\)"):
+        check_port(model, NnxBare(), x, y, **RUN)
 
 
 RESNET = dict(loss="cross_entropy", optimizer="sgd", lr=0.1, steps=3, batch_size=8, input_layout="nhwc")

@@ -10,7 +10,7 @@ from jax import numpy as jnp
 
 from portcore import convert
 from portcore.conv_kinds import Conv2d
-from portcore.kinds import BatchNorm, Embedding, LayerNorm, Linear
+from portcore.kinds import BatchNorm, Embedding, LayerNorm, Linear, Parameter
 from portcore.recurrent_kinds import GRU, LSTM
 from jaxport.numerics import dtype_scope
 
@@ -173,3 +173,21 @@ def test_of_torch_reads_the_kind_of_each_layer():
     assert convert.of_torch(torch.nn.BatchNorm2d(32)) == BatchNorm(32, 1e-5, 0.1)
     with pytest.raises(ValueError, match="no layer kind"):
         convert.of_torch(torch.nn.Transformer())
+
+
+def test_a_bare_parameter_is_a_layer_of_its_own_at_its_full_name():
+    """A learned position table at the root ("pos") or in a module of the user's own
+    ("enc.cls"): the Parameter kind, relative name "", one to one; the root's own path
+    is "" and ()."""
+    kind = convert.of_torch(torch.nn.Parameter(torch.zeros(1, 4, 3)))
+    assert kind == Parameter((1, 4, 3)) and kind.param_shapes() == {"": (1, 4, 3)}
+    layers = {"pos": kind, "enc.cls": Parameter((3,)), "": Linear(3, 2)}
+    arrays = {"pos": np.arange(12.0).reshape(1, 4, 3), "enc.cls": np.ones(3), "weight": np.ones((2, 3)),
+              "bias": np.zeros(2)}
+    assert convert.param_shapes(layers) == {n: a.shape for n, a in arrays.items()}
+    flax = convert.to_flax(layers, arrays)
+    assert set(flax) == {("pos",), ("enc", "cls"), ("kernel",), ("bias",)}
+    back = convert.from_flax(layers, flax)
+    assert back.keys() == arrays.keys() and all(back[n].tobytes() == arrays[n].tobytes() for n in arrays)
+    with pytest.raises(ValueError, match="no torch default init"):
+        convert.torch_init(layers, np.random.default_rng(0))

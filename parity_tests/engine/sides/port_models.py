@@ -76,7 +76,10 @@ def layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> d
     """{torch layer path: kind} for every torch module that holds arrays, in order.
     A stock nnx.LSTMCell sums torch's two biases; a cell whose input Linears carry a
     bias (and a GRU cell with a hidden bias) takes them one to one: read off the NNX
-    state, which slots exist."""
+    state, which slots exist. A module of the user's own class (no kind) holding bare
+    nn.Parameters gives each its own Parameter layer at its full name, mapped one to
+    one onto the NNX attribute of that name under the module's NNX path (added to
+    `flax_paths` where the module's path was matched to another)."""
     layers = {}
     for path, module in torch_model.named_modules():
         own = dict(module.named_parameters(recurse=False))
@@ -90,6 +93,9 @@ def layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> d
             continue
         try:
             kind = convert.of_torch(module)
+        except convert.NoKind:
+            layers.update(_bare_parameters(path, module, own, flax_paths))
+            continue
         except ValueError as error:
             raise PortInputError(f"torch layer {path!r}: {error} (give a conversion hook for it)") from None
         except AttributeError as error:            # a class of its own under a torch name (nanoGPT's LayerNorm)
@@ -101,6 +107,22 @@ def layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> d
         if isinstance(kind, GRU):
             kind = dataclasses.replace(kind, flax_hidden_bias=head + ("cell", "dense_h", "bias") in nnx_paths)
         layers[path] = kind
+    return layers
+
+
+def _bare_parameters(path: str, module, own: dict, flax_paths: dict) -> dict:
+    """A kind-less module's own arrays as Parameter layers; buffers are refused."""
+    params = dict(module.named_parameters(recurse=False))
+    buffers = [n for n in own if n not in params]
+    if buffers:
+        raise PortInputError(f"torch layer {path!r} is a {type(module).__name__} of your own holding buffers "
+                             f"({', '.join(buffers)}): give a conversion hook for it in convert")
+    layers = {}
+    for n, p in params.items():
+        full = convert.torch_name(path, n)
+        layers[full] = convert.of_torch(p)
+        if path in flax_paths:
+            flax_paths.setdefault(full, tuple(flax_paths[path]) + (n,))
     return layers
 
 
@@ -131,11 +153,14 @@ class Port:
         return out.transpose(0, 3, 1, 2) if self.input_layout == "nhwc" and np.ndim(out) == 4 else out
 
     def layer_of(self, name) -> str:
-        """The torch layer path a torch name ("fc.weight") or NNX path belongs to."""
+        """The torch layer path a torch name ("fc.weight") or NNX path belongs to (a
+        bare Parameter's is its own name)."""
         if isinstance(name, tuple):
             heads = {p: self.flax_paths.get(p, convert.flax_path(p)) for p in self.layers}
             best = max((p for p, h in heads.items() if name[:len(h)] == h), key=lambda p: len(heads[p]), default=None)
             return best if best is not None else path_text(name[:-1])
+        if name in self.layers:
+            return name
         return name.rsplit(".", 1)[0] if "." in name else ""
 
     def pullback_index(self, names) -> dict:
@@ -146,11 +171,11 @@ class Port:
         exactly. Gradients and optimizer moments map entry by entry this way: the
         gradient of a summed bias is each summand's gradient."""
         shapes = {n: s for p, k in self.layers.items() for n, s in
-                  {f"{p}.{r}": s for r, s in {**k.param_shapes(), **k.buffer_shapes()}.items()}.items()}
+                  {convert.torch_name(p, r): s for r, s in {**k.param_shapes(), **k.buffer_shapes()}.items()}.items()}
         out = {}
         for name in names:
             layer = self.layer_of(name)
-            probe = {n: np.zeros(s) for n, s in shapes.items() if n.rsplit(".", 1)[0] == layer}
+            probe = {n: np.zeros(s) for n, s in shapes.items() if self.layer_of(n) == layer}
             probe[name] = np.arange(1, int(np.prod(shapes[name])) + 1, dtype=np.float64).reshape(shapes[name])
             spots = []
             for path, value in convert.to_flax({layer: self.layers[layer]}, probe, self.flax_paths).items():

@@ -65,6 +65,14 @@ def load_nnx(port: Port, torch_arrays: dict) -> None:
     unreached = [path_text(p) for p in have if p not in target]
     shapes = [f"NNX {path_text(p)} has shape {have[p].shape}, torch's converted {target[p].shape}"
               for p in have if p in target and have[p].shape != target[p].shape]
+    # a torch parameter must land on an nnx.Param: another Variable is not trained
+    trained = set(flat_nnx(nnx.to_pure_dict(nnx.state(port.nnx_model, nnx.Param))))
+    names = {n for n, _ in port.torch_model.named_parameters()}
+    frozen = [path_text(p) for p in port.to_nnx({n: v for n, v in torch_arrays.items() if n in names})
+              if p in have and p not in trained]
+    if frozen:
+        shapes.insert(0, f"torch parameters held by NNX variables that are not nnx.Param (not trained): "
+                         f"{', '.join(frozen)}")
     if unmatched or unreached or shapes:
         side = (f"torch layers with no NNX counterpart: {', '.join(unmatched) or 'none'} | NNX arrays no torch "
                 f"layer reaches: {', '.join(unreached[:12]) or 'none'}"
