@@ -1,71 +1,22 @@
 """check_port on models with several inputs and outputs (pytrees.py): the PyTorch
-examples' VAE (vae/main.py: fc1, fc21, fc22, fc3, fc4; forward returns (recon, mu,
-logvar); its loss is BCE summed plus the KL term, a pair of the user's own), scaled to
-the 8x8 digits and given its noise `eps` as a second input (torch.randn_like cannot be
-drawn alike in JAX); a classifier taking `input_ids` and `attention_mask` as keywords;
-and a network returning (logits, features), compared on the leaf `output=0`."""
-import jax
+examples' VAE (parity_tests/tests/zoo_vae.py, from vae/main.py: fc1, fc21, fc22, fc3,
+fc4; forward returns (recon, mu, logvar); its loss is BCE summed plus the KL term, a
+pair of the user's own), scaled to the 8x8 digits and given its noise `eps` as a second
+input (torch.randn_like cannot be drawn alike in JAX); a classifier taking `input_ids`
+and `attention_mask` as keywords; and a network returning (logits, features), compared on the leaf `output=0`."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from flax import nnx
 from torch import nn
 
 from parity_tests.harness import PortInputError, check_port
+from parity_tests.tests import zoo_vae as zv
 from parity_tests.tests.harness_models import assert_passed
-from portcore import digits
 
-D, H, Z = 64, 32, 4
-
-
-class TorchVAE(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc21, self.fc22 = nn.Linear(D, H), nn.Linear(H, Z), nn.Linear(H, Z)
-        self.fc3, self.fc4 = nn.Linear(Z, H), nn.Linear(H, D)
-
-    def forward(self, x, eps):
-        h = F.relu(self.fc1(x))
-        mu, logvar = self.fc21(h), self.fc22(h)
-        z = mu + eps * torch.exp(0.5 * logvar)
-        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
-
-
-class NnxVAE(nnx.Module):
-    def __init__(self, half: float = 0.5, sign: float = 1.0):
-        rngs = nnx.Rngs(0)
-        self.fc1, self.fc21, self.fc22 = nnx.Linear(D, H, rngs=rngs), nnx.Linear(H, Z, rngs=rngs), nnx.Linear(H, Z, rngs=rngs)
-        self.fc3, self.fc4 = nnx.Linear(Z, H, rngs=rngs), nnx.Linear(H, D, rngs=rngs)
-        self.half, self.sign = half, sign
-
-    def __call__(self, x, eps):
-        h = nnx.relu(self.fc1(x))
-        mu, logvar = self.fc21(h), self.fc22(h)
-        z = mu + eps * jnp.exp(self.half * logvar)
-        return jax.nn.sigmoid(self.fc4(nnx.relu(self.fc3(z)))), mu, self.sign * logvar
-
-
-def torch_vae_loss(out, x):
-    recon, mu, logvar = out
-    return F.binary_cross_entropy(recon, x, reduction="sum") - 0.5 * torch.sum(1 + logvar - mu ** 2 - logvar.exp())
-
-
-def jax_vae_loss(out, x):
-    recon, mu, logvar = out
-    bce = -jnp.sum(x * jnp.maximum(jnp.log(recon), -100.0) + (1 - x) * jnp.maximum(jnp.log1p(-recon), -100.0))
-    return bce - 0.5 * jnp.sum(1 + logvar - mu ** 2 - jnp.exp(logvar))
-
-
-def vae_data(n=32, seed=0):
-    x, _ = digits.load_digits()
-    rng = np.random.default_rng(seed)
-    images = x[rng.choice(len(x), n, replace=False)]
-    return (images, rng.normal(size=(n, Z))), images
-
-
-VAE = dict(loss=(torch_vae_loss, jax_vae_loss), optimizer="adam", lr=1e-3, steps=4, batch_size=8)
+TorchVAE, NnxVAE, vae_data = zv.VAE, zv.NnxVAE, zv.vae_data
+VAE = dict(**zv.TRAIN, steps=4, batch_size=8)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
