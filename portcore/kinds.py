@@ -87,6 +87,20 @@ class Parameter(LayerKind):
 
 
 @dataclass(frozen=True)
+class Buffer(Parameter):
+    """A bare buffer (register_buffer) of a module of the user's own: as Parameter, but
+    state that crosses with the weights, not trained (an nnx.BatchStat or another
+    nnx.Variable at the same path)."""
+    torch_class: ClassVar[str] = "Buffer"
+
+    def param_shapes(self):
+        return {}
+
+    def buffer_shapes(self):
+        return {"": tuple(self.shape)}
+
+
+@dataclass(frozen=True)
 class Linear(LayerKind):
     """torch weight (out, in), y = x W^T + b; Flax kernel (in, out), y = x K + b.
 

@@ -54,6 +54,46 @@ def test_mnist_planted_bugs_fail_and_are_located(dtype):
     assert _where(report)[0] == 2 and report.first_failure["layer"] == "fc1", report.markdown()
 
 
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.01), ("adam", 1e-3)])
+def test_mnist_on_more_images_and_larger_batches_passes_in_float32(optimizer, lr):
+    """Data the bounds were not tuned on (issue 28): 96 images, 12 steps of 32 (the zoo's
+    own case is 16 images, batches of 8). A planted bug still fails there."""
+    x, y = zm.mnist_like_data(96)
+    kw = dict(input_layout="nhwc", loss="nll_loss", convert=zm.FC1_CONVERT, steps=12, batch_size=32,
+              dtype="float32", optimizer=optimizer, lr=lr)
+    hm.assert_passed(check_port(zm.torch_net(), zm.NnxNet(), x, y, **kw))
+    report = check_port(zm.torch_net(), zm.NnxNet(log_softmax_axis=0), x, y, rungs=(2,), **kw)
+    assert _where(report)[:2] == (2, None) and report.first_failure["layer"] == "fc2", report.markdown()
+
+
+def test_mnist_gradients_do_not_depend_on_max_pool_tie_routing():
+    """nnx.max_pool (XLA's reduce_window gradient) against jaxport.nn.max_pool2d (torch's
+    routing, a window's gradient to its first maximum) in the port: every whole-data
+    gradient bit-identical on the 96 images (tied windows lie on the constant
+    background, where the tied positions have the same receptive field)."""
+    import jax                                          # noqa: PLC0415
+    import jax.numpy as jnp                             # noqa: PLC0415
+    from flax import nnx                                # noqa: PLC0415
+    from jaxport.nn import max_pool2d                   # noqa: PLC0415
+    x, y = zm.mnist_like_data(96)
+    x = jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32)
+
+    def grads(model):
+        model.eval()
+        return jax.tree.leaves(nnx.state(nnx.grad(lambda m: -jnp.mean(m(x)[jnp.arange(len(y)), y]))(model),
+                                         nnx.Param))
+    xla = grads(zm.NnxNet())
+    original = nnx.max_pool
+    nnx.max_pool = lambda a, window, strides=None, padding="VALID": max_pool2d(a, window, strides)
+    try:
+        torch_routed = grads(zm.NnxNet())
+    finally:
+        nnx.max_pool = original
+    assert len(xla) == 8 and all(float(jnp.max(jnp.abs(a))) > 0 for a in xla)
+    for a, b in zip(xla, torch_routed):
+        assert jnp.array_equal(a, b)
+
+
 def test_mnist_adadelta_rho_off_fails_at_the_first_step():
     def torch_side(ps):
         opt = torch.optim.Adadelta(ps, lr=1.0)

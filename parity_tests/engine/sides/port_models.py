@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from portcore import convert
-from portcore.kinds import LayerKind
+from portcore.kinds import Buffer, LayerKind
 from portcore.recurrent_kinds import GRU, LSTM
 
 from parity_tests.engine.sides.port_objectives import PortInputError
@@ -77,7 +77,7 @@ def layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> d
     A stock nnx.LSTMCell sums torch's two biases; a cell whose input Linears carry a
     bias (and a GRU cell with a hidden bias) takes them one to one: read off the NNX
     state, which slots exist. A module of the user's own class (no kind) holding bare
-    nn.Parameters gives each its own Parameter layer at its full name, mapped one to
+    nn.Parameters or buffers gives each its own layer at its full name, mapped one to
     one onto the NNX attribute of that name under the module's NNX path (added to
     `flax_paths` where the module's path was matched to another)."""
     layers = {}
@@ -93,7 +93,10 @@ def layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> d
             continue
         try:
             kind = convert.of_torch(module)
-        except convert.NoKind:
+        except convert.NoKind as error:
+            if type(module).__module__.startswith("torch."):   # torch's own class: its layout is not known
+                raise PortInputError(f"torch layer {path!r}: {error}; give its kind or a conversion hook: "
+                                     f"convert={{{path!r}: ...}}") from None
             layers.update(_bare_parameters(path, module, own, flax_paths))
             continue
         except ValueError as error:
@@ -111,16 +114,13 @@ def layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> d
 
 
 def _bare_parameters(path: str, module, own: dict, flax_paths: dict) -> dict:
-    """A kind-less module's own arrays as Parameter layers; buffers are refused."""
+    """A kind-less module's own arrays as Parameter layers, its buffers as Buffer
+    layers (state that crosses with the weights, like BatchNorm's statistics)."""
     params = dict(module.named_parameters(recurse=False))
-    buffers = [n for n in own if n not in params]
-    if buffers:
-        raise PortInputError(f"torch layer {path!r} is a {type(module).__name__} of your own holding buffers "
-                             f"({', '.join(buffers)}): give a conversion hook for it in convert")
     layers = {}
-    for n, p in params.items():
+    for n, p in own.items():
         full = convert.torch_name(path, n)
-        layers[full] = convert.of_torch(p)
+        layers[full] = convert.of_torch(p) if n in params else Buffer(tuple(p.shape))
         if path in flax_paths:
             flax_paths.setdefault(full, tuple(flax_paths[path]) + (n,))
     return layers
