@@ -1,8 +1,10 @@
 """An LSTM reading each 8x8 digit as a sequence of 8 rows of 8 pixels: rnn LSTM(8, 64,
 batch_first), the last step's hidden state, fc Linear(64, 10). Cross-entropy, Adam lr 0.01.
 
-nnx.RNN scans the cell over the time axis (axis 1, batch first like torch's). The cell
-is nnx.LSTMCell with torch's second bias (jaxport/deep_layers.py). Twin: torchref/lstm.py.
+The cell is nnx.LSTMCell with torch's second bias (jaxport/deep_layers.py), inside
+nnx.RNN (the parameters' paths, rnn.cell.*), which the forward bypasses: the cell's
+`sequence` runs all time steps as torch's CPU kernel does, the input side of every step
+in one matmul and one matmul a step (jaxport/recurrent.py). Twin: torchref/lstm.py.
 """
 from flax import nnx
 
@@ -23,9 +25,10 @@ class RecurrentNet(nnx.Module):
         self.fc = torch_linear(HIDDEN, digits.N_CLASSES, rngs=rngs, dtype=dtype)
 
     def __call__(self, x):                             # (N, 8, 8): 8 steps of 8 pixels
-        carry = self.rnn.cell.initialize_carry(x.shape[:1] + x.shape[2:], rngs=nnx.Rngs(carry=0))
-        out = self.rnn(x, initial_carry=carry)         # (N, 8, 64), every step's h
-        return self.fc(out[:, -1])                     # (N, 10) logits of the last step
+        _, carry = self.rnn.cell.sequence(x)           # from zeros, as torch's h0 = c0 = 0
+        # the last step's h, out[:, -1] of every step's (N, 8, 64): the final carry, so
+        # that the gradient has no (N, 8, 64) array of zeros to carry back
+        return self.fc(carry[1] if isinstance(carry, tuple) else carry)   # (N, 10) logits
 
 
 loss_fn = cross_entropy
