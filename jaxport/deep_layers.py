@@ -226,3 +226,17 @@ class TorchGRUCell(nnx.GRUCell):
         hs, h = gru_sequence(self.dense_i.kernel[...], self.dense_i.bias[...], w_h, self.dense_h.bias[...],
                              x.astype(w_h.dtype), h0)
         return hs, h
+
+
+class SequenceRNN(nnx.RNN):
+    """nnx.RNN over a TorchLSTMCell or TorchGRUCell whose call runs the cell's `sequence`
+    (jaxport/recurrent.py) instead of scanning the cell step by step: the same state
+    (rnn.cell.*), the same outputs (every step's h, batch first), and still a module
+    call, which the locator records at the RNN's path. Batch first, forward only."""
+
+    def __call__(self, inputs, *, initial_carry=None, return_carry=False):
+        if self.time_major or self.reverse:
+            raise ValueError("SequenceRNN runs batch first and forward only (time_major=False, reverse=False)")
+        outputs, carry = self.cell.sequence(inputs, initial_carry)
+        return (carry, outputs) if return_carry else outputs
+
