@@ -5,7 +5,8 @@ only where Flax computes something else or has no slot for one of torch's parame
 - max_pool_2x2: nnx.max_pool's 2x2 window, stride 2, without lax.reduce_window.
 - TorchBatchNorm: nnx.BatchNorm updating its running statistics as torch does.
 - SharedDropout: nnx.Dropout with portcore/dropout_hash.py's mask instead of a JAX key.
-- TorchLSTMCell / TorchGRUCell: nnx.LSTMCell / nnx.GRUCell given the biases torch has.
+- TorchLSTMCell / TorchGRUCell: nnx.LSTMCell / nnx.GRUCell given the biases torch has,
+  and a whole sequence at once (`sequence`, jaxport/recurrent.py) as torch's CPU kernel.
 Twins: torchref uses nn.Conv2d, nn.BatchNorm2d, nn.LSTM, nn.GRU themselves, and
 torchref/shared_dropout.py.
 """
@@ -21,6 +22,7 @@ from flax.nnx.nn.normalization import _compute_stats, _normalize
 
 from portcore import dropout_hash as dh
 from jaxport.layers import uniform_symmetric
+from jaxport.recurrent import gru_sequence, lstm_sequence
 
 
 def torch_conv(in_ch: int, out_ch: int, kernel: int, padding: int, *, rngs, dtype) -> nnx.Conv:
@@ -179,6 +181,18 @@ class TorchLSTMCell(nnx.LSTMCell):
             setattr(self, gate, nnx.Linear(in_features, hidden, kernel_init=init, bias_init=init,
                                            dtype=dtype, param_dtype=dtype, rngs=rngs))
 
+    def sequence(self, x, carry=None):
+        """(every step's h (B, T, H), (c_T, h_T)) over x (B, T, I) from carry (c0, h0),
+        zeros by default: nnx.RNN(self)'s result, with the gates' Linears side by side
+        in torch's order so that a step is one matmul (jaxport/recurrent.py)."""
+        ins, hids = (self.ii, self.if_, self.ig, self.io), (self.hi, self.hf, self.hg, self.ho)
+        w_i, b_i, w_h, b_h = (jnp.concatenate([getattr(l, name)[...] for l in side], axis=-1)
+                              for side in (ins, hids) for name in ("kernel", "bias"))
+        zeros = jnp.zeros(x.shape[:1] + (self.hidden_features,), w_h.dtype)
+        c0, h0 = carry if carry is not None else (zeros, zeros)
+        hs, h, c = lstm_sequence(w_i, b_i, w_h, b_h, x.astype(w_h.dtype), h0, c0)
+        return hs, (c, h)
+
 
 class TorchGRUCell(nnx.GRUCell):
     """nnx.GRUCell with a bias on dense_h. Flax computes n = tanh(W_in x + b_in + r * (W_hn h)),
@@ -192,3 +206,37 @@ class TorchGRUCell(nnx.GRUCell):
                          bias_init=init, dtype=dtype, param_dtype=dtype, rngs=rngs)
         self.dense_h = nnx.Linear(hidden, 3 * hidden, kernel_init=init, bias_init=init,
                                   dtype=dtype, param_dtype=dtype, rngs=rngs)
+
+    def __call__(self, carry, inputs):
+        """One step in torch's order: h' = (h - n) z + n (Flax's (1 - z) n + z h rounds
+        differently), as `sequence` computes it."""
+        hidden = self.hidden_features
+        xi, hg = self.dense_i(inputs), self.dense_h(carry)
+        r = jax.nn.sigmoid(xi[..., :hidden] + hg[..., :hidden])
+        z = jax.nn.sigmoid(xi[..., hidden:2 * hidden] + hg[..., hidden:2 * hidden])
+        n = jnp.tanh(xi[..., 2 * hidden:] + r * hg[..., 2 * hidden:])
+        h = (carry - n) * z + n
+        return h, h
+
+    def sequence(self, x, carry=None):
+        """(every step's h (B, T, H), h_T) over x (B, T, I) from carry h0, zeros by
+        default: nnx.RNN(self)'s result, a step one matmul (jaxport/recurrent.py)."""
+        w_h = self.dense_h.kernel[...]
+        h0 = carry if carry is not None else jnp.zeros(x.shape[:1] + (self.hidden_features,), w_h.dtype)
+        hs, h = gru_sequence(self.dense_i.kernel[...], self.dense_i.bias[...], w_h, self.dense_h.bias[...],
+                             x.astype(w_h.dtype), h0)
+        return hs, h
+
+
+class SequenceRNN(nnx.RNN):
+    """nnx.RNN over a TorchLSTMCell or TorchGRUCell whose call runs the cell's `sequence`
+    (jaxport/recurrent.py) instead of scanning the cell step by step: the same state
+    (rnn.cell.*), the same outputs (every step's h, batch first), and still a module
+    call, which the locator records at the RNN's path. Batch first, forward only."""
+
+    def __call__(self, inputs, *, initial_carry=None, return_carry=False):
+        if self.time_major or self.reverse:
+            raise ValueError("SequenceRNN runs batch first and forward only (time_major=False, reverse=False)")
+        outputs, carry = self.cell.sequence(inputs, initial_carry)
+        return (carry, outputs) if return_carry else outputs
+

@@ -1,13 +1,15 @@
 """An LSTM reading each 8x8 digit as a sequence of 8 rows of 8 pixels: rnn LSTM(8, 64,
 batch_first), the last step's hidden state, fc Linear(64, 10). Cross-entropy, Adam lr 0.01.
 
-nnx.RNN scans the cell over the time axis (axis 1, batch first like torch's). The cell
-is nnx.LSTMCell with torch's second bias (jaxport/deep_layers.py). Twin: torchref/lstm.py.
+The cell is nnx.LSTMCell with torch's second bias (jaxport/deep_layers.py), inside
+SequenceRNN, an nnx.RNN (the parameters' paths, rnn.cell.*) that runs all time steps as
+torch's CPU kernel does: the input side of every step in one matmul, one matmul a step
+(jaxport/recurrent.py). Twin: torchref/lstm.py.
 """
 from flax import nnx
 
 from portcore import digits, registry
-from jaxport.deep_layers import TorchLSTMCell
+from jaxport.deep_layers import SequenceRNN, TorchLSTMCell
 from jaxport.layers import torch_linear
 from jaxport.losses import cross_entropy
 from jaxport.numerics import jax_dtype
@@ -19,12 +21,11 @@ HIDDEN = 64
 class RecurrentNet(nnx.Module):
     def __init__(self, cell_type, *, rngs: nnx.Rngs, dtype):
         # rngs=False: the carry starts at zeros (torch's h0 = c0 = 0), no key needed
-        self.rnn = nnx.RNN(cell_type(digits.SIDE, HIDDEN, rngs=rngs, dtype=dtype), rngs=False)
+        self.rnn = SequenceRNN(cell_type(digits.SIDE, HIDDEN, rngs=rngs, dtype=dtype), rngs=False)
         self.fc = torch_linear(HIDDEN, digits.N_CLASSES, rngs=rngs, dtype=dtype)
 
     def __call__(self, x):                             # (N, 8, 8): 8 steps of 8 pixels
-        carry = self.rnn.cell.initialize_carry(x.shape[:1] + x.shape[2:], rngs=nnx.Rngs(carry=0))
-        out = self.rnn(x, initial_carry=carry)         # (N, 8, 64), every step's h
+        out = self.rnn(x)                              # (N, 8, 64), every step's h, from zeros
         return self.fc(out[:, -1])                     # (N, 10) logits of the last step
 
 
