@@ -11,7 +11,8 @@ through the one converter (portcore/convert.py), so both start equal; neither of
 caller's models is modified. Rungs: 2 loss and outputs at init, 3 every gradient,
 4 one step (and a second from torch's state), 5 every step teacher-forced from torch's
 state, 6 the free run (portable criterion: horizon, then statistics), 7 the fitted
-model. Dropout is compared switched off (the frameworks' random streams differ).
+model. Dropout is compared switched off (the frameworks' random streams differ), or
+with `dropout=True` on, as the project's hash-mask dropout on both sides.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def _on_output(obj: Objective, output) -> Objective:
 def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert, input_layout,
            optimizer="adam", lr=None, steps=1, batch_size=1, momentum=None, weight_decay=None, *,
            loss_options=None, nesterov=False, optimizer_options=None, schedule=None, output=None,
-           clip_grad_norm=None, no_decay=None) -> PortRun:
+           clip_grad_norm=None, no_decay=None, dropout=False) -> PortRun:
     if device != "cpu":
         raise PortInputError(f"device {device!r}: the harness runs on cpu only")
     import torch  # noqa: PLC0415
@@ -86,7 +87,7 @@ def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert,
     pair = optimizer_pair(optimizer, lr, momentum, weight_decay, nesterov, optimizer_options, schedule, steps)
     if clip_grad_norm is not None:
         pair = with_clipping(pair, clip_grad_norm)
-    port = build_port(torch_model, nnx_model, dtype, name_map, convert, input_layout, output)
+    port = build_port(torch_model, nnx_model, dtype, name_map, convert, input_layout, output, dropout)
     if no_decay is not None:                   # param groups need the port's torch -> NNX map
         pair = with_groups(pair, port, no_decay, optimizer, weight_decay, optimizer_options)
     from parity_tests.engine.sides.port_nnx import NnxRunner  # noqa: PLC0415
@@ -144,7 +145,7 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, o
                steps=100, batch_size=32, dtype="float64", device="cpu", name_map=None, convert=None,
                input_layout=None, momentum=None, weight_decay=None, nesterov=False, optimizer_options=None,
                schedule=None, rungs=tuple(RUNGS), keep_going=False, locate=True, output=None,
-               clip_grad_norm=None, no_decay=None) -> PortReport:
+               clip_grad_norm=None, no_decay=None, dropout=False) -> PortReport:
     """The ladder for one port. name_map: {torch layer path: NNX path} where the names
     differ; convert: {torch layer path: LayerKind, or fn(torch arrays) -> {NNX relative
     path: array}} for layers the converter does not know (or converts wrongly for you);
@@ -157,7 +158,9 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, o
     the JAX side (port_clip.py). no_decay: fn(torch parameter name) -> True for the
     parameters kept out of weight decay (nanoGPT's biases and norms): a torch param
     group with weight_decay 0, the same parameters undecayed on the JAX side
-    (port_groups.py).
+    (port_groups.py). dropout: True compares training with dropout on, each nn.Dropout
+    and nnx.Dropout swapped for the project's hash-mask dropout (port_dropout.py);
+    by default both run with dropout off.
     loss: "mse", "bce", "bce_with_logits", "cross_entropy", "nll_loss" (classes on axis
     1, any trailing dims) or a (torch_fn, jax_fn) pair of fn(output, target) -> scalar;
     loss_options: torch's keywords (cross_entropy: label_smoothing, ignore_index;
@@ -175,7 +178,7 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, o
         run = _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert, input_layout,
                      optimizer, lr, steps, batch_size, momentum, weight_decay, loss_options=loss_options,
                      nesterov=nesterov, optimizer_options=optimizer_options, schedule=schedule, output=output,
-                     clip_grad_norm=clip_grad_norm, no_decay=no_decay)
+                     clip_grad_norm=clip_grad_norm, no_decay=no_decay, dropout=dropout)
         for rung in rungs:
             RUNGS[rung](run)
             if run.failures and not keep_going:

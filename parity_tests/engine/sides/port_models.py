@@ -136,6 +136,7 @@ class Port:
     dtype: str
     input_layout: str | None           # None, or "nhwc": NNX takes torch's NCHW input transposed
     output: object = None              # the output leaf compared (pytrees.select), None: all
+    dropout: bool = False              # check_port's dropout=True: hash-mask dropout on (port_dropout.py)
 
     def to_nnx(self, arrays: dict) -> dict:
         """torch-named arrays -> {NNX path: array} (parameters and running statistics)."""
@@ -216,6 +217,6 @@ def torch_copy(torch_model, dtype: str):
         raise PortInputError(f"unknown dtype {dtype!r} (use float32 or float64)")
     model = copy.deepcopy(torch_model).to(getattr(torch, dtype)).train()
     for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):   # Dropout2d, AlphaDropout too
             module.eval()
     return model

@@ -18,6 +18,7 @@ from portcore import convert
 
 from parity_tests.engine.sides import tree_match
 from parity_tests.engine.sides.pytrees import call, map_leaves, view
+from parity_tests.engine.sides import port_dropout
 from parity_tests.engine.sides.port_models import (Port, PortInputError, flat_nnx, layer_kinds, nested, path_text,
                                              torch_arrays, torch_copy)
 
@@ -97,9 +98,11 @@ class NnxRunner:
         model = port.nnx_model
         with dtype_scope(self.dtype):
             self.train_def, params, self.rest = nnx.split(model, nnx.Param, ...)
-            model.set_attributes(use_running_average=True, raise_if_not_found=False)
+            model.set_attributes(use_running_average=True, deterministic=True, raise_if_not_found=False)
             self.eval_def = nnx.split(model, nnx.Param, ...)[0]
             model.set_attributes(use_running_average=False, raise_if_not_found=False)
+            if port.dropout:           # eval mode without dropout, training with it (port_dropout.py)
+                port_dropout.dropout_on(model)
         leaves, self.treedef = jax.tree_util.tree_flatten_with_path(params)
         self.paths = [state_path(path) for path, _ in leaves]
         self.shapes = {p: np.shape(v) for p, (_, v) in zip(self.paths, leaves)}
@@ -218,12 +221,15 @@ class NnxRunner:
 
 
 def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, input_layout=None,
-               output=None) -> Port:
+               output=None, dropout=False) -> Port:
     """Both copies, the layer map, and torch's weights written into the NNX clone."""
     if input_layout not in (None, "nchw", "nhwc"):
         raise PortInputError(f"unknown input layout {input_layout!r} (use nchw or nhwc)")
     model = torch_copy(torch_model, dtype)
     clone = nnx_clone(nnx_model, dtype)
+    if dropout:                        # the hash-mask dropout on both sides (port_dropout.py)
+        port_dropout.swap_torch(model)
+        port_dropout.swap_nnx(clone, input_layout == "nhwc")
     nnx_paths = set(flat_nnx(nnx.to_pure_dict(nnx.state(clone, CARRIED))))
     # the trees matched by structure (nn.Sequential's `0` is nnx.Sequential's `layers.0`),
     # then the caller's name_map for what is left
@@ -232,7 +238,8 @@ def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, in
     flax_paths = {**tree_match.match(model, clone, owners),
                   **{p: convert.flax_path(q) for p, q in (name_map or {}).items()}}
     layers = layer_kinds(model, nnx_paths, flax_paths, hooks or {})
-    port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout, output)
+    port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout, output,
+                bool(dropout))
     try:
         load_nnx(port, torch_arrays(model))
     except PortInputError:
