@@ -69,6 +69,20 @@ def _flat_orders(port: Port, order: list, outputs: dict) -> dict:
     return out
 
 
+def _unfitted(torch_values: list, chosen: list, nnx_values: list) -> str | None:
+    """Where none of a module's torch values fits an NNX value in any layout (a max pool
+    without its padding makes every later map 7x7 for 8x8): the shapes, else None. That
+    is a difference, though nothing can be compared; skipped, the next module whose
+    shapes agree again (a stride 2 conv: 4x4 from both) was blamed. A module with some
+    values paired (torch's attention weights beside its output) is compared on those."""
+    torch_shapes = [tuple(np.shape(t)) for t in torch_values if t is not None]
+    nnx_shapes = [tuple(np.shape(v)) for v in nnx_values if v is not None]
+    if not torch_shapes or not nnx_shapes or any(p is not None for p in chosen):
+        return None
+    return (f"has shape {' or '.join(map(str, torch_shapes))} in torch, "
+            f"{' or '.join(map(str, nnx_shapes))} in NNX (no layout fits)")
+
+
 def _compare(pairs: list, rtol: float, floor: float = 0.0):
     """The worst pair's numbers, and whether any pair is outside rtol."""
     worst = (0.0, 0.0, 0.0)
@@ -123,15 +137,18 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
         pairs, chosen = pair_values(values, j_rec[key][what], known, perms.get(key) if what == "grads" else None)
         if what == "outputs":
             perms[key] = chosen
-        return pairs
+        return pairs, _unfitted(values, chosen, j_rec[key][what])
 
     for key in common:                                         # forward, in finishing order
-        worst, bad = _compare(pairs_of(key, "outputs"), rtol)
-        if bad:
+        pairs, gap = pairs_of(key, "outputs")
+        worst, bad = _compare(pairs, rtol)
+        if bad or gap:
+            if gap and not bad:
+                worst = (np.inf, np.inf, np.inf)
             found = dict(layer=key[0], quantity="output", max_abs=worst[0], max_rel=worst[1],
                          max_over_largest=worst[2], rtol=rtol)
-            _, inputs_differ = _compare(pairs_of(key, "inputs"), rtol)
-            if inputs_differ:
+            in_pairs, in_gap = pairs_of(key, "inputs")
+            if _compare(in_pairs, rtol)[1] or in_gap:
                 start = t_rec[key]["start"]
                 before = [k for k in common if t_rec[k]["end"] < start]
                 previous = max(before, key=lambda k: t_rec[k]["end"]) if before else None
@@ -142,6 +159,8 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
                                  + " (a function applied between modules)")
             elif calls[key[0]] > 1:
                 found["note"] = f"at {named(key)}"
+            if gap:
+                found["note"] = "; ".join(n for n in (found.get("note"), f"its output {gap}") if n)
             return found
     # The backward: activation gradients only locate a difference that reaches a
     # parameter's gradient. Alone they are no verdict: max pooling over a constant
@@ -164,7 +183,7 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
     if differing is None:
         return None
     for key in reversed(common):                               # backward: the reverse order
-        worst, bad = _compare(pairs_of(key, "grads"), rtol)
+        worst, bad = _compare(pairs_of(key, "grads")[0], rtol)
         if bad:
             return dict(layer=key[0], quantity="gradient", max_abs=worst[0], max_rel=worst[1],
                         max_over_largest=worst[2], rtol=rtol,
