@@ -81,6 +81,23 @@ def test_encoder_with_adam_in_float64_still_fails_a_learning_rate_1e4_off():
         report.markdown()
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_torchs_own_transformer_encoder_layer_passes_against_the_port(dtype):
+    """nn.TransformerEncoderLayer itself, not written through its parts: its children
+    (self_attn, linear1, linear2, norm1, norm2, the dropouts) are the layers check_port
+    converts, at the paths the NNX port's layer keeps."""
+    c = ze.EncoderConfig()
+    model = ze.EncoderClassifier(c)
+    for i, written in enumerate(model.layers):
+        own = torch.nn.TransformerEncoderLayer(c.d_model, c.nhead, c.dim_feedforward, dropout=0.0,
+                                               activation="gelu", batch_first=True)
+        own.load_state_dict(written.state_dict())
+        model.layers[i] = own
+    x, y = ze.token_data(16)
+    report = check_port(model, ze.NnxEncoderClassifier(), x, y, steps=3, batch_size=8, dtype=dtype, **ze.TRAIN)
+    assert_passed(report)
+
+
 ENCODER_BUGS = {   # NnxEncoderClassifier keyword or convert: the module the locator names
     "LayerNorm eps 1e-6": (dict(ln_eps=1e-6), {}, "layers.0.norm1"),
     "no residual around the attention": (dict(residual=False), {}, "layers.0.norm1"),
