@@ -1,5 +1,6 @@
 """nn.LSTM and nn.GRU as Flax NNX modules: several layers, both directions, torch's
-layouts in and out, built from jaxport's torch-semantics cells (deep_layers.py).
+layouts in and out, built from jaxport's torch-semantics cells (deep_layers.py), each
+layer and direction one fused `sequence` (jaxport/recurrent.py).
 
 The cell of torch's parameter suffix `_lK[_reverse]` is the attribute `cell_lK[_reverse]`,
 layer 0's forward cell plain `cell` (portcore.recurrent_kinds.cell_name): the layer
@@ -8,18 +9,11 @@ state is nnx.RNN(cell)'s. Twins: torch.nn.LSTM, torch.nn.GRU.
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxport.deep_layers import TorchGRUCell, TorchLSTMCell
 from portcore.recurrent_kinds import cell_name
-
-
-def _scan(cell, carry, xs):
-    """The cell over the time axis 0 of xs, as one lax.scan (no Python loop per step)."""
-    graphdef, state = nnx.split(cell)
-    return jax.lax.scan(lambda c, x: nnx.merge(graphdef, state)(c, x), carry, xs)
 
 
 class _Recurrent(nnx.Module):
@@ -56,7 +50,9 @@ class _Recurrent(nnx.Module):
                 zero = jnp.zeros(x.shape[1:2] + (self.hidden_size,), x.dtype)
                 h = zero if h0 is None else h0[k]
                 carry = h if c0 is False else ((zero if c0 is None else c0[k]), h)   # nnx's LSTM carry is (c, h)
-                carry, ys = _scan(cell, carry, x[::-1] if rev else x)
+                # the cell's fused sequence (jaxport/recurrent.py) runs batch first
+                ys, carry = cell.sequence(jnp.swapaxes(x[::-1] if rev else x, 0, 1), carry)
+                ys = jnp.swapaxes(ys, 0, 1)
                 outs.append(ys[::-1] if rev else ys)                  # the reverse pass's step t at t
                 hs.append(carry if c0 is False else carry[1])
                 cs.append(None if c0 is False else carry[0])

@@ -156,7 +156,7 @@ def _member_spread(side: TorchSide, state: tuple, x, y, reference: tuple, member
         moved_m = {k: {n: np.abs(move(v, rng)) if k in NON_NEGATIVE else move(v, rng) for n, v in d.items()}
                    for k, d in moments.items()}
         model = side.model(moved, dtype)
-        xm = map_leaves(lambda a: move(a, rng) if np.issubdtype(np.asarray(a).dtype, np.floating) else a, x)
+        xm = _moved_inputs(x, rng, move)
         r = side.step(model, side.optimizer(model, moved_m, count), xm, np.asarray(y, np.float64)
                       if np.issubdtype(np.asarray(y).dtype, np.floating) else y)
         here = (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),
@@ -219,9 +219,9 @@ def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, memb
     return spreads
 
 
-def _moved_inputs(x, rng):
-    """Each float input moved by one float32 ulp; integer inputs (token ids) as they are."""
-    return map_leaves(lambda a: moved_one_ulp(a, rng) if np.issubdtype(np.asarray(a).dtype, np.floating) else a, x)
+def _moved_inputs(x, rng, move=moved_one_ulp):
+    """Each float input moved by `move` (one float32 ulp); integer inputs (token ids) as they are."""
+    return map_leaves(lambda a: move(a, rng) if np.issubdtype(np.asarray(a).dtype, np.floating) else a, x)
 
 
 def _merge(spreads, here):
