@@ -88,6 +88,8 @@ class Stepper:
             self.label_dtype = host_dtype(registry.get(example).label_dtype(dtype))
             graphdef, state = DEFAULT.split(example, None, dtype, device, form)
             self.params_layout = Layout(state, example, form)
+            # the gradients' tree holds the parameters alone (no running statistics)
+            self.grads_layout = Layout(model_state.split(state)[0], example, form)
             self.opt_layout = Layout(optim.make_optimizer(config).init(model_state.split(state)[0]), example, form)
             self.fn = DEFAULT.step(example, graphdef, config)
         self.trees = (state, None)
@@ -105,7 +107,7 @@ class Stepper:
         with dtype_scope(self.dtype_name), jax.default_device(self.device):
             loss, grads, new, opt = self.fn(*self.trees, np.asarray(xb, self.dtype), np.asarray(yb, self.label_dtype))
         self.trees = new, opt
-        return float(loss), self.params_layout.arrays(grads), *self.state()
+        return float(loss), self.grads_layout.arrays(grads), *self.state()
 
     def state(self) -> tuple[dict, dict]:
         return self.params_layout.arrays(self.trees[0]), self.opt_layout.arrays(self.trees[1])

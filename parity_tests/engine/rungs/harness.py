@@ -27,6 +27,7 @@ from parity_tests.engine.sides.port_losses import Objective, check_targets, obje
 from parity_tests.engine.sides.port_models import torch_arrays
 from parity_tests.engine.sides.port_clip import with_clipping
 from parity_tests.engine.sides.port_groups import with_groups
+from parity_tests.engine.sides.port_candidate import PortCandidate
 from parity_tests.engine.sides.port_nnx import build_port
 from parity_tests.engine.sides.pytrees import Inputs, as_inputs, leaves, select, view
 from parity_tests.engine.sides.port_objectives import PortInputError, optimizer_pair
@@ -92,12 +93,12 @@ def _setup(torch_model, nnx_model, x, y, loss, dtype, device, name_map, convert,
         pair = with_groups(pair, port, no_decay, optimizer, weight_decay, optimizer_options)
     from parity_tests.engine.sides.port_nnx import NnxRunner  # noqa: PLC0415
     from parity_tests.engine.sides.port_torch import TorchSide  # noqa: PLC0415
-    side = TorchSide(port, obj.torch, pair.torch, obj.integer)
+    side = TorchSide(port.torch_model, dtype, obj.torch, pair.torch, obj.integer, port.output, port.dropout)
     runner = NnxRunner(port, obj.jax, pair.optax, pair.kind)
     _check_shapes(side, runner, port, x, y, obj)
     label = f"{type(torch_model).__name__} / {type(nnx_model).__name__}"
-    return PortRun(port, side, runner, x, y, batches(len(x), batch_size, steps), label,
-                   obj.name, objective=obj,
+    return PortRun(side, PortCandidate(port, runner), x, y, batches(len(x), batch_size, steps), label,
+                   obj.name, objective=obj, port=port, runner=runner,
                    settings=dict(model=label, dtype=dtype, loss=obj.label, optimizer=pair.label, steps=steps,
                                  batch_size=batch_size, rows=len(x), device=device))
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from parity_tests.engine import parity
 from parity_tests.engine.bounds.port_exact import check_against_float64, check_one, exact_step
-from parity_tests.engine.sides.port_models import Port, nnx_to_torch_entries, path_text, torch_to_nnx_entries
+from parity_tests.engine.sides.port_models import Port, path_text
 from parity_tests.engine.sides.port_nnx import NnxRunner
 from parity_tests.engine.sides.port_torch import (Teacher, TorchSide, float64_spread, output_spread,
                                                   step_spread)
@@ -33,10 +33,13 @@ def batches(n: int, batch_size: int, steps: int) -> list[np.ndarray]:
 
 @dataclass
 class PortRun:
-    """Everything the rungs share: both sides, the data and the record of comparisons."""
-    port: Port
+    """Everything the rungs share: the two sides, the data and the record of comparisons.
+    side: the reference (port_torch.TorchSide); cand: the side under test, which starts
+    each step from torch's state and views torch's results in its own names
+    (port_candidate.PortCandidate for check_port, example_sides.JaxportSide for the
+    examples). port and runner: check_port's own (its free runs and locator use them)."""
     side: TorchSide
-    runner: NnxRunner
+    cand: object
     x: np.ndarray
     y: np.ndarray
     batches: list
@@ -45,38 +48,30 @@ class PortRun:
     record: parity.Record = field(default_factory=parity.Record)   # every comparison, in order
     failures: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)   # what the report's header says
-    at_init: tuple = ()                # rung 2's (torch step, NNX step), for rung 3
+    at_init: tuple = ()                # rung 2's (torch step, candidate step), for rung 3
     exact_at_init: tuple | None = None  # torch's float64 step from the float32 start (port_exact.py)
     free: dict | None = None           # the free runs and the ensemble (rungs 6 and 7 share them)
-    own_opt_state: object = None       # an explicit optimizer pair's NNX state (rungs 4, 5)
     objective: object = None           # port_losses.Objective: the loss on both sides
-    key_paths: dict = field(default_factory=dict)   # text key -> NNX path (see texts)
+    port: Port | None = None
+    runner: NnxRunner | None = None
+    where: dict | None = None          # the rows' example/form/config (default: the label)
+    eval_x: object = None              # rung 2's outputs on these rows (None: x)
+    compared: object = None            # rung 5: fn(step, steps) -> compare this step (None: every one)
 
     def __post_init__(self):
-        from parity_tests.engine.sides.port_models import torch_arrays  # noqa: PLC0415
-        self.port_init = torch_arrays(self.port.torch_model)
-        self.port_index = self.port.pullback_index([n for n, _ in self.port.torch_model.named_parameters()])
-        # NNX paths of torch's buffers (running statistics, counters) that are NNX state
-        self.state_paths = set(self.port.to_nnx(self.port_init)) - set(self.runner.shapes)
+        self.port_init = self.side.arrays()
 
     @property
     def dtype(self) -> str:
-        return self.port.dtype
+        return self.side.dtype
 
     def texts(self, flat: dict, moment: str | None = None) -> dict:
-        """{NNX path: array} keyed by text ("norm.scale", "norm.scale (exp_avg)"), the
-        names parity.check reports; each remembered for the failing layer's name."""
-        out = {}
-        for path, value in flat.items():
-            text = path_text(path) + (f" ({moment})" if moment else "")
-            self.key_paths[text] = path
-            out[text] = value
-        return out
+        return self.cand.texts(flat, moment)
 
     def check(self, actual, expected, *, rung, quantity, tol, step=None, step_axis=False, entry=None) -> bool:
         """parity.check into this run's record; a failure is kept (with its first failing
         layer) and the rung goes on with the next quantity."""
-        where = dict(example=self.label, form="", dtype=self.dtype, device="cpu", config="")
+        where = self.where or dict(example=self.label, form="", dtype=self.dtype, device="cpu", config="")
         try:
             with parity.recording(self.record):
                 parity.check(actual, expected, where=where, rung=rung, quantity=quantity, tol=tol, step=step,
@@ -102,8 +97,7 @@ class PortRun:
             if bad:
                 name = entry if name is None else name     # a single tensor named by the caller
                 label = path_text(name) if isinstance(name, tuple) else name
-                owner = self.key_paths.get(name, name)
-                out.update(layer=(self.port.layer_of(owner) or None) if name is not None else None, entry=label,
+                out.update(layer=self.cand.layer_of(name) if name is not None else None, entry=label,
                            max_abs=float(np.max(np.abs(a - e))) if a.shape == e.shape and a.size else float("inf"),
                            max_rel=float(np.max(np.abs(a - e) / np.maximum(np.abs(e), 1e-300)))
                            if a.shape == e.shape and a.size else float("inf"))
@@ -117,20 +111,18 @@ def _step_tolerances(run: PortRun, state, xb, yb, t, members) -> tuple:
     StepBound with `members` measured members (0: the result term alone)."""
     if run.dtype == "float64" and members is None:
         return (parity.FLOAT64,) * 4
-    nnx_t = _torch_step_on_nnx(run, t)
+    nnx_t = run.cand.view(t[2], t[3])
     if run.dtype == "float64":
         s = float64_spread(run.side, state, xb, yb, t, members=members)
         if s is None:                  # a one-row batch has no other order
             return (parity.FLOAT64,) * 4
-        return (TableAndNoise(s[0]), TableAndNoise(s[1]), TableAndNoise(run.texts(run.port.to_nnx(s[2]))),
-                TableAndNoise(_moments_on_nnx(run, s[3])))
+        return (TableAndNoise(s[0]), TableAndNoise(s[1]), *map(TableAndNoise, run.cand.view(s[2], s[3])))
     if members == 0:
         return (StepBound(0.0, t[0]), StepBound(0.0, t[1]), StepBound(0.0, nnx_t[0]), StepBound(0.0, nnx_t[1]))
     s = step_spread(run.side, state, xb, yb, t, members=members)
-    params_spread = run.texts(run.port.to_nnx(s[2]))            # sums of spreads where NNX sums
-    moments_spread = _moments_on_nnx(run, s[3])
-    return (StepBound(s[0], t[0]), StepBound(s[1], t[1]), StepBound(params_spread, nnx_t[0]),
-            StepBound(moments_spread, nnx_t[1]))
+    spread = run.cand.view(s[2], s[3])                           # sums of spreads where NNX sums
+    return (StepBound(s[0], t[0]), StepBound(s[1], t[1]), StepBound(spread[0], nnx_t[0]),
+            StepBound(spread[1], nnx_t[1]))
 
 
 @dataclass
@@ -149,36 +141,18 @@ class TableAndNoise:
                 "and moved one ulp")
 
 
-def _moments_on_nnx(run: PortRun, moments: dict) -> dict:
-    out = {}
-    for key, d in moments.items():
-        out.update(run.texts(torch_to_nnx_entries(run.port_index, d, run.runner.shapes, np.float64), key))
-    return out
-
-
-def _torch_step_on_nnx(run: PortRun, t) -> tuple:
-    """torch's step results that are compared on NNX's paths: params and state (running
-    statistics, a dropout counter) converted, moments moved entry by entry."""
-    state = {p: v for p, v in run.port.to_nnx(t[2]).items() if p in run.runner.shapes or p in run.state_paths}
-    return run.texts(state), _moments_on_nnx(run, t[3])
-
-
 def _compare_step(run: PortRun, rung: int, prefix: str, state, xb, yb, t, j, step) -> bool:
     """One step's four quantities; float32: the result term alone, then the measured
     bound with MEMBERS members, then MORE_MEMBERS (a maximum over 4 random directions
     can miss the worst one), as the ladder does. float64: the table, then the table
     plus the measured row-order noise (TableAndNoise)."""
-    j_grads = nnx_to_torch_entries(run.port_index, j[1], {n: v.shape for n, v in t[1].items()})
-    j_moments = {k: v for key, d in run.runner.moments(j[4]).items() for k, v in run.texts(d, key).items()}
-    nnx_t = _torch_step_on_nnx(run, t)
-    if run.runner.opt_kind is None:    # an explicit pair: its state has no known map to torch's
-        nnx_t = (nnx_t[0], {})
     # the state a step updates besides the parameters (BatchNorm's running statistics):
-    # compared at every step, as torch's buffers converted
-    actual = (j[0], j_grads, run.texts({**j[2], **run.runner.rest_arrays(j[3], run.state_paths)}), j_moments)
+    # compared at every step, as torch's buffers viewed in the candidate's names
+    nnx_t = run.cand.view(t[2], t[3])
     expected = (t[0], t[1], nnx_t[0], nnx_t[1])
-    names = ("loss", "gradients", "parameters and state after the update" if run.state_paths else
+    names = ("loss", "gradients", "parameters and state after the update" if run.cand.state_paths else
              "parameters after the update", "optimizer state after the update")
+    actual = j
     plan = (0, MEMBERS, MORE_MEMBERS) if run.dtype == "float32" else (None, MEMBERS, MORE_MEMBERS)
     for members in plan:
         tols = _step_tolerances(run, state, xb, yb, t, members)
@@ -187,7 +161,7 @@ def _compare_step(run: PortRun, rung: int, prefix: str, state, xb, yb, t, j, ste
             continue
         if run.dtype == "float32" and not fit:      # port_exact.py: the error against float64
             x64 = exact_step(run.side, state, xb, yb)
-            exact = (x64[0], x64[1], *_torch_step_on_nnx(run, x64))
+            exact = (x64[0], x64[1], *run.cand.view(x64[2], x64[3]))
             return check_against_float64(run, rung, [(prefix + n, a, e, tol, x) for n, a, e, tol, x in zip(
                 names, actual, expected, tols, exact) if not (isinstance(e, dict) and not e)], _fits, step)
         ok = True
@@ -208,23 +182,32 @@ def _fits(actual, expected, tol) -> bool:
 
 
 def rung2_loss_at_init(run: PortRun) -> None:
-    """The loss and the model's outputs on the whole data at the shared weights."""
+    """The loss on the whole data at the shared start (training mode), and the model's
+    outputs in eval mode (on run.eval_x where given: the deep examples' held-out images)."""
     side, init = run.side, run.port_init
-    model = side.model(init)
-    t_out = side.predict(init, run.x)
-    j_out = run.runner.predict(run.runner.params(), run.x)
-    t = side.step(model, side.optimizer(model), run.x, run.y)
-    j = run.runner.step(run.runner.params(), run.x, run.y)
+    xs = run.x if run.eval_x is None else run.eval_x
+    t_out = side.predict(init, xs)
+    j_out = run.cand.outputs(xs)
+    t, j = _at_init(run)
     tol_loss = _step_tolerances(run, (init, {}, 0), run.x, run.y, t, MEMBERS)[0]
     check_one(run, 2, "loss", j[0], t[0], tol_loss, lambda: _exact_at_init(run)[0], _fits)
     tol_out = (parity.FLOAT64 if run.dtype == "float64" else
-               StepBound(output_spread(side, init, run.x, t_out), t_out))
+               StepBound(output_spread(side, init, xs, t_out), t_out))
 
     def exact_out():
-        return side.outputs(side.model(init, "float64"), run.x, "float64")
-    check_one(run, 2, "model output (eval mode) on the data", run.port.output_in_torch_layout(j_out), t_out, tol_out,
-              exact_out, _fits)
-    run.at_init = (t, j)
+        return side.outputs(side.model(init, "float64"), xs, "float64")
+    check_one(run, 2, "model output (eval mode) on the data", j_out, t_out, tol_out, exact_out, _fits)
+
+
+def _at_init(run: PortRun) -> tuple:
+    """Both sides' step on the whole data from the shared start with a fresh optimizer
+    (rung 2 compares its loss, rung 3 its gradients), once per run."""
+    if not run.at_init:
+        model = run.side.model(run.port_init)
+        t = run.side.step(model, run.side.optimizer(model), run.x, run.y)
+        run.cand.fresh()
+        run.at_init = (t, run.cand.step((run.port_init, {}, 0), run.x, run.y))
+    return run.at_init
 
 
 def _exact_at_init(run: PortRun) -> tuple:
@@ -235,48 +218,39 @@ def _exact_at_init(run: PortRun) -> tuple:
 
 
 def rung3_gradients_at_init(run: PortRun) -> None:
-    t, j = run.at_init
+    t, j = _at_init(run)
     tol = _step_tolerances(run, (run.port_init, {}, 0), run.x, run.y, t, MEMBERS)[1]
-    j_grads = nnx_to_torch_entries(run.port_index, j[1], {n: v.shape for n, v in t[1].items()})
-    check_one(run, 3, "gradients", j_grads, t[1], tol, lambda: _exact_at_init(run)[1], _fits)
+    check_one(run, 3, "gradients", j[1], t[1], tol, lambda: _exact_at_init(run)[1], _fits)
 
 
 def rung4_one_step(run: PortRun) -> None:
     """A step from the shared weights with a fresh optimizer, then a second step from
     torch's parameters and optimizer state."""
     teacher = Teacher(run.side)
-    run.own_opt_state = None           # an explicit pair starts from its fresh state, not a previous rung's
+    run.cand.fresh()
     for step, idx in enumerate(run.batches[:2]):
         state = teacher.state()
         t = teacher.step(run.x[idx], run.y[idx])
-        j = _nnx_step_from(run, state, run.x[idx], run.y[idx])
+        j = run.cand.step(state, run.x[idx], run.y[idx])
         _compare_step(run, 4, "" if step == 0 else "step 2 from torch's state: ", state, run.x[idx], run.y[idx],
                       t, j, step)
 
 
 def rung5_teacher_forced(run: PortRun) -> None:
     """Every step of the run from torch's state (parameters, running statistics and
-    optimizer moments): torch's own loop is the teacher."""
+    optimizer moments): torch's own loop is the teacher. run.compared may pick the
+    steps compared; torch's own steps carry the state between them."""
     teacher = Teacher(run.side)
-    run.own_opt_state = None           # as torch's teacher: a fresh optimizer at step 0
+    run.cand.fresh()                   # as torch's teacher: a fresh optimizer at step 0
     for step, idx in enumerate(run.batches):
+        if run.compared is not None and not run.compared(step, len(run.batches)):
+            teacher.step(run.x[idx], run.y[idx])
+            continue
         state = teacher.state()
         t = teacher.step(run.x[idx], run.y[idx])
-        j = _nnx_step_from(run, state, run.x[idx], run.y[idx])
+        j = run.cand.step(state, run.x[idx], run.y[idx])
         if not _compare_step(run, 5, "", state, run.x[idx], run.y[idx], t, j, step):
             return                     # the first failing step names the problem
 
 
-def _nnx_step_from(run: PortRun, state, xb, yb):
-    """NNX's step from torch's state. An explicit optimizer pair's state does not
-    convert: NNX then carries its own optax state between teacher-forced steps."""
-    arrays, moments, count = state
-    nnx_all = run.port.to_nnx(arrays)
-    params = {p: v for p, v in nnx_all.items() if p in run.runner.shapes}
-    rest = run.runner.rest_with(nnx_all)
-    if run.runner.opt_kind is None:
-        out = run.runner.step(params, xb, yb, rest=rest, opt_state=run.own_opt_state)
-        run.own_opt_state = out[4]
-        return out
-    on_nnx = {k: torch_to_nnx_entries(run.port_index, d, run.runner.shapes, np.float64) for k, d in moments.items()}
-    return run.runner.step(params, xb, yb, moments=on_nnx, count=count, rest=rest)
+RUNGS = {2: rung2_loss_at_init, 3: rung3_gradients_at_init, 4: rung4_one_step, 5: rung5_teacher_forced}

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import torch
 
-from parity_tests.engine.sides.port_models import Port, torch_arrays
+from parity_tests.engine.sides.port_models import torch_arrays
 from parity_tests.engine.sides.pytrees import Inputs, call, map_leaves, view
 from parity_tests.engine.bounds.step_noise import MEMBERS, moved_one_ulp
 
@@ -57,14 +57,22 @@ def as_torch(a, dtype: str, target: bool = False, integer: bool = False):
 
 
 class TorchSide:
-    """Models, optimizers and steps of the reference, from arrays."""
+    """Models, optimizers and steps of the reference, from arrays: a port's torch model
+    (harness.py) or an example's torchref model (example_sides.py). output: the leaf of
+    the output that is compared (pytrees.view); dropout: the hash-mask dropout is on."""
 
-    def __init__(self, port: Port, loss_fn, optimizer_factory, integer_targets: bool):
-        self.port, self.loss_fn, self.factory, self.integer = port, loss_fn, optimizer_factory, integer_targets
+    def __init__(self, torch_model, dtype: str, loss_fn, optimizer_factory, integer_targets: bool, output=None,
+                 dropout: bool = False):
+        self.torch_model, self.dtype, self.output, self.dropout = torch_model, dtype, output, dropout
+        self.loss_fn, self.factory, self.integer = loss_fn, optimizer_factory, integer_targets
+
+    def arrays(self) -> dict:
+        """The model's own parameters and buffers (the shared start)."""
+        return torch_arrays(self.torch_model)
 
     def model(self, arrays: dict | None = None, dtype: str | None = None):
         """A fresh copy of the port's torch model (its weights, or `arrays`)."""
-        model = copy.deepcopy(self.port.torch_model).to(getattr(torch, dtype or self.port.dtype))
+        model = copy.deepcopy(self.torch_model).to(getattr(torch, dtype or self.dtype))
         if arrays is not None:
             with torch.no_grad():
                 for name, t in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items():
@@ -92,13 +100,13 @@ class TorchSide:
         return opt
 
     def loss(self, model, x, y):
-        dtype = self.port.dtype if next(model.parameters()).dtype == getattr(torch, self.port.dtype) else "float64"
+        dtype = self.dtype if next(model.parameters()).dtype == getattr(torch, self.dtype) else "float64"
         return self.loss_fn(call(model, as_torch(x, dtype)), as_torch(y, dtype, integer=self.integer))
 
     def outputs(self, model, x, dtype: str | None = None) -> np.ndarray:
         """What is compared of the model's output on x (pytrees.view), eval mode, no grad."""
         with torch.no_grad():
-            return view(call(model.eval(), as_torch(x, dtype or self.port.dtype)), self.port.output).cpu().numpy()
+            return view(call(model.eval(), as_torch(x, dtype or self.dtype)), self.output).cpu().numpy()
 
     def eval_loss(self, arrays: dict, x, y, dtype: str | None = None) -> float:
         """The loss of the model with these arrays, in eval mode, on the whole data."""
@@ -201,7 +209,7 @@ def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, memb
     In float64 this is the reference's only noise that matters: Adam divides a gradient
     that cancels to ~1e-17 (a bias before BatchNorm) by its own size, and moves the
     parameter by ~1e-11, which the table's 1e-10 relative cannot hold."""
-    if side.port.dropout:
+    if side.dropout:
         # the hash-mask dropout (port_dropout.py) picks each row's mask by its position:
         # another row order is another computation, and its spread is no rounding noise
         # (it widened the tolerance until a port missing a dropout passed rungs 2-3)

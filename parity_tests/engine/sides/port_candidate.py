@@ -1,0 +1,87 @@
+"""check_port's NNX side as rungs 2-5 see it (the candidate side of rungs/port_rungs.py).
+
+A candidate side starts every step from torch's state (arrays with torch's names,
+optimizer moments, the step count), returns its gradients in torch's names and layout,
+and its parameters, state and moments in its own names, where it also views torch's:
+
+- `step(state, x, y)` -> (loss, gradients, parameters and state after, moments after);
+- `view(arrays, moments)` -> torch's (parameters and state, moments) in its names;
+- `outputs(x)` -> the model's output at the shared start, in torch's layout;
+- `layer_of(name)` -> the layer a compared name belongs to; `fresh()`: a new run.
+
+Here: the NNX clone's pure step (port_nnx.NnxRunner), torch's arrays converted onto
+NNX's paths, gradients pulled back entry by entry (port_models.pullback_index), moments
+moved the same way (exact: LSTM's two torch biases are one NNX bias). The examples'
+candidate (example_sides.JaxportSide) is jaxport's own compiled step.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from parity_tests.engine.sides.port_models import (Port, nnx_to_torch_entries, path_text, torch_arrays,
+                                                   torch_to_nnx_entries)
+from parity_tests.engine.sides.port_nnx import NnxRunner
+
+
+class PortCandidate:
+    def __init__(self, port: Port, runner: NnxRunner):
+        self.port, self.runner, self.dtype = port, runner, port.dtype
+        self.torch_shapes = {n: tuple(p.shape) for n, p in port.torch_model.named_parameters()}
+        self.index = port.pullback_index(list(self.torch_shapes))
+        # NNX paths of torch's buffers (running statistics, counters) that are NNX state
+        self.state_paths = set(port.to_nnx(torch_arrays(port.torch_model))) - set(runner.shapes)
+        self.key_paths: dict = {}      # text -> NNX path (see texts)
+        self.compares_moments = runner.opt_kind is not None  # an explicit pair's state has no map to torch's
+        self.own_opt_state = None      # an explicit pair's optax state, carried between steps
+
+    def texts(self, flat: dict, moment: str | None = None) -> dict:
+        """{NNX path: array} keyed by text ("norm.scale", "norm.scale (exp_avg)"), the
+        names parity.check reports; each remembered for the failing layer's name."""
+        out = {}
+        for path, value in flat.items():
+            text = path_text(path) + (f" ({moment})" if moment else "")
+            self.key_paths[text] = path
+            out[text] = value
+        return out
+
+    def layer_of(self, name) -> str | None:
+        return self.port.layer_of(self.key_paths.get(name, name)) or None
+
+    def fresh(self) -> None:
+        self.own_opt_state = None      # an explicit pair starts from its fresh state
+
+    def outputs(self, x) -> np.ndarray:
+        return self.port.output_in_torch_layout(self.runner.predict(self.runner.params(), x))
+
+    def _moments(self, moments: dict) -> dict:
+        out = {}
+        for key, d in moments.items():
+            out.update(self.texts(torch_to_nnx_entries(self.index, d, self.runner.shapes, np.float64), key))
+        return out
+
+    def view(self, arrays: dict, moments: dict) -> tuple:
+        """torch's parameters and state (running statistics, a dropout counter)
+        converted onto NNX's paths, its moments moved entry by entry; a spread of them
+        too (where NNX sums two torch arrays, it sums their spreads)."""
+        state = {p: v for p, v in self.port.to_nnx(arrays).items() if p in self.runner.shapes or p in self.state_paths}
+        return self.texts(state), (self._moments(moments) if self.compares_moments else {})
+
+    def step(self, state: tuple, x, y) -> tuple:
+        """NNX's step from torch's state. An explicit optimizer pair's state does not
+        convert: NNX then carries its own optax state between teacher-forced steps."""
+        arrays, moments, count = state
+        nnx_all = self.port.to_nnx(arrays)
+        params = {p: v for p, v in nnx_all.items() if p in self.runner.shapes}
+        rest = self.runner.rest_with(nnx_all)
+        if self.runner.opt_kind is None:
+            j = self.runner.step(params, x, y, rest=rest, opt_state=self.own_opt_state)
+            self.own_opt_state = j[4]
+        else:
+            on_nnx = {k: torch_to_nnx_entries(self.index, d, self.runner.shapes, np.float64)
+                      for k, d in moments.items()}
+            j = self.runner.step(params, x, y, moments=on_nnx, count=count, rest=rest)
+        grads = nnx_to_torch_entries(self.index, j[1], self.torch_shapes)
+        after = self.texts({**j[2], **self.runner.rest_arrays(j[3], self.state_paths)})
+        moments_after = ({k: v for key, d in self.runner.moments(j[4]).items() for k, v in self.texts(d, key).items()}
+                         if self.compares_moments else {})
+        return j[0], grads, after, moments_after
