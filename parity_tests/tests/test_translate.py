@@ -25,7 +25,9 @@ from jaxport.translate import cli, ops
 from parity_tests.harness import check_port
 from parity_tests.tests import harness_models as hm
 from parity_tests.tests import zoo_gpt as zg
+from parity_tests.tests import zoo_encoder as ze
 from parity_tests.tests import zoo_mnist as zm
+from parity_tests.tests import zoo_vae as zv
 from portcore import registry
 
 
@@ -52,7 +54,16 @@ MODELS = {
     "lstm": (tlstm.build_model, lambda: _data("lstm"), dict(loss="cross_entropy", optimizer="adam", lr=0.01)),
     "gru": (tgru.build_model, lambda: _data("gru"), dict(loss="cross_entropy", optimizer="adam", lr=0.01)),
     "GPT": (zg.GPT, lambda: zg.token_data(8), dict(zg.TRAIN, batch_size=4)),
+    "VAE": (zv.VAE, lambda: zv.vae_data(16), dict(zv.TRAIN, batch_size=8)),
+    "Transformer encoder": (ze.EncoderClassifier, lambda: ze.token_data(16),
+                            dict(loss="cross_entropy", optimizer="sgd", lr=0.1, batch_size=8)),
 }
+
+
+def example(x) -> tuple:
+    """The trace's example: two rows of each input (a dict's in order: its keywords)."""
+    parts = tuple(x.values()) if isinstance(x, dict) else (x if isinstance(x, tuple) else (x,))
+    return tuple(torch.as_tensor(a[:2]) for a in parts)
 
 
 def load_source(source: str, tmp_path, name="port"):
@@ -71,7 +82,7 @@ def test_translated_model_passes_check_port_in_both_dtypes(name, tmp_path):
     factory, data, kw = MODELS[name]
     x, y = data()
     torch_model = factory()
-    generated = load_source(translate(torch_model, torch.as_tensor(x[:2])), tmp_path)
+    generated = load_source(translate(torch_model, example(x)), tmp_path)
     for dtype in ("float64", "float32"):
         hm.assert_passed(_check(torch_model, generated, x, y, dtype, **kw))
 
