@@ -103,7 +103,19 @@ def _refuse(what: str):
 def of_torch(module) -> LayerKind:
     """The kind of a torch layer, read from its attributes (no torch import here), or of
     a bare nn.Parameter (its shape). What no kind covers raises one ValueError line
-    naming the layer and the option; a class no kind knows, NoKind."""
+    naming the layer and the option; a class no kind knows, NoKind. So does a class of
+    the user's own named like torch's without torch's attributes (nanoGPT's LayerNorm
+    holds weight and bias but no normalized_shape): its arrays are its own, as any
+    other class of the user's (jaxport.translate writes such a class with them)."""
+    try:
+        return _of_torch(module)
+    except AttributeError as error:
+        if type(module).__module__.startswith("torch.") or type(module).__name__ == "Parameter":
+            raise
+        raise NoKind(f"{type(module).__name__} is a class of its own without torch's attributes ({error})") from None
+
+
+def _of_torch(module) -> LayerKind:
     name = type(module).__name__
     if name == "Parameter":
         return Parameter(tuple(module.shape))
