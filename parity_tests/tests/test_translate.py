@@ -77,7 +77,11 @@ def _check(torch_model, generated, x, y, dtype, **kw):
     return check_port(torch_model, generated.make_model(), x, y, dtype=dtype, **kw)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+# The zoo's three largest (about 50 s together) run in the second tier, with the zoo.
+SLOW = ("MNIST network", "GPT", "Transformer encoder")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in MODELS])
 def test_translated_model_passes_check_port_in_both_dtypes(name, tmp_path):
     factory, data, kw = MODELS[name]
     x, y = data()
