@@ -27,7 +27,9 @@ from parity_tests.tests import harness_models as hm
 from parity_tests.tests import zoo_gpt as zg
 from parity_tests.tests import zoo_encoder as ze
 from parity_tests.tests import zoo_mnist as zm
+from parity_tests.tests import zoo_resnet18 as zr
 from parity_tests.tests import zoo_vae as zv
+from parity_tests.tests import zoo_wordlm as zw
 from portcore import registry
 
 
@@ -57,6 +59,7 @@ MODELS = {
     "VAE": (zv.VAE, lambda: zv.vae_data(16), dict(zv.TRAIN, batch_size=8)),
     "Transformer encoder": (ze.EncoderClassifier, lambda: ze.token_data(16),
                             dict(loss="cross_entropy", optimizer="sgd", lr=0.1, batch_size=8)),
+    "word-level LM": (zw.torch_lm, lambda: zw.lm_data(8), dict(zw.TRAIN, batch_size=4)),
 }
 
 
@@ -78,7 +81,7 @@ def _check(torch_model, generated, x, y, dtype, **kw):
 
 
 # The zoo's three largest (about 50 s together) run in the second tier, with the zoo.
-SLOW = ("MNIST network", "GPT", "Transformer encoder")
+SLOW = ("MNIST network", "GPT", "Transformer encoder", "word-level LM")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in MODELS])
@@ -89,6 +92,21 @@ def test_translated_model_passes_check_port_in_both_dtypes(name, tmp_path):
     generated = load_source(translate(torch_model, example(x)), tmp_path)
     for dtype in ("float64", "float32"):
         hm.assert_passed(_check(torch_model, generated, x, y, dtype, **kw))
+
+
+@pytest.mark.slow
+def test_translated_resnet18_passes_in_float64_and_float32_rungs_2_to_4(tmp_path):
+    """torchvision's resnet18 as test_zoo_lm_resnet.py checks the hand-written port:
+    every rung in float64; float32 rungs 2-4, where the hand-written port's free run
+    (rung 6) fails at lr 0.1 too (docs/check-your-own-port.md, "Zoo": issue 28)."""
+    x, y = zr.digits32(8)
+    kw = {k: v for k, v in zr.TRAIN.items() if k != "input_layout"}   # the twin takes NCHW itself
+    torch.manual_seed(0)
+    torch_model = zr.resnet18(num_classes=3)
+    generated = load_source(translate(torch_model, example(x)), tmp_path)
+    hm.assert_passed(_check(torch_model, generated, x, y, "float64", steps=2, batch_size=4, **kw))
+    report = _check(torch_model, generated, x, y, "float32", steps=2, batch_size=4, rungs=(2, 3, 4), **kw)
+    hm.assert_passed(report, (2, 3, 4))
 
 
 def _planted(name, old, new, tmp_path):
