@@ -127,7 +127,8 @@ def test_every_cited_test_exists():
 def local_links(doc: Path) -> list[tuple[str, Path]]:
     """(target, resolved path) of every relative link and image in a Markdown file."""
     out = []
-    for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+    prose = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)    # code (`h[0](add)`) is no link
+    for target in re.findall(r"\]\(([^)\s]+)\)", prose):
         target = target.split("#", 1)[0]
         if target and "://" not in target and not target.startswith("mailto:"):
             out.append((target, (doc.parent / target).resolve()))
