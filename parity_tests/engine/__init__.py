@@ -1,14 +1,17 @@
 """The parity engine: every judgement the suite, `compare` and `check_port` make.
 
 - parity.py: one comparison (parity.check), its row, the record, the float64 table;
-- sides/: the two programs compared. A torch side and a JAX side for a user's model
-  pair (port_models, port_torch, port_nnx; losses and optimizers written twice with
-  torch's semantics: port_losses, port_optax, port_objectives) and for the project's
-  examples through the backends' contract (runs, teacher);
-- rungs/: the ladder's rungs over two sides (port_rungs, port_free_run for any pair;
-  ladder, free_run and deep_ladder, deep_free_run for the examples), check_port
-  (harness) and compare's verdict (gate, deep_gate);
-- bounds/: the tolerances. The float32 step bound (step_noise), the judgement against
+- sides/: the two programs compared. The reference is torch (port_torch.TorchSide, over
+  any module); the candidate starts each step from torch's state: a user's NNX model
+  (port_candidate over port_models and port_nnx; losses and optimizers written twice
+  with torch's semantics: port_losses, port_optax, port_objectives) or jaxport's own
+  compiled step for the project's examples (example_sides; their runs and caches: runs);
+- rungs/: rungs 2-5 once over two sides (port_rungs; one step's comparison: step_compare), the free runs (port_free_run for
+  any pair; free_run and deep_free_run for the examples), the examples' runs (ladder,
+  deep_ladder: rung 1 and the sides they build), check_port (harness) and compare's
+  verdict (gate, deep_gate);
+- bounds/: the tolerances. The float32 step bound (step_noise; a step's plan of
+  tolerances: step_bounds), the judgement against
   float64 (port_exact), the torch ensemble (ensemble) and the free-run criterion
   (criterion: horizon, then statistics);
 - locator/: which layer a difference arises in (locate, locate_trace);

@@ -51,8 +51,8 @@ def write(target: str, gpu: bool, record: parity.Record) -> Path:
             "(the atol only matters for entries below 1e-2: sums that cancel, e.g. a converged "
             "gradient) |",
             "| float32 | 1 | exact or torch.testing's defaults (the inputs) |",
-            "| float32 | 2-5 (single computations) | measured per step in ulps of the summands "
-            "(`step_noise.py`, below) |",
+            "| float32 | 2-5 (single computations) | the measured step bound, then the error against "
+            "torch's float64 step (`step_noise.py`, `port_exact.py`, below) |",
             "| both | 6-7 (whole runs) | the free-run criterion below (`criterion.py`) |",
             "| both | checks of a backend against itself, marked (self) | exact |", "",
             "*max rel* is elementwise \\|diff\\| / \\|torch\\|, so an entry that is ~0 in torch "

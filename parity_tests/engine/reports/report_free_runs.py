@@ -36,11 +36,13 @@ def section(path: Path, curves: dict) -> list:
            "No statistic depends on which run's loss spike comes first.",
            "- A run whose ensemble never spreads is judged per step to its end, the fitted "
            "parameters and model entry by entry.", "",
-           "The float32 single-step rungs (2-5) are bounded per step in ulps of the summands: "
+           "The float32 single-step rungs (2-5) are bounded per step: "
            f"{step_noise.NOISE_MULTIPLE:g} x the spread of {step_noise.MEMBERS} (where needed "
            f"{step_noise.MORE_MEMBERS}) float64 torch steps from the same state moved by one float32 "
-           f"ulp, + {step_noise.RESULT_ULPS:g} ulps of the tensor's largest entry "
-           "(`parity_tests/engine/bounds/step_noise.py`).", "",
+           f"ulp and of float32 steps over other row orders, + {step_noise.RESULT_ULPS:g} ulps of the "
+           "tensor's largest entry (`parity_tests/engine/bounds/step_noise.py`); a tensor outside it "
+           "is judged by its RMS error against torch's float64 step, at most 8 x torch's own, "
+           "except an update whose gradients held the bound (`port_exact.py`).", "",
            "| example | form | dtype | device | config | steps | horizon | per-step used (max) "
            "| final loss: jaxport, torch, ensemble range |",
            "| " + " | ".join(["---"] * 9) + " |"]

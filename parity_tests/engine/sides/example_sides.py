@@ -17,25 +17,42 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref
+import torchref.convert as tc
 import torchref.optim as torch_optim
 import torchref.training as tt
 from parity_tests.engine import parity
 from parity_tests.engine.rungs.port_rungs import PortRun
 from parity_tests.engine.sides.port_torch import TorchSide
-from parity_tests.engine.sides.teacher import jax_stepper
 from portcore import registry
+
+
+_JAX_STEPPERS: dict = {}
+
+
+def jax_stepper(cell, config) -> jt.Stepper:
+    """One per (cell, configuration), reused across runs: building one traces its step."""
+    if (cell, config) not in _JAX_STEPPERS:
+        _JAX_STEPPERS[(cell, config)] = jt.stepper(cell.example, config, None, **cell.kw)
+    return _JAX_STEPPERS[(cell, config)]
+
+
+def forget_jax_steppers() -> None:
+    """Before and after a planted bug: jaxport's compiled steps are built anew."""
+    _JAX_STEPPERS.clear()
 
 
 class JaxportSide:
     """jaxport's compiled step as rungs 2-5's candidate (see port_candidate.py for the
-    protocol): moments cross as torch's ("exp_avg/fc.weight", and Adam's "step")."""
+    protocol). Its own names are the exchange format's; rename maps torchref's module
+    names onto them (the Sequential form's "0.weight" is "hidden.weight"). Moments
+    cross as the exchange format's ("exp_avg/hidden.weight", and Adam's "step")."""
     compares_moments = True
 
-    def __init__(self, cell, config, init: dict):
-        self.cell, self.init, self.config = cell, init, config
+    def __init__(self, cell, config, init: dict, rename: dict):
+        self.cell, self.init, self.rename = cell, init, rename
+        self.back = {v: k for k, v in rename.items()}
         self.stepper = jax_stepper(cell, config)         # compiled once per cell and configuration
-        self.names = set(registry.exchange_shapes(cell.example))
-        self.state_paths = self.names - set(registry.param_shapes(cell.example))  # running stats, dropout step
+        self.state_paths = set(rename.values()) - set(registry.param_shapes(cell.example))  # running stats, dropout step
 
     def texts(self, flat: dict, moment: str | None = None) -> dict:
         return {(f"{k} ({moment})" if moment else k): v for k, v in flat.items()}
@@ -50,22 +67,22 @@ class JaxportSide:
         return jt.predict(self.cell.example, self.init, x, **self.cell.kw)
 
     def view(self, arrays: dict, moments: dict) -> tuple:
-        return ({k: v for k, v in arrays.items() if k in self.names},
-                {f"{n} ({key})": v for key, d in moments.items() for n, v in d.items()})
+        return ({self.rename[k]: v for k, v in arrays.items() if k in self.rename},
+                {f"{self.rename[n]} ({key})": v for key, d in moments.items() for n, v in d.items()})
 
     def step(self, state: tuple, x, y) -> tuple:
         arrays, moments, count = state
-        opt = {f"{key}/{n}": v for key, d in moments.items() for n, v in d.items()}
+        opt = {f"{key}/{self.rename[n]}": v for key, d in moments.items() for n, v in d.items()}
         if "exp_avg" in moments:                         # SGD's state has no count
             opt["step"] = np.asarray(float(count))
-        self.stepper.load({k: v for k, v in arrays.items() if k in self.names}, opt)
+        self.stepper.load(self.view(arrays, {})[0], opt)
         loss, grads, after, opt_after = self.stepper.step(x, y)
         moments_after = {}
         for key, value in opt_after.items():
             if "/" in key:
                 moment, name = key.split("/", 1)
                 moments_after[f"{name} ({moment})"] = value
-        return loss, grads, after, moments_after
+        return loss, {self.back[k]: v for k, v in grads.items()}, after, moments_after
 
 
 def torch_side(cell, config, init: dict) -> TorchSide:
@@ -78,13 +95,19 @@ def torch_side(cell, config, init: dict) -> TorchSide:
                      dropout=registry.get(ex).ladder == "deep")
 
 
+def exchange_names(cell, model) -> dict:
+    """{torchref module name: exchange name} of the arrays that cross the API."""
+    exchange = {id(t): n for n, t in tc.named_state(model, cell.example, getattr(cell, "form", "class")).items()}
+    return {n: exchange[id(t)] for n, t in [*model.named_parameters(), *model.named_buffers()] if id(t) in exchange}
+
+
 def example_run(cell, run, x, y, batches: list, init: dict, **options) -> PortRun:
     """check_port's PortRun over an example's two sides (options: eval_x, compared)."""
     cast = {k: np.asarray(v).astype(cell.dtype) if np.issubdtype(np.asarray(v).dtype, np.floating) else v
             for k, v in init.items()}
     side = torch_side(cell, run.config, cast)
-    return PortRun(side, JaxportSide(cell, run.config, cast), x, y, batches, str(cell), cell.example,
-                   where=cell.where(run), **options)
+    cand = JaxportSide(cell, run.config, cast, exchange_names(cell, side.torch_model))
+    return PortRun(side, cand, x, y, batches, str(cell), cell.example, where=cell.where(run), **options)
 
 
 def raise_first_failure(run: PortRun) -> None:

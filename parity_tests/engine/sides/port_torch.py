@@ -1,15 +1,14 @@
-"""The torch side of a port: the reference's steps, from any state given as arrays, and
-the reference's own float32 noise for one step, generic over modules.
+"""The reference side: torch's steps from any state given as arrays, and torch's own
+float32 noise for one step (bounds/step_noise.py), for any torch.nn.Module: a user's
+(check_port) or an example's torchref model (example_sides.py).
 
-parity_tests/engine/bounds/step_noise.py measures a step's float32 noise for the tutorial's examples
-(it builds them by example name and vmaps over members); this is the same measurement
-for an arbitrary torch.nn.Module: MEMBERS float64 torch steps from the state with every
-parameter, running statistic, optimizer moment and float input moved by one float32 ulp
-in a random direction. The members run one after another (a user's module may hold
-BatchNorm buffers, which vmap cannot update), and without step_noise's per-sample
-summand term (it needs per-sample gradients, which BatchNorm does not have): the
-bound's RESULT_ULPS term covers the final rounding instead; the tests measure how much
-of the bound correct ports use.
+The noise: MEMBERS float64 torch steps from the state with every parameter, running
+statistic, optimizer moment and float input moved by one float32 ulp in a random
+direction, and float32 steps with the batch's rows in other orders. The members run
+one after another: a module may hold BatchNorm buffers, which vmap cannot update (the
+tutorial's examples had vmapped members with a per-sample summand term; on these tiny
+models the members cost milliseconds, and the row-order members measure the batch
+sums' rounding itself, so one measurement serves every model).
 """
 from __future__ import annotations
 
@@ -46,14 +45,15 @@ class TorchOptimizer:
         self.steps += 1
 
 
-def as_torch(a, dtype: str, target: bool = False, integer: bool = False):
-    """An array as a tensor of the run's dtype (integers as int64); several inputs each."""
+def as_torch(a, dtype: str, target: bool = False, integer: bool = False, device=None):
+    """An array as a tensor of the run's dtype (integers as int64) on `device` (None:
+    the CPU); several inputs each."""
     if isinstance(a, Inputs):
-        return a.map(lambda v: as_torch(v, dtype, target, integer))
+        return a.map(lambda v: as_torch(v, dtype, target, integer, device))
     a = np.asarray(a)
     if integer or not np.issubdtype(a.dtype, np.floating):
-        return torch.as_tensor(a.astype(np.int64))
-    return torch.as_tensor(a.astype(dtype))
+        return torch.as_tensor(a.astype(np.int64), device=device)
+    return torch.as_tensor(a.astype(dtype), device=device)
 
 
 class TorchSide:
@@ -65,6 +65,7 @@ class TorchSide:
                  dropout: bool = False):
         self.torch_model, self.dtype, self.output, self.dropout = torch_model, dtype, output, dropout
         self.loss_fn, self.factory, self.integer = loss_fn, optimizer_factory, integer_targets
+        self.device = next(torch_model.parameters()).device      # an example's GPU cell: its model's device
 
     def arrays(self) -> dict:
         """The model's own parameters and buffers (the shared start)."""
@@ -92,7 +93,8 @@ class TorchSide:
         if moments:
             dt = next(model.parameters()).dtype
             for name, p in model.named_parameters():
-                entry = {k: torch.as_tensor(np.asarray(v[name])).to(dt).clone() for k, v in moments.items() if name in v}
+                entry = {k: torch.as_tensor(np.asarray(v[name])).to(p.device, dt).clone()
+                         for k, v in moments.items() if name in v}
                 if entry:
                     if not isinstance(opt.opt, torch.optim.SGD):     # the others keep torch's "step"
                         entry["step"] = torch.tensor(float(count))
@@ -101,12 +103,14 @@ class TorchSide:
 
     def loss(self, model, x, y):
         dtype = self.dtype if next(model.parameters()).dtype == getattr(torch, self.dtype) else "float64"
-        return self.loss_fn(call(model, as_torch(x, dtype)), as_torch(y, dtype, integer=self.integer))
+        return self.loss_fn(call(model, as_torch(x, dtype, device=self.device)),
+                            as_torch(y, dtype, integer=self.integer, device=self.device))
 
     def outputs(self, model, x, dtype: str | None = None) -> np.ndarray:
         """What is compared of the model's output on x (pytrees.view), eval mode, no grad."""
         with torch.no_grad():
-            return view(call(model.eval(), as_torch(x, dtype or self.dtype)), self.output).cpu().numpy()
+            return view(call(model.eval(), as_torch(x, dtype or self.dtype, device=self.device)),
+                        self.output).cpu().numpy()
 
     def eval_loss(self, arrays: dict, x, y, dtype: str | None = None) -> float:
         """The loss of the model with these arrays, in eval mode, on the whole data."""
@@ -175,13 +179,11 @@ def _member_spread(side: TorchSide, state: tuple, x, y, reference: tuple, member
 
 def step_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
     """Per quantity of a float32 step, the spread of `members` float64 steps from
-    `state` moved by one float32 ulp (step_noise.py's measurement, one member at a time)."""
+    `state` moved by one float32 ulp, one member at a time."""
     spreads = _member_spread(side, state, x, y, reference, members, np.random.default_rng([seed, 7]),
                              moved_one_ulp, "float64")
     # The float64 members model one rounding per product; the row-order members model
-    # the float32 batch sums themselves (a conv bias's gradient sums N x H x W terms),
-    # which step_noise.py covers with its per-sample summand term, unavailable for a
-    # module with BatchNorm.
+    # the float32 batch sums themselves (a conv bias's gradient sums N x H x W terms).
     return _merge(spreads, row_order_spread(side, state, x, y, reference, members, seed))
 
 
@@ -250,8 +252,7 @@ def _max(a: dict, b: dict) -> dict:
 
 def output_spread(side: TorchSide, arrays: dict, x, reference: np.ndarray, members: int = MEMBERS) -> np.ndarray:
     """The float32 noise of the model's output: float64 forward passes (eval mode) with
-    every weight and float input moved by one float32 ulp (step_noise.output_spread,
-    generic)."""
+    every weight and float input moved by one float32 ulp."""
     rng = np.random.default_rng([0, 8])
     outs = []
     for _ in range(members):

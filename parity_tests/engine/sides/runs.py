@@ -16,7 +16,7 @@ import jaxport.training as jt
 import torchref.training as tt
 from parity_tests.engine.bounds import ensemble
 from portcore import registry, specs, weights
-from parity_tests.engine.sides.teacher import forget_jax_steppers
+from parity_tests.engine.sides.example_sides import forget_jax_steppers
 
 SEED = specs.DEFAULT_SEED
 
