@@ -61,6 +61,7 @@ class PortRun:
     eval_x: object = None              # rung 2's outputs on these rows (None: x)
     compared: object = None            # rung 5: fn(step, steps) -> compare this step (None: every one)
     teacher_losses: list = field(default_factory=list)   # rung 5's torch losses, step by step
+    float64_fallback: bool = True      # float32: judge what exceeds the step bound against float64 (port_exact.py)
 
     def __post_init__(self):
         self.port_init = self.side.arrays()
