@@ -22,6 +22,7 @@ from flax.nnx.nn.normalization import _compute_stats, _normalize
 
 from portcore import dropout_hash as dh
 from jaxport.layers import uniform_symmetric
+from jaxport.matmul import matmul
 from jaxport.recurrent import gru_sequence, lstm_sequence
 
 
@@ -54,7 +55,10 @@ def patch_conv(x, kernel, strides, padding, lhs_dilation=None, rhs_dilation=None
     x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
     h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
     patches = jnp.stack([x[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=3)  # (N, H, W, kh*kw, C)
-    return jnp.einsum("nhwkc,kco->nhwo", patches, kernel.reshape(kh * kw, c, o), precision=precision)
+    if precision is not None:
+        return jnp.einsum("nhwkc,kco->nhwo", patches, kernel.reshape(kh * kw, c, o), precision=precision)
+    # one (N*H*W, kh*kw*C) x (kh*kw*C, O) matmul, whose kernel gradient runs in YNNPACK (jaxport/matmul.py)
+    return matmul(patches.reshape(-1, kh * kw * c), kernel.reshape(kh * kw * c, o)).reshape(x.shape[0], h, w, o)
 
 
 @jax.custom_vjp

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxport.matmul import weight_grad
+
 UNROLL_UP_TO = 16          # time steps; a longer sequence runs as a lax.scan loop
 
 
@@ -58,9 +60,10 @@ def _input_side(x, w_i, b_i):
 
 
 def _weight_grads(x, h_prev, d_in, d_hid):
-    """dW_i, db_i, dW_h, db_h, each one contraction over all T x B rows (time major)."""
+    """dW_i, db_i, dW_h, db_h, each one contraction over all T x B rows (time major);
+    the weights' as jaxport/matmul.py's weight_grad, in YNNPACK rather than Eigen."""
     rows = lambda a: a.reshape(-1, a.shape[-1])          # noqa: E731
-    return (rows(x).T @ rows(d_in), rows(d_in).sum(axis=0), rows(h_prev).T @ rows(d_hid),
+    return (weight_grad(x, d_in), rows(d_in).sum(axis=0), weight_grad(h_prev, d_hid),
             rows(d_hid).sum(axis=0))
 
 
