@@ -10,6 +10,8 @@ import math
 import jax
 from flax import nnx
 
+from jaxport import matmul
+
 
 def uniform_symmetric(bound: float):
     """An initializer drawing U(-bound, bound) with JAX's PRNG."""
@@ -21,9 +23,10 @@ def uniform_symmetric(bound: float):
 def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype) -> nnx.Linear:
     """nnx.Linear(in, out) initialised like torch.nn.Linear(in, out).
 
-    Its kernel is (in, out), the transpose of torch's weight (out, in).
+    Its kernel is (in, out), the transpose of torch's weight (out, in). Its dot is
+    jaxport/matmul.py's, whose weight gradient runs faster on XLA:CPU.
     """
     bound = 1.0 / math.sqrt(in_features)
     return nnx.Linear(in_features, out_features, dtype=dtype, param_dtype=dtype,
                       kernel_init=uniform_symmetric(bound), bias_init=uniform_symmetric(bound),
-                      rngs=rngs)
+                      dot_general=matmul.dot_general, rngs=rngs)
