@@ -106,7 +106,12 @@ BUGS = {
 }
 # A bias correction 1.3e-5 relative off moves a float32 weight by a few ulps of its own
 # value: torch.testing's float32 atol (1e-5) cannot see it, the step_noise bound must.
-CAUGHT_AT = {"Adam bias correction computed in float32": 4, "learning rate 1e-4 relative too high": 4}
+# Every bug is caught at the first rung that can see it (the same before and after the
+# engine's rungs 2-5 became one set over two sides): a weight exported transposed by
+# rung 3's gradients, one imported transposed by rung 2's loss and outputs.
+CAUGHT_AT = {"Adam bias correction computed in float32": 4, "learning rate 1e-4 relative too high": 4,
+             "Adam b2 0.998 instead of 0.999": 4, "Adam eps moved inside the square root": 4,
+             "missing transpose, weights out (convert.to_numpy)": 3, "missing transpose, weights in (convert.to_state)": 2}
 RUNGS = {1: ladder.rung1_identical_inputs, 2: ladder.rung2_loss_at_init, 3: ladder.rung3_gradients_at_init,
          4: ladder.rung4_one_step, 5: functools.partial(ladder.rung5_teacher_forced, max_steps=20),
          6: ladder.rung6_free_running, 7: ladder.rung7_fitted_model, "bce": check_saturated_bce}

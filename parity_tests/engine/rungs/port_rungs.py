@@ -129,13 +129,13 @@ def rung2_loss_at_init(run: PortRun) -> None:
 
 
 def _at_init(run: PortRun) -> tuple:
-    """Both sides' step on the whole data from the shared start with a fresh optimizer
-    (rung 2 compares its loss, rung 3 its gradients), once per run."""
+    """torch's step on the whole data from the shared start with a fresh optimizer and
+    the candidate's loss and gradients there (rung 2 compares the loss, rung 3 the
+    gradients), once per run."""
     if not run.at_init:
         model = run.side.model(run.port_init)
         t = run.side.step(model, run.side.optimizer(model), run.x, run.y)
-        run.cand.fresh()
-        run.at_init = (t, run.cand.step((run.port_init, {}, 0), run.x, run.y))
+        run.at_init = (t, run.cand.loss_and_grads(run.port_init, run.x, run.y))
     return run.at_init
 
 

@@ -66,6 +66,14 @@ class JaxportSide:
     def outputs(self, x) -> np.ndarray:
         return jt.predict(self.cell.example, self.init, x, **self.cell.kw)
 
+    def loss_and_grads(self, arrays: dict, x, y) -> tuple:
+        """Through jaxport's API (its converter both ways, as a user calls it), not the
+        stepper's fast path: a transpose missing in convert.to_numpy fails rung 3."""
+        # the exchange format holds every entry as a float (the dropout step too)
+        params = {k: np.asarray(v, self.cell.dtype) for k, v in self.view(arrays, {})[0].items()}
+        loss, grads = jt.loss_and_grads(self.cell.example, params, x, y, **self.cell.kw)
+        return loss, {self.back[k]: v for k, v in grads.items()}
+
     def view(self, arrays: dict, moments: dict) -> tuple:
         return ({self.rename[k]: v for k, v in arrays.items() if k in self.rename},
                 {f"{self.rename[n]} ({key})": v for key, d in moments.items() for n, v in d.items()})

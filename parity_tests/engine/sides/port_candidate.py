@@ -6,6 +6,7 @@ and its parameters, state and moments in its own names, where it also views torc
 
 - `step(state, x, y)` -> (loss, gradients, parameters and state after, moments after);
 - `view(arrays, moments)` -> torch's (parameters and state, moments) in its names;
+- `loss_and_grads(arrays, x, y)` -> the loss and gradients at torch's arrays;
 - `outputs(x)` -> the model's output at the shared start, in torch's layout;
 - `layer_of(name)` -> the layer a compared name belongs to; `fresh()`: a new run.
 
@@ -49,6 +50,11 @@ class PortCandidate:
 
     def fresh(self) -> None:
         self.own_opt_state = None      # an explicit pair starts from its fresh state
+
+    def loss_and_grads(self, arrays: dict, x, y) -> tuple:
+        """The loss and gradients at torch's arrays (a step with a fresh optimizer)."""
+        self.fresh()
+        return self.step((arrays, {}, 0), x, y)[:2]
 
     def outputs(self, x) -> np.ndarray:
         return self.port.output_in_torch_layout(self.runner.predict(self.runner.params(), x))
