@@ -110,7 +110,8 @@ def exchange_names(cell, model) -> dict:
 
 
 def example_run(cell, run, x, y, batches: list, init: dict, **options) -> PortRun:
-    """check_port's PortRun over an example's two sides (options: eval_x, compared)."""
+    """check_port's PortRun over an example's two sides (options: PortRun's eval_x, compared,
+    float64_fallback)."""
     cast = {k: np.asarray(v).astype(cell.dtype) if np.issubdtype(np.asarray(v).dtype, np.floating) else v
             for k, v in init.items()}
     side = torch_side(cell, run.config, cast)
