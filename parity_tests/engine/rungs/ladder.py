@@ -19,7 +19,7 @@ from parity_tests.engine.rungs.free_run import free_run_verdict, rung6_free_runn
 from parity_tests.engine.parity import EXACT, check, tolerance
 from parity_tests.engine.sides.runs import (SEED, Cell, Run, batches, clear_jax_caches, data, default_run,  # noqa: F401
                   fitted_model, init, jax_fit, reference_noise, torch_fit)
-from parity_tests.engine.sides.example_sides import example_run, raise_first_failure
+from parity_tests.engine.sides.example_sides import example_run, exchange_opt_state, raise_first_failure
 
 
 # ---- the rungs ----------------------------------------------------------------------
@@ -125,9 +125,7 @@ def _sides_are_the_backends(cell: Cell, run: Run, r) -> None:
         t = r.side.step(model, opt, xb, yb)
         j = r.cand.step(state, xb, yb)
         params = {rename[k]: v for k, v in state[0].items()}
-        moments = {f"{key}/{rename[n]}": v for key, d in state[1].items() for n, v in d.items()}
-        if "exp_avg" in state[1]:
-            moments["step"] = np.asarray(float(state[2]))
+        moments = exchange_opt_state(state[1], state[2], rename)
         api_t = tt.train_step(ex, params, moments, xb, yb, run.config, **cell.kw)
         api_j = jt.train_step(ex, params, moments, xb, yb, run.config, **cell.kw)
         where = dict(where=cell.where(run), rung=5, tol=EXACT, step=step)

@@ -41,6 +41,15 @@ def forget_jax_steppers() -> None:
     _JAX_STEPPERS.clear()
 
 
+def exchange_opt_state(moments: dict, count: int, rename: dict) -> dict:
+    """torch's moments ({"exp_avg": {module name: array}}) and step count as the exchange
+    format's optimizer state ("exp_avg/hidden.weight", and Adam's "step")."""
+    opt = {f"{key}/{rename[n]}": v for key, d in moments.items() for n, v in d.items()}
+    if "exp_avg" in moments:                             # SGD's state has no count
+        opt["step"] = np.asarray(float(count))
+    return opt
+
+
 class JaxportSide:
     """jaxport's compiled step as rungs 2-5's candidate (see port_candidate.py for the
     protocol). Its own names are the exchange format's; rename maps torchref's module
@@ -80,10 +89,7 @@ class JaxportSide:
 
     def step(self, state: tuple, x, y) -> tuple:
         arrays, moments, count = state
-        opt = {f"{key}/{self.rename[n]}": v for key, d in moments.items() for n, v in d.items()}
-        if "exp_avg" in moments:                         # SGD's state has no count
-            opt["step"] = np.asarray(float(count))
-        self.stepper.load(self.view(arrays, {})[0], opt)
+        self.stepper.load(self.view(arrays, {})[0], exchange_opt_state(moments, count, self.rename))
         loss, grads, after, opt_after = self.stepper.step(x, y)
         moments_after = {}
         for key, value in opt_after.items():
