@@ -1,6 +1,6 @@
-"""The `compare` command: the parity suite's ladder (parity_tests/engine/rungs/gate.py) for one
-configuration, as one verdict and an exit status (0 agree, 1 differ, 2 bad input, 3 the
-run diverges on both backends)."""
+"""The `compare` command: check_port's rungs 2-7 over one example's sides (the suite's
+ladder, parity_tests/engine/rungs/ladder.py) for one configuration, as one verdict and
+an exit status (0 agree, 1 differ, 2 bad input, 3 the run diverges on both backends)."""
 from __future__ import annotations
 
 import importlib
@@ -17,23 +17,26 @@ MAX_STEPS = 100_000
 
 def _parity_engine():
     """The parity engine (parity_tests.engine, installed with the package), which compare
-    runs as the suite does: one verdict."""
+    runs as the suite does: check_port's rungs over the example's sides."""
     try:
-        return importlib.import_module("parity_tests.engine.rungs.gate")
+        return (importlib.import_module("parity_tests.engine.rungs.ladder"),
+                importlib.import_module("parity_tests.engine.rungs.harness"),
+                importlib.import_module("parity_tests.engine.reports.port_report"))
     except ImportError as error:
         raise UsageError(f"compare needs the parity engine (parity_tests.engine): {error}") from None
 
 
 def compare(args) -> int:
-    """The parity ladder's rungs 2-7 for this configuration; exit 0 when jaxport agrees
-    with torch within rounding noise, 1 when it differs."""
+    """check_port's rungs 2-7 over this example's sides (torchref's fit against
+    jaxport's compiled step and whole run); exit 0 when jaxport agrees with torch within
+    rounding noise, 1 when it differs."""
     check_args(args)
     torch_be = load_backend("torch", args.dtype, args.device, args.devices, args.threads)
     jax_be = load_backend("jax", args.dtype, args.device, args.devices)
-    demo = registry.get(args.name).demo
-    if demo == "interop":
+    record = registry.get(args.name)
+    if record.demo == "interop":
         raise UsageError(f"{args.name} has no numbers to compare; run it with --backend")
-    if demo == "values":
+    if record.demo == "values":
         return _compare_bce(args, torch_be, jax_be)
     if args.init is not None:
         weights.load(args.init, registry.exchange_shapes(args.name))      # bad files: exit 2 now
@@ -44,69 +47,48 @@ def compare(args) -> int:
     if steps > MAX_STEPS:
         raise UsageError(f"compare judges runs of up to {MAX_STEPS} steps (an ensemble of torch runs "
                          f"is kept in memory); this one has {steps}: use fewer --epochs")
-    gate = _parity_engine()
-    if registry.get(args.name).ladder == "deep":
-        return _compare_deep(args, config, torch_be)
-    from parity_tests.engine.rungs import ladder  # noqa: PLC0415
+    deep = record.ladder == "deep"
+    if deep and (args.devices > 1 or args.model != "class"):
+        raise UsageError(f"compare {args.name}: one device and the class form only")
+    ladder, harness, port_report = _parity_engine()
     torch_be.numerics.pin_numerics()
     cell = ladder.Cell(args.name, args.model, args.dtype, args.device)
     # Rungs 6-7 (the free runs) use fit on args.devices devices on both sides; rungs 2-5
     # are single steps from a given state, the same on any number of devices.
-    run = ladder.Run("compare", config_of(args), seed=args.seed,
-                     init=str(args.init) if args.init else "shared", devices=args.devices)
-    init = f"from {args.init}" if args.init else f"shared (seed {args.seed})"
+    run = ladder.Run("compare", config, seed=args.seed, init=str(args.init) if args.init else "shared",
+                     devices=args.devices)
     diverged = _divergence(args, config, ladder.torch_fit(cell, run), ladder.jax_fit(cell, run))
     if diverged is not None:
         return diverged
-    verdict = gate.judge(cell, run, progress=not args.quiet)
+    # rung 5 over the deep examples' first epoch, as the suite's
+    first_epoch = specs.steps_per_epoch(len(registry.make_data(args.name, args.seed)[0]), config.batch_size)
+    port = ladder.port_run(cell, run, first_epoch if deep else None)
+    report = harness.run_ladder(port, (2, 3, 4, 5, 6, 7), keep_going=True, locate=False,
+                                progress=None if args.quiet else _progress)
+    init = f"from {args.init}" if args.init else f"shared (seed {args.seed})"
     on = f"{args.device}, {args.devices} devices (data parallel, rungs 6-7)" if args.devices > 1 else args.device
-    print(f"{args.name}: jaxport vs torch, {args.dtype}, {on}, {args.model} form, init {init}")
+    print(f"{args.name}: jaxport vs torch, {args.dtype}, {on}, {args.model} form, init {init}"
+          + (", dropout on" if deep else ""))
     if not args.quiet:
-        print("\n".join(gate.table(verdict)))
-    chaotic = verdict.horizon < verdict.steps
-    print(f"horizon: step {verdict.horizon} of {verdict.steps}"
+        print("\n".join(port_report.rows_table(report.rows)))
+    free = port.free
+    chaotic = free["horizon"] < free["steps"]
+    print(f"horizon: step {free['horizon']} of {free['steps']}"
           + (" (torch's own ensemble stays within the single-step tolerance to the end)" if not chaotic else
              " (after it, torch runs 1 ulp apart differ beyond the single-step tolerance: the run is "
              "chaotic there and is judged by outcome statistics)"))
-    print(f"last step's loss: jaxport - torch {verdict.diff_final:.3g}; torch's own spread {verdict.spread_final:.3g}")
-    return _verdict(verdict, "torch's own rounding noise")
-
-
-def _verdict(verdict, within: str) -> int:
-    """The VERDICT line and compare's exit status: 0 agree, 1 differ."""
-    if verdict.agree:
-        print(f"VERDICT: agree - jaxport matches torch within {within} at every rung")
+    print(f"last step's loss: jaxport - torch {free['diff'][-1]:.3g}; torch's own spread {free['spread'][-1]:.3g}")
+    if report.passed:
+        print("VERDICT: agree - jaxport matches torch within torch's own rounding noise at every rung")
         return 0
-    rung, message = verdict.failures[0]
-    print(f"VERDICT: differ - first at rung {rung}: {message}")
+    first = report.failures[0]
+    print(f"VERDICT: differ - first at rung {first['rung']}: {first['message']}")
     return 1
 
 
-def _compare_deep(args, config, torch_be) -> int:
-    """cnn, lstm, gru: parity_tests/engine/rungs/deep_gate.py's rungs 2-7, dropout on in training mode,
-    BatchNorm's running statistics compared as state."""
-    if args.devices > 1 or args.model != "class":
-        raise UsageError(f"compare {args.name}: one device and the class form only")
-    from parity_tests.engine.rungs import deep_free_run, deep_gate, deep_ladder  # noqa: PLC0415
-    torch_be.numerics.pin_numerics()
-    cell = deep_ladder.DeepCell(args.name, args.dtype, args.device)
-    run = deep_ladder.DeepRun(config, seed=args.seed, init=str(args.init) if args.init else "shared", label="compare")
-    diverged = _divergence(args, config, deep_free_run.fit_run("torch", cell, run),
-                           deep_free_run.fit_run("jaxport", cell, run))
-    if diverged is not None:
-        return diverged
-    verdict = deep_gate.judge(cell, run, progress=not args.quiet)
-    init = f"from {args.init}" if args.init else f"shared (seed {args.seed})"
-    print(f"{args.name}: jaxport vs torch, {args.dtype}, {args.device}, init {init}, dropout on, "
-          f"{verdict.steps} steps")
-    if not args.quiet:
-        print("\n".join(gate_table(verdict)))
-    return _verdict(verdict, "the ladder's tolerances")
-
-
-def gate_table(verdict):
-    from parity_tests.engine.rungs import gate  # noqa: PLC0415
-    return gate.table(verdict)
+def _progress(rung: int) -> None:
+    from parity_tests.engine import parity  # noqa: PLC0415
+    print(f"compare: rung {rung} ({parity.RUNG_NAMES[rung]}) ...", file=sys.stderr, flush=True)
 
 
 def _divergence(args, config, torch_result, jax_result) -> int | None:

@@ -46,9 +46,9 @@ class Example:
     metric: str | None = None                          # "accuracy": probability >= 0.5 on the label's side;
     #                                                    "class_accuracy": argmax of the logits == the label, held out
     held_out: Callable[[int], tuple] | None = None     # seed -> (x, y) never trained on (the metric's data)
-    # Which parity ladder checks it: "generic" (parity_tests/engine/rungs/ladder.py, the grid of
-    # conftest.cells) or "deep" (parity_tests/engine/rungs/deep_ladder.py: models with BatchNorm,
-    # dropout and recurrent cells, integer labels, held-out data).
+    # How the parity ladder (parity_tests/engine/rungs/ladder.py) runs it: "generic" (the grid
+    # of conftest.cells, every step teacher-forced) or "deep" (models with BatchNorm, dropout
+    # and recurrent cells, integer labels, held-out data: the first epoch teacher-forced).
     ladder: str = "generic"
     # --devices N > 1 (DDP / jax.sharding): False where per-device batches would change the
     # computation (BatchNorm's batch statistics and the dropout's sample index are per

@@ -6,10 +6,10 @@
   (port_candidate over port_models and port_nnx; losses and optimizers written twice
   with torch's semantics: port_losses, port_optax, port_objectives) or jaxport's own
   compiled step for the project's examples (example_sides; their runs and caches: runs);
-- rungs/: rungs 2-5 once over two sides (port_rungs; one step's comparison: step_compare), the free runs (port_free_run for
-  any pair; free_run and deep_free_run for the examples), the examples' runs (ladder,
-  deep_ladder: rung 1 and the sides they build), check_port (harness) and compare's
-  verdict (gate, deep_gate);
+- rungs/: rungs 2-5 once over two sides (port_rungs; one step's comparison:
+  step_compare), rungs 6-7 once (free_runs), the examples' runs (ladder: rung 1 and
+  the sides it builds), and check_port's loop over the rungs (harness), which
+  `compare` runs too;
 - bounds/: the tolerances. The float32 step bound (step_noise; a step's plan of
   tolerances: step_bounds), the judgement against
   float64 (port_exact), the torch ensemble (ensemble) and the free-run criterion

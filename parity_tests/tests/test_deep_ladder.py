@@ -1,14 +1,13 @@
 """The parity ladder's single-computation rungs (2-5) for the deep examples, dropout on
 in training mode, BatchNorm's running statistics compared as state: jaxport against
 torch, float64 to 1e-10 relative, float32 against torch's own float32 error
-(parity_tests/engine/rungs/deep_ladder.py)."""
+(parity_tests/engine/rungs/ladder.py)."""
 
 import pytest
 
-from parity_tests.engine.rungs import deep_free_run
-from parity_tests.engine.rungs import deep_ladder as dl
+from parity_tests.engine.rungs import ladder as dl
 
-CELLS = [dl.DeepCell(e, d) for e in ("cnn", "lstm", "gru") for d in ("float32", "float64")]
+CELLS = [dl.Cell(e, "class", d, "cpu") for e in ("cnn", "lstm", "gru") for d in ("float32", "float64")]
 
 
 @pytest.mark.parametrize("deep_cell", CELLS, ids=str)
@@ -42,7 +41,7 @@ FREE = CELLS
 @pytest.mark.slow    # second tier: the deep examples' free runs and their ensembles
 @pytest.mark.parametrize("deep_cell", FREE, ids=str)
 def test_free_running_and_fitted_model(deep_cell):
-    """Rungs 6-7: the whole default run from the shared init on both backends; float64
-    step by step to the end, float32 by outcome against torch's own variants."""
-    deep_free_run.rung6_free_running(deep_cell)
-    deep_free_run.rung7_fitted_model(deep_cell)
+    """Rungs 6-7: the whole default run from the shared init on both backends, judged
+    against torch's ensemble (free_runs.py), the fitted model on the held-out images."""
+    dl.rung6_free_running(deep_cell)
+    dl.rung7_fitted_model(deep_cell)

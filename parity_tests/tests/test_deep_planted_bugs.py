@@ -1,6 +1,6 @@
 """The deep examples' planted bugs: each of these layout or convention slips in jaxport
 (its conversion or its layers; torch is never touched) must fail a named rung of
-parity_tests/engine/rungs/deep_ladder.py (float64; float32 too with JAXPORT_FULL=1), and the rung
+parity_tests/engine/rungs/ladder.py (float64; float32 too with JAXPORT_FULL=1), and the rung
 that catches it is the first one that can see it."""
 import functools
 import os
@@ -8,14 +8,14 @@ import os
 import numpy as np
 import pytest
 
-from parity_tests.engine.rungs import deep_ladder as dl
+from parity_tests.engine.rungs import ladder as dl
 import jaxport.deep_layers as jd
 from parity_tests.engine import parity
 import portcore.recurrent_kinds as rk
 from portcore import registry
 from portcore.conv_kinds import Conv2d
 from portcore.kinds import Linear
-from parity_tests.engine.sides.runs import clear_jax_caches
+from parity_tests.engine.sides.example_sides import clear_jax_caches
 
 
 def conv_kernel_dot_T(monkeypatch):
@@ -79,14 +79,14 @@ DTYPES = ["float32", "float64"] if os.environ.get("JAXPORT_FULL") or os.environ.
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_deep_planted_bug_is_caught(bug, dtype, monkeypatch, parity_record):
     plant, example, rung = BUGS[bug]
-    cell, results = dl.DeepCell(example, dtype), []
+    cell, results = dl.Cell(example, "class", dtype, "cpu"), []
     _clear()
     try:
         plant(monkeypatch)
         for r in (2, 3, 4):
             try:
                 with parity.recording():
-                    dl.RUNGS[r](cell)
+                    dl.LADDER[r](cell)
                 results.append((r, None))
             except parity.ParityError as error:
                 results.append((r, str(error)))

@@ -9,7 +9,7 @@ import pytest
 import jaxport.training as jt
 import torchref.training as tt
 from parity_tests.harness import check_port, locate_divergence
-from parity_tests.engine.sides.runs import clear_jax_caches
+from parity_tests.engine.sides.example_sides import clear_jax_caches
 from parity_tests.tests.test_deep_planted_bugs import BUGS
 from portcore import registry
 

@@ -155,13 +155,14 @@ def flat(params: dict) -> np.ndarray:
     return np.concatenate([np.ravel(params[k]) for k in sorted(params)]).astype(np.float64)
 
 
-# ---- the judgement itself, shared by the ladder (free_run.py) and the port harness
-# (port_free_run.py): `check(actual, expected, quantity=..., tol=..., step_axis=...,
+# ---- the judgement itself (rungs/free_runs.py): `check(actual, expected, quantity=..., tol=..., step_axis=...,
 # entry=...)` is the caller's comparison (parity.check with its `where` and rung),
 # raising or recording as the caller does; `entry` names the fitted tensor compared.
-def judge_losses(check, j_losses, t_losses, member_losses, dtype: str) -> int:
+def judge_losses(check, j_losses, t_losses, member_losses, dtype: str, exact=None) -> int:
     """Per-step losses before the horizon; after it, the final loss and the median of
-    the last tenth as one more draw of the ensemble. Returns the horizon."""
+    the last tenth as one more draw of the ensemble (float32 with `exact`, torch's run
+    in float64 from the same start: a statistic outside the ensemble's range judged by
+    its error against exact's, error_judgement). Returns the horizon."""
     step_spread = spread(member_losses, t_losses)
     h, steps = horizon(step_spread, t_losses, dtype), len(t_losses)
     check(j_losses[:h], t_losses[:h], step_axis=True, tol=predictable_bound(step_spread[:h], t_losses[:h], dtype),
@@ -169,7 +170,11 @@ def judge_losses(check, j_losses, t_losses, member_losses, dtype: str) -> int:
     if h < steps:
         for name, stat in (("final step loss", lambda r: float(r[-1])), ("median loss, last tenth", tail_median)):
             centre, bound = scalar_bound(stat(t_losses), [stat(r) for r in member_losses], dtype)
-            check(stat(j_losses), centre, quantity=f"{name} (after horizon)", tol=bound)
+            actual, expected, text = stat(j_losses), centre, ""
+            if dtype == "float32" and exact is not None and not _fits(actual, expected, bound):
+                actual, expected, text, bound = error_judgement(stat(j_losses), stat(t_losses), stat(exact),
+                                                                [stat(r) for r in member_losses])
+            check(actual, expected, quantity=f"{name} (after horizon){text}", tol=bound)
     return h
 
 
@@ -188,12 +193,13 @@ def judge_fitted(check, j: dict, t: dict, members: list, chaotic: bool, dtype: s
     by the ensemble's range and a tensor by its RMS distance from torch's against the
     members' (one more draw of the ensemble). float32 with `exact` (torch's run in
     float64 from the same float32 start): a tensor outside the ensemble's bound is
-    judged by its error instead, jaxport's against torch's own (error_judgement)."""
+    judged by its error instead, jaxport's against torch's runs' own (error_judgement)."""
     for name in t:
         actual, expected, text, tol = _ensemble_judgement(j[name], t[name], [m[name] for m in members], chaotic,
                                                           dtype)
         if dtype == "float32" and exact is not None and name in exact and not _fits(actual, expected, tol):
-            actual, expected, text, tol = error_judgement(j[name], t[name], exact[name])
+            actual, expected, text, tol = error_judgement(j[name], t[name], exact[name],
+                                                          [m[name] for m in members])
         check(actual, expected, quantity=f"{quantity}: {name}{text}", entry=name, tol=tol)
 
 
@@ -224,13 +230,19 @@ ERROR_MULTIPLE = 8.0
 RESULT_ULPS = 4.0                # the floor: 4 float32 ulps of the tensor's RMS size
 
 
-def error_judgement(j, t, exact) -> tuple:
+def error_judgement(j, t, exact, members=()) -> tuple:
     """float32, per tensor: RMS(jaxport - exact) <= ERROR_MULTIPLE x max(RMS(torch -
     exact), 4 ulps of RMS(exact)): two float32 implementations that sum in other orders
     (convolutions, attention, XLA's elementwise functions) are each about as far from
-    the float64 result, while a bug moves one of them orders of magnitude further."""
-    own, theirs = rms(t, exact), rms(j, exact)
-    floor = RESULT_ULPS * 2.0 ** -24 * rms(exact, 0.0)
+    the float64 result, while a bug moves one of them orders of magnitude further.
+    After a whole run, torch's float32 error is that of every equally correct run, its
+    ensemble's `members` too: a run's own float32 error is one draw of it (the gru
+    example's final step loss: torch's own 4.5e-6 relative from float64, its members'
+    up to 2.2e-5, jaxport's 4.7e-5, its XLA tanh and logistic a few ulps from torch's
+    at every one of 690 steps; torch's alone would have failed it at 1.31)."""
+    own = max([rms(t, exact), *(rms(m, exact) for m in members)])
+    theirs, floor = rms(j, exact), RESULT_ULPS * 2.0 ** -24 * rms(exact, 0.0)
+    whose = "torch float32's own" if not members else "torch float32's (its run and ensemble)"
     return (theirs, 0.0, ", RMS error against torch float64 from the same start",
             Bound(ERROR_MULTIPLE * max(own, floor),
-                  f"{ERROR_MULTIPLE:g} x torch float32's own RMS error against float64, {own:.3g}"))
+                  f"{ERROR_MULTIPLE:g} x {whose} largest RMS error against float64, {own:.3g}"))

@@ -1,135 +1,144 @@
-"""The reference's own noise: an ensemble of equally correct torch runs.
+"""The reference's own noise for rungs 6-7: an ensemble of equally correct torch runs.
 
 Two correct implementations of a training run differ by rounding at every step, not
-only in their initial weights. The ensemble models that: M copies of the torch model,
-each of whose parameters is moved by one ulp, in a random direction, after every
-optimizer update (member 0 is not moved at all: it differs from the reference only by
-running batched). How far the members drift from torch's own run, step by step, is the
-yardstick of rungs 6 and 7 (parity_tests/engine/bounds/criterion.py).
+only in their initial weights. The ensemble models that, for any reference side
+(sides/port_torch.TorchSide: a user's module or an example's torchref model): M runs of
+the torch model from the same start over the same batches,
+- each of whose parameters moves by one ulp, in a random direction, after every
+  optimizer update (member 0 is not moved: it differs from torch's own run only by
+  running batched);
+- each taking every batch's rows in another order (the same mean, summed in another
+  order: float32 batch sums round differently in another implementation; an LSTM's
+  gradients sum over rows and time steps, and moving the parameters alone
+  underestimated that, a correct port's fitted input kernel 4x the spread), except
+  under the hash-mask dropout, whose masks follow the rows' positions;
+- buffers (BatchNorm's running statistics, the dropout's step counter) run along per
+  member.
+In float32, torch's run in float64 from the same float32 start is one more member:
+torch's own float32 error, which another implementation's elementwise functions (XLA's
+tanh and logistic are a few ulps from torch's, at every step) reach even where one-ulp
+moves do not (criterion.py judges against it too).
 
-The members run as ONE torch computation where torch.func allows: the parameters and
-buffers are stacked along a leading member axis, the forward pass is `torch.func.vmap`
-of the model over that axis (BatchNorm's running statistics and the shared dropout's
-step counter update in place, each member's own slice), the objective is the sum of
-the members' losses (its gradient with respect to member i's parameters is exactly
-member i's gradient), and torch.optim's own optimizer updates the stacked tensors
-elementwise, i.e. exactly as it updates each member alone. 16 members cost about twice
-one run. nn.LSTM and nn.GRU have no batching rule in torch.func (aten::lstm.input,
-torch 2.13): models with them run their members in turn, each in its own copy.
+The members run as ONE torch computation where torch.func allows: parameters and
+buffers stacked on a leading member axis, the model vmapped over it with
+`functional_call`, the objective the sum of the members' losses (its gradient with
+respect to member i's parameters is member i's gradient), and the side's own optimizer
+updating the stacked tensors elementwise, as it updates each member alone. 16 members
+cost about twice one run. They run in turn, each in its own copy, where vmap cannot:
+nn.LSTM and nn.GRU (no batching rule for aten::lstm.input in torch 2.13), several
+inputs, a clipped optimizer (the global norm would mix the members) or a model that
+vmap refuses.
 """
 from __future__ import annotations
-
-import copy
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-import torchref
-import torchref.convert as tc
-import torchref.optim as torch_optim
-import torchref.training as tt
-from portcore import registry
-from torchref.data import ArrayDataset
+from parity_tests.engine.sides.port_models import torch_arrays
+from parity_tests.engine.sides.port_torch import Teacher, TorchOptimizer, as_torch
+from parity_tests.engine.sides.pytrees import Inputs
 
 MEMBERS = 16
 
 
-@dataclass
-class Ensemble:
-    step_losses: np.ndarray      # (M, steps) float64
-    params: list                 # M dicts of fitted parameters (exchange names)
+def members(side, x, y, batches: list, count: int = MEMBERS, seed: int = 0) -> tuple[np.ndarray, list]:
+    """(losses (M, steps) float64, M fitted {torch name: array}) of the ensemble, the
+    float64 run appended in float32."""
+    generator, rng = torch.Generator().manual_seed(seed), np.random.default_rng([seed, 9])
+    # rows[step][m]: member m's order of the batch's rows (member 0, and dropout: as given)
+    rows = [[idx if m == 0 or side.dropout else rng.permutation(idx) for m in range(count)] for idx in batches]
+    losses, fitted = None, None
+    if _vmappable(side, x):
+        try:
+            losses, fitted = _vmapped(side, x, y, rows, count, generator)
+        except (RuntimeError, NotImplementedError):          # vmap refuses the model: in turn
+            generator.manual_seed(seed)
+    if losses is None:
+        losses, fitted = _in_turn(side, x, y, rows, count, generator)
+    if side.dtype == "float32":
+        exact = exact_run(side, x, y, batches)
+        losses, fitted = np.vstack([losses, exact[0][None]]), [*fitted, exact[1]]
+    return losses, fitted
+
+
+def exact_run(side, x, y, batches: list) -> tuple[np.ndarray, dict]:
+    """torch's run in float64 from the float32 start: (losses, fitted arrays)."""
+    model = side.model(None, "float64")
+    opt = side.optimizer(model)
+    losses = [side.step(model, opt, x[idx], y[idx])[0] for idx in batches]
+    return np.array(losses), torch_arrays(model)
+
+
+def _vmappable(side, x) -> bool:
+    recurrent = any(isinstance(m, torch.nn.RNNBase) for m in side.torch_model.modules())
+    return not recurrent and not isinstance(x, Inputs)
+
+
+def _train_step(side, teacher, xb, yb) -> float:
+    """One step of a member (the side's step without copying gradients and state out)."""
+    teacher.opt.zero_grad()
+    loss = side.loss(teacher.model, xb, yb)
+    loss.backward()
+    teacher.opt.step()
+    return float(loss.detach())
 
 
 def _ulp_step(p: torch.Tensor, generator: torch.Generator, keep_first: bool) -> None:
     """Move every entry one ulp up or down at random, in place (row 0 kept if asked).
-    nextafter towards p + 1 or p - 1 (p + 0 for row 0: no move); parameters here are
-    far below 2**24, where p +- 1 would round back to p."""
+    nextafter towards p + 1 or p - 1; parameters here are far below 2**24, where p +- 1
+    would round back to p."""
     sign = torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype).mul_(2).sub_(1)
     if keep_first:
         sign[0] = 0
     p.copy_(torch.nextafter(p, p + sign))
 
 
-def run(example: str, params: dict, x: np.ndarray, y: np.ndarray, order: np.ndarray, config, *,
-        dtype: str, device: str = "cpu", members: int = MEMBERS, seed: int = 0,
-        form: str = "class") -> Ensemble:
-    """`members` torch runs from `params` over the batches of `order`, each moved by one
-    ulp per parameter after every update (all but member 0). Buffers (BatchNorm's
-    running statistics, the shared dropout's step counter) run along per member; the
-    fitted dicts carry those that cross the API (the exchange format)."""
-    model = tt.build_model(example, params, dtype=dtype, device=device, form=form)
-    model.train()
-    exchange = {id(t): name for name, t in tc.named_state(model, example, form).items()}
-    paths = {path: exchange[id(t)] for path, t in [*model.named_parameters(), *model.named_buffers()]
-             if id(t) in exchange}       # BatchNorm's num_batches_tracked runs along, unreported
-    data = ArrayDataset(x, y, dtype=dtype, device=device,
-                        label_dtype=registry.get(example).label_dtype(dtype))
-    batches = (data[row[s:s + config.batch_size]] for row in np.asarray(order)      # drawn as the runs go:
-               for s in range(0, len(row), config.batch_size))                     # long runs stay small
-    # torch.func has no batching rule for nn.LSTM / nn.GRU (aten::lstm.input): those
-    # members run one after another, each in its own copy of the model
-    recurrent = any(isinstance(m, torch.nn.RNNBase) for m in model.modules())
-    loop = _members_in_turn if recurrent else _members_vmapped
-    losses, state = loop(model, torchref.example_module(example).loss_fn, batches, config, members,
-                         torch.Generator().manual_seed(seed))
-    fitted = [{paths[path]: _exchange_value(v[i], dtype) for path, v in state.items() if path in paths}
-              for i in range(members)]
-    return Ensemble(losses.cpu().numpy().astype(np.float64), fitted)
-
-
-def _members_vmapped(model, loss_fn, batches, config, members, generator) -> tuple:
-    """ONE computation: parameters and buffers stacked along a member axis, the model
+def _vmapped(side, x, y, rows, count, generator) -> tuple[np.ndarray, list]:
+    """ONE computation: parameters and buffers stacked on a member axis, the model
     vmapped over it (in-place buffer updates land in each member's slice)."""
-    stacked = {path: torch.nn.Parameter(p.detach().unsqueeze(0).repeat(members, *[1] * p.dim()))
-               for path, p in model.named_parameters()}
-    buffers = {path: b.detach().unsqueeze(0).repeat(members, *[1] * b.dim()).clone()
-               for path, b in model.named_buffers()}
-    optimizer = torch_optim.make_optimizer(config, list(stacked.values()))
+    model = side.model().train()
+    stacked = {n: torch.nn.Parameter(p.detach().unsqueeze(0).repeat(count, *[1] * p.dim()))
+               for n, p in model.named_parameters()}
+    buffers = {n: b.detach().unsqueeze(0).repeat(count, *[1] * b.dim()).clone() for n, b in model.named_buffers()}
+    opt = TorchOptimizer(side.factory(list(stacked.values())))
+    if getattr(opt.opt.step, "clips", False):
+        raise NotImplementedError("a clipped optimizer's global norm would mix the members")
 
-    def losses(ps, bs, xb, yb):                  # one member's loss
-        return loss_fn(functional_call(model, (ps, bs), (xb,)), yb)
-    batched, out = vmap(losses, in_dims=(0, 0, None, None)), []
-    for xb, yb in batches:
-        member_losses = batched(stacked, buffers, xb, yb)             # (M,)
-        optimizer.zero_grad()
+    def loss(ps, bs, xb, yb):                     # one member's loss
+        return side.loss_fn(functional_call(model, (ps, bs), (xb,)), yb)
+    # every member's rows, or (dropout: all in the given order) the batch once
+    on_rows = 0 if not side.dropout else None
+    batched, out = vmap(loss, in_dims=(0, 0, on_rows, on_rows)), []
+    for members_rows in rows:
+        take = (lambda a: np.stack([a[r] for r in members_rows])) if on_rows == 0 else (lambda a: a[members_rows[0]])
+        xb = as_torch(take(x), side.dtype, device=side.device)
+        yb = as_torch(take(np.asarray(y)), side.dtype, integer=side.integer, device=side.device)
+        member_losses = batched(stacked, buffers, xb, yb)
+        opt.zero_grad()
         member_losses.sum().backward()
-        optimizer.step()
+        opt.step()
         with torch.no_grad():
             for p in stacked.values():
                 _ulp_step(p, generator, keep_first=True)
-        out.append(member_losses.detach())
-    return (torch.stack(out, dim=1) if out else torch.zeros(members, 0)), {**stacked, **buffers}
+        out.append(member_losses.detach().cpu().numpy().astype(np.float64))
+    state = {**stacked, **buffers}
+    arrays = torch_arrays(model)                 # the names kept (num_batches_tracked left out)
+    fitted = [{n: state[n][m].detach().cpu().numpy().copy() for n in arrays} for m in range(count)]
+    return np.array(out).T.reshape(count, len(rows)), fitted
 
 
-def _members_in_turn(model, loss_fn, batches, config, members, generator) -> tuple:
+def _in_turn(side, x, y, rows, count, generator) -> tuple[np.ndarray, list]:
     """The same runs, each member its own copy of the model and optimizer, stepped in
-    turn at every batch (the same nudges as the vmapped members: one generator)."""
-    copies = [copy.deepcopy(model) for _ in range(members)]
-    optimizers = [torch_optim.make_optimizer(config, list(m.parameters())) for m in copies]
+    turn at every batch (the same moves as the vmapped members: one generator)."""
+    teachers = [Teacher(side) for _ in range(count)]
     out = []
-    for xb, yb in batches:
-        step = []
-        for m, optimizer in zip(copies, optimizers):
-            loss = loss_fn(m(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step.append(loss.detach())
+    for members_rows in rows:
+        out.append([_train_step(side, t, x[r], y[r]) for t, r in zip(teachers, members_rows)])
         with torch.no_grad():
-            for path, _ in model.named_parameters():
-                stacked = torch.stack([m.get_parameter(path) for m in copies])
+            for n, _ in teachers[0].model.named_parameters():
+                stacked = torch.stack([t.model.get_parameter(n) for t in teachers])
                 _ulp_step(stacked, generator, keep_first=True)
-                for m, moved in zip(copies, stacked):
-                    m.get_parameter(path).copy_(moved)
-        out.append(torch.stack(step))
-    state = {path: torch.stack([dict(m.named_parameters())[path] for m in copies]) for path, _ in model.named_parameters()}
-    state.update({path: torch.stack([dict(m.named_buffers())[path] for m in copies]) for path, _ in model.named_buffers()})
-    return (torch.stack(out, dim=1) if out else torch.zeros(members, 0)), state
-
-
-def _exchange_value(t: torch.Tensor, dtype: str) -> np.ndarray:
-    """As torchref.convert.to_numpy writes it: integer buffers as the model's float dtype."""
-    t = t.detach() if t.is_floating_point() else t.detach().to(getattr(torch, dtype))
-    return t.cpu().numpy().copy()
+                for t, moved in zip(teachers, stacked):
+                    t.model.get_parameter(n).copy_(moved)
+    return np.array(out, np.float64).T.reshape(count, len(rows)), [torch_arrays(t.model) for t in teachers]

@@ -20,9 +20,11 @@ def section(path: Path, curves: dict) -> list:
            "it is as large as the signal, so \"jaxport equals torch to 1e-10 over 1000 steps\" can "
            "only hold for a tame trajectory. A free run is therefore judged against the reference's "
            f"own noise: an ensemble of {ensemble.MEMBERS} torch runs (one `torch.func.vmap` "
-           "computation) each of whose parameters moves by one ulp in a random direction after "
-           "every update - equally correct runs, rounded differently at every step, as two "
-           "implementations are (`parity_tests/engine/bounds/ensemble.py`).", "",
+           "computation where torch allows) each of whose parameters moves by one ulp in a random "
+           "direction after every update, each summing every batch's rows in another order (not "
+           "under dropout), and in float32 torch's run in float64 from the same start - equally "
+           "correct runs, rounded differently at every step, as two implementations are "
+           "(`parity_tests/engine/bounds/ensemble.py`).", "",
            f"- **Horizon**: the first step at which the ensemble's spread (max \\|member - torch\\| of "
            f"the step's loss) exceeds the loss's single-step tolerance (float64 "
            f"{criterion.LOSS_TOL['float64']}, float32 {criterion.LOSS_TOL['float32']}).",
@@ -50,10 +52,10 @@ def section(path: Path, curves: dict) -> list:
     for (example, form, dtype, device, config), v in sorted(curves.items()):
         h = v["horizon"]
         used = float(np.max(v["diff"][:h] / np.maximum(v["allowed"][:h], 1e-300))) if h else 0.0
-        finals = v["noise"]["step_losses"][:, -1] if v["steps"] else np.zeros(1)
+        finals = v["members"][:, -1] if v["steps"] else np.zeros(1)
         out.append(f"| {example} | {form} | {dtype} | {device} | {config} | {v['steps']} "
                    f"| {h if h < v['steps'] else 'never'} | {used:.2f} "
-                   f"| {v['jax'].step_losses[-1]:.5g}, {v['torch'].step_losses[-1]:.5g}, "
+                   f"| {v['jax'][-1]:.5g}, {v['torch'][-1]:.5g}, "
                    f"[{finals.min():.5g}, {finals.max():.5g}] |")
         if config == "default" and registry.get(example).chaotic:
             plots[(example, form, dtype, device)] = v
@@ -73,13 +75,13 @@ def _ensemble_size(plots: dict) -> list:
            "accepted interval from the first M members and torch's run):", "",
            "| cell | horizon | M = 4 | M = 8 | M = 16 | jaxport |", "| --- | --- | --- | --- | --- | --- |"]
     for (example, form, dtype, device), v in plots.items():
-        finals, ref = v["noise"]["step_losses"][:, -1], float(v["torch"].step_losses[-1])
+        finals, ref = v["members"][:, -1], float(v["torch"][-1])
         cells = []
         for m in (4, 8, len(finals)):
             lo, hi = criterion.interval(np.append(finals[:m], ref))
             cells.append(f"[{lo:.5g}, {hi:.5g}]")
         out.append(f"| {example} {form} {dtype} {device} | {v['horizon']} | {' | '.join(cells)} "
-                   f"| {float(v['jax'].step_losses[-1]):.5g} |")
+                   f"| {float(v['jax'][-1]):.5g} |")
     return out + ["", "A run that never turns chaotic has an interval a few ulps wide: it is judged per step "
                   "instead. The interval widens with M as the range of M draws does (the expected range of "
                   "M + 1 normal draws, torch's included, is 2.3, 3.0 and 3.6 standard deviations for M = 4, 8, 16), so "
@@ -95,12 +97,12 @@ def plot(image: Path, title: str, v: dict) -> None:
     import matplotlib.pyplot as plt
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     steps, h = np.arange(v["steps"]), v["horizon"]
-    for i, member in enumerate(v["noise"]["step_losses"]):
+    for i, member in enumerate(v["members"]):
         top.plot(steps, member, color="0.7", lw=0.6, label="torch ensemble (1 ulp per step)" if i == 0 else None)
-        d = np.abs(member - v["torch"].step_losses)
+        d = np.abs(member - v["torch"])
         bottom.plot(steps[d > 0], d[d > 0], ".", ms=1, color="0.6", label="|member - torch|" if i == 0 else None)
-    top.plot(steps, v["torch"].step_losses, color="k", lw=1, label="torch")
-    top.plot(steps, v["jax"].step_losses, color="tab:red", lw=0.8, ls="--", label="jaxport")
+    top.plot(steps, v["torch"], color="k", lw=1, label="torch")
+    top.plot(steps, v["jax"], color="tab:red", lw=0.8, ls="--", label="jaxport")
     top.set_yscale("log")
     top.set_ylabel("loss")
     top.legend(fontsize=8)

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from parity_tests.engine.rungs.port_free_run import rung6_free_running, rung7_fitted_model
+from parity_tests.engine.rungs import free_runs
 from parity_tests.engine.sides.port_losses import Objective, check_targets, objective
 from parity_tests.engine.sides.port_models import torch_arrays
 from parity_tests.engine.sides.port_clip import with_clipping
@@ -32,12 +32,11 @@ from parity_tests.engine.sides.port_nnx import build_port
 from parity_tests.engine.sides.pytrees import Inputs, as_inputs, leaves, select, view
 from parity_tests.engine.sides.port_objectives import PortInputError, optimizer_pair
 from parity_tests.engine.reports.port_report import PortReport
-from parity_tests.engine.rungs.port_rungs import (PortRun, batches, rung2_loss_at_init, rung3_gradients_at_init,
-                                            rung4_one_step, rung5_teacher_forced)
+from parity_tests.engine.rungs import port_rungs
+from parity_tests.engine.rungs.port_rungs import PortRun, batches
 
 __all__ = ["check_port", "locate_divergence", "PortReport", "PortInputError"]
-RUNGS = {2: rung2_loss_at_init, 3: rung3_gradients_at_init, 4: rung4_one_step, 5: rung5_teacher_forced,
-         6: rung6_free_running, 7: rung7_fitted_model}
+RUNGS = {**port_rungs.RUNGS, **free_runs.RUNGS}
 
 
 def _data(x, y, obj: Objective) -> tuple:
@@ -180,12 +179,23 @@ def check_port(torch_model, nnx_model, x, y, *, loss="mse", loss_options=None, o
                      optimizer, lr, steps, batch_size, momentum, weight_decay, loss_options=loss_options,
                      nesterov=nesterov, optimizer_options=optimizer_options, schedule=schedule, output=output,
                      clip_grad_norm=clip_grad_norm, no_decay=no_decay, dropout=dropout)
-        for rung in rungs:
-            RUNGS[rung](run)
-            if run.failures and not keep_going:
-                break                  # later rungs build on this one; the locator says where
-        first = run.failures[0] if run.failures else None
-        located = _locate_or_say_why(run) if first is not None and locate else None
+        return run_ladder(run, rungs, keep_going, locate, began)
+
+
+def run_ladder(run: PortRun, rungs=tuple(RUNGS), keep_going=False, locate=True, began=None,
+               progress=None) -> PortReport:
+    """The rungs over a run's two sides and the report: check_port's, and `compare`'s
+    over an example's sides (keep_going, no locator: its sides are jaxport's own).
+    progress: fn(rung) called as each rung starts."""
+    began = time.perf_counter() if began is None else began
+    for rung in rungs:
+        if progress is not None:
+            progress(rung)
+        RUNGS[rung](run)
+        if run.failures and not keep_going:
+            break                  # later rungs build on this one; the locator says where
+    first = run.failures[0] if run.failures else None
+    located = _locate_or_say_why(run) if first is not None and locate else None
     if first is not None:
         if located and located.get("layer") and (first.get("layer") is None or first["rung"] in (2, 3)):
             first = dict(first, layer=located["layer"], located=located)

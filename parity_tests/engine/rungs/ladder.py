@@ -1,8 +1,14 @@
-"""The tutorial's examples' ladder: rung 1 (identical inputs, through the backends'
-twin API), rungs 2-5 as check_port's (port_rungs.py) over the examples' sides
-(sides/example_sides.py: torchref's model against jaxport's compiled step), and 6-7
-(free_run.py). Each rung raises the first ParityError; the tests, the planted-bug test
-and `compare` call the same functions.
+"""The examples' ladder: rung 1 (identical inputs, through the backends' twin API), and
+rungs 2-7 as check_port's (port_rungs.py, free_runs.py) over the examples' sides
+(sides/example_sides.py: torchref's model, loss and optimizer against jaxport's compiled
+step and whole run). Each rung raises the first ParityError; the tests, the planted-bug
+tests, `make portability` and `compare` call the same functions.
+
+The deep examples (cnn, lstm, gru: BatchNorm, dropout, recurrent cells) carry state
+besides their parameters: BatchNorm's running statistics and the shared dropout's step
+counter travel in the exchange format with the weights, and dropout stays ON in training
+mode (both backends drop the same units: portcore/dropout_hash.py). Their rungs 2-4 take
+the first two batches, rung 5 the first epoch, and rungs 2 and 7 the held-out images.
 """
 from __future__ import annotations
 
@@ -13,13 +19,13 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref.training as tt
-from parity_tests.engine.rungs import port_rungs
-from portcore import registry
-from parity_tests.engine.rungs.free_run import free_run_verdict, rung6_free_running, rung7_fitted_model  # noqa: F401
+from parity_tests.engine.rungs import free_runs, port_rungs
+from portcore import registry, specs
 from parity_tests.engine.parity import EXACT, check, tolerance
-from parity_tests.engine.sides.runs import (SEED, Cell, Run, batches, clear_jax_caches, data, default_run,  # noqa: F401
-                  fitted_model, init, jax_fit, reference_noise, torch_fit)
-from parity_tests.engine.sides.example_sides import example_run, exchange_opt_state, raise_first_failure
+from parity_tests.engine.sides.runs import (SEED, Cell, Run, batches, data, default_run, init,  # noqa: F401
+                                            jax_fit, torch_fit)
+from parity_tests.engine.sides.example_sides import (clear_jax_caches, example_run, exchange_opt_state,  # noqa: F401
+                                                     raise_first_failure)
 
 
 # ---- the rungs ----------------------------------------------------------------------
@@ -52,37 +58,59 @@ def rung1_identical_inputs(cell: Cell) -> None:
               quantity=f"{name}.fit first step loss == {name}.loss_and_grads at init")
 
 
+def deep(example) -> bool:
+    return registry.get(example).ladder == "deep"
+
+
 def _compared(step: int, total: int) -> bool:
     """float32 steps need their measured tolerance where the result term alone is
     exceeded: `make test` compares a slice of rung 5, the first 100 steps, 50 from the
-    middle and the last 50; `make report` (JAXPORT_REPORT) and JAXPORT_FULL=1 every
-    step. float64 steps are always all compared."""
+    middle and the last 50 (the deep examples' first epoch: its first and last three,
+    the last on the epoch's partial batch); `make report` (JAXPORT_REPORT) and
+    JAXPORT_FULL=1 every step. float64 steps are always all compared (the deep ones as
+    float32's)."""
     return step < 100 or total // 2 <= step < total // 2 + 50 or step >= total - 50
 
 
-def port_run(cell: Cell, run: Run | None = None, max_steps: int | None = None):
+def _deep_compared(step: int, total: int) -> bool:
+    return step < 3 or step >= total - 3
+
+
+def port_run(cell: Cell, run: Run | None = None, max_steps: int | None = None, compared=None):
     """check_port's run over the example's sides (sides/example_sides.py): torchref's
-    model, loss and optimizer against jaxport's compiled step, the run's batches."""
+    model, loss and optimizer against jaxport's compiled step, the run's first
+    `max_steps` batches (all: None; the deep examples' default: 2)."""
     run = run or default_run(cell.example)
     x, y = data(cell.example, run.seed)
+    every = bool(os.environ.get("JAXPORT_REPORT") or os.environ.get("JAXPORT_FULL"))
+    if deep(cell.example):
+        steps = [idx for _, idx in batches(run.order(len(x)), run.config.batch_size)][:max_steps or 2]
+        xh, yh = data(cell.example, run.seed, held_out=True)
+        return example_run(cell, run, x, y, steps, init(cell.example, run), eval_x=xh, eval_y=yh,
+                           compared=compared or (None if every else _deep_compared))
     steps = [idx for _, idx in batches(run.order(len(x)), run.config.batch_size)][:max_steps]
-    every = cell.dtype == "float64" or os.environ.get("JAXPORT_REPORT") or os.environ.get("JAXPORT_FULL")
+    every = every or cell.dtype == "float64"
     # float32: the measured bound alone, which every correct step of these examples holds
     # (JAXPORT_FULL=1 on MKL's AUTO, AVX2 and COMPATIBLE): the fallback against float64
     # let the planted bias correction in float32 pass rungs 2-5 (port_exact.py)
-    return example_run(cell, run, x, y, steps, init(cell.example, run), compared=None if every else _compared,
-                       float64_fallback=False)
+    return example_run(cell, run, x, y, steps, init(cell.example, run),
+                       compared=compared or (None if every else _compared), float64_fallback=False)
+
+
+PORT_RUNGS = {**port_rungs.RUNGS, **free_runs.RUNGS}       # check_port's, over a PortRun
 
 
 def _rung(number: int, cell: Cell, run: Run | None, max_steps: int | None = None):
     r = port_run(cell, run, max_steps)
-    port_rungs.RUNGS[number](r)
+    PORT_RUNGS[number](r)
     raise_first_failure(r)
     return r
 
 
 def rung2_loss_at_init(cell: Cell, run: Run | None = None) -> None:
-    """The loss and the model's output on the whole data at the run's initial weights."""
+    """The loss and the model's output on the whole data at the run's initial weights
+    (the deep examples: training mode, batch statistics and dropout at step 0; the
+    outputs in eval mode on the held-out images)."""
     _rung(2, cell, run)
 
 
@@ -97,13 +125,15 @@ def rung4_one_step(cell: Cell, run: Run | None = None) -> None:
 
 
 def rung5_teacher_forced(cell: Cell, run: Run | None = None, max_steps: int | None = None) -> int:
-    """Every step of the run from torch's state: torch's own loop (torchref's model,
-    optimizer and loss) is the teacher; jaxport's compiled step starts each step from
-    the teacher's parameters and optimizer state (float32 in `make test`: a slice of the
-    steps, see _compared). Then the sides themselves: the teacher's losses are
-    torchref.fit's, and both sides' first two steps are the backends' train_step, bit
-    for bit. Returns the number of steps run."""
+    """Every step of the run from torch's state (the deep examples: of its first epoch):
+    torch's own loop (torchref's model, optimizer and loss) is the teacher; jaxport's
+    compiled step starts each step from the teacher's parameters and optimizer state
+    (float32 in `make test`: a slice of the steps, see _compared). Then the sides
+    themselves: the teacher's losses are torchref.fit's, and both sides' first two
+    steps are the backends' train_step, bit for bit. Returns the number of steps run."""
     run = run or default_run(cell.example)
+    if deep(cell.example) and max_steps is None:
+        max_steps = specs.steps_per_epoch(len(data(cell.example, run.seed)[0]), run.config.batch_size)
     r = _rung(5, cell, run, max_steps)
     n = len(r.teacher_losses)
     one_device = dataclasses.replace(run, devices=1)
@@ -124,16 +154,35 @@ def _sides_are_the_backends(cell: Cell, run: Run, r) -> None:
         opt = r.side.optimizer(model, state[1], state[2])
         t = r.side.step(model, opt, xb, yb)
         j = r.cand.step(state, xb, yb)
-        params = {rename[k]: v for k, v in state[0].items()}
+        # the exchange format holds every entry as a float of the dtype (the dropout step too)
+        params = {rename[k]: np.asarray(v, cell.dtype) for k, v in state[0].items() if k in rename}
         moments = exchange_opt_state(state[1], state[2], rename)
         api_t = tt.train_step(ex, params, moments, xb, yb, run.config, **cell.kw)
         api_j = jt.train_step(ex, params, moments, xb, yb, run.config, **cell.kw)
         where = dict(where=cell.where(run), rung=5, tol=EXACT, step=step)
-        check({rename[k]: v for k, v in t[2].items()}, api_t[2], quantity="(self) torch teacher == torchref.train_step",
+        check({rename[k]: v for k, v in t[2].items() if k in rename}, api_t[2],
+              quantity="(self) torch teacher == torchref.train_step",
               **where)
         check({k: v for k, v in j[2].items() if k in api_j[2]}, api_j[2],
               quantity="(self) jaxport's side == jaxport.train_step", **where)
         state = t[2:]
+
+
+def rung6_free_running(cell: Cell, run: Run | None = None) -> None:
+    """The whole run from the run's start on both backends (torchref.fit and jaxport's
+    fit), judged against torch's ensemble (free_runs.py)."""
+    _rung(6, cell, run)
+
+
+def rung7_fitted_model(cell: Cell, run: Run | None = None) -> None:
+    """The fitted models' loss, predictions and accuracy (the deep examples: on the
+    held-out images)."""
+    _rung(7, cell, run)
+
+
+def free_run_verdict(cell: Cell, run: Run | None = None) -> dict:
+    """Rungs 6-7's runs, ensemble and horizon (cached for the session)."""
+    return free_runs.free_runs(port_run(cell, run, 2))
 
 
 LADDER = {1: rung1_identical_inputs, 2: rung2_loss_at_init, 3: rung3_gradients_at_init,

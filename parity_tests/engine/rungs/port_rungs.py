@@ -58,7 +58,9 @@ class PortRun:
     port: Port | None = None
     runner: NnxRunner | None = None
     where: dict | None = None          # the rows' example/form/config (default: the label)
-    eval_x: object = None              # rung 2's outputs on these rows (None: x)
+    eval_x: object = None              # rungs 2 and 7: outputs on these rows (None: x)
+    eval_y: object = None              # rung 7: the fitted model's loss and accuracy on (eval_x, eval_y) (None: x, y)
+    programs: object = None            # rungs 6-7's whole runs (None: free_runs.GenericRuns)
     compared: object = None            # rung 5: fn(step, steps) -> compare this step (None: every one)
     teacher_losses: list = field(default_factory=list)   # rung 5's torch losses, step by step
     float64_fallback: bool = True      # float32: judge what exceeds the step bound against float64 (port_exact.py)

@@ -8,12 +8,18 @@
   converter), started from torch's state at every step. Both sides speak the exchange
   format (torch's names), so torch's results are compared as they are.
 
-`example_run` builds a PortRun from them; the ladder's rungs 2-5 (ladder.py for the
-tutorial's examples, deep_ladder.py for cnn, lstm and gru) are check_port's rungs over it.
+- The whole runs (rungs 6-7, ExampleRuns): torchref.fit and jaxport.training.fit (its
+  compiled whole-run scan, the partial batch's padding mask, data parallel on the run's
+  devices, its start moved an ulp for a simulated machine), and torch's ensemble; each
+  cached for the session (sides/runs.py).
+
+`example_run` builds a PortRun from them; the ladder's rungs 2-7 (ladder.py) are
+check_port's rungs over it.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 import jaxport.training as jt
 import torchref
@@ -21,7 +27,9 @@ import torchref.convert as tc
 import torchref.optim as torch_optim
 import torchref.training as tt
 from parity_tests.engine import parity
+from parity_tests.engine.bounds import ensemble
 from parity_tests.engine.rungs.port_rungs import PortRun
+from parity_tests.engine.sides import runs
 from parity_tests.engine.sides.port_torch import TorchSide
 from portcore import registry
 
@@ -36,8 +44,12 @@ def jax_stepper(cell, config) -> jt.Stepper:
     return _JAX_STEPPERS[(cell, config)]
 
 
-def forget_jax_steppers() -> None:
-    """Before and after a planted bug: jaxport's compiled steps are built anew."""
+def clear_jax_caches() -> None:
+    """Forget every compiled jaxport function, step and result (before and after a
+    planted bug). jax's own caches can stay: they are keyed by function objects, and
+    these are new."""
+    jt.clear_caches()
+    runs.forget_jax_fits()
     _JAX_STEPPERS.clear()
 
 
@@ -87,6 +99,23 @@ class JaxportSide:
         return ({self.rename[k]: v for k, v in arrays.items() if k in self.rename},
                 {f"{self.rename[n]} ({key})": v for key, d in moments.items() for n, v in d.items()})
 
+    def split(self, arrays: dict) -> tuple[dict, dict]:
+        named = self.view(arrays, {})[0]
+        return ({k: v for k, v in named.items() if k not in self.state_paths},
+                {k: v for k, v in named.items() if k in self.state_paths})
+
+    def fitted(self, params: dict) -> tuple[dict, dict]:
+        return ({k: v for k, v in params.items() if k not in self.state_paths},
+                {k: v for k, v in params.items() if k in self.state_paths})
+
+    def fitted_model(self, params: dict, x, y) -> tuple:
+        """jaxport's eval-mode predictions, and their loss by the example's loss function
+        in float64: rung 7 scores the fitted model (the loss itself is rung 2's)."""
+        predictions = jt.predict(self.cell.example, params, x, **self.cell.kw)
+        loss = torchref.example_module(self.cell.example).loss_fn
+        y = torch.as_tensor(np.array(y, np.int64 if np.issubdtype(np.asarray(y).dtype, np.integer) else np.float64))
+        return predictions, float(loss(torch.as_tensor(np.array(predictions, np.float64)), y))
+
     def step(self, state: tuple, x, y) -> tuple:
         arrays, moments, count = state
         self.stepper.load(self.view(arrays, {})[0], exchange_opt_state(moments, count, self.rename))
@@ -115,14 +144,45 @@ def exchange_names(cell, model) -> dict:
     return {n: exchange[id(t)] for n, t in [*model.named_parameters(), *model.named_buffers()] if id(t) in exchange}
 
 
+class ExampleRuns:
+    """Rungs 6-7's whole runs of an example, as its users run them (free_runs.py's
+    `programs`): torchref.fit, jaxport.training.fit and torch's ensemble over the
+    run's batches, all from the run's start."""
+
+    def __init__(self, cell, run, side: TorchSide, cand: JaxportSide, x, y):
+        self.cell, self.run, self.side, self.cand, self.x, self.y = cell, run, side, cand, x, y
+        self.batches = [idx for _, idx in runs.batches(run.order(len(x)), run.config.batch_size)]
+
+    def reference(self) -> tuple:
+        r = runs.torch_fit(self.cell, self.run)
+        return r.step_losses, {self.cand.back[k]: v for k, v in r.params.items()}
+
+    def candidate(self) -> tuple:
+        r = runs.jax_fit(self.cell, self.run)
+        return r.step_losses, r.params
+
+    def ensemble(self) -> tuple:
+        """One per cell and run (one device, jaxport's start as given), in the exchange
+        names; the Sequential form reuses the class form's where torch's own runs of
+        the two agree bit for bit."""
+        def build():
+            losses, fitted = ensemble.members(self.side, self.x, self.y, self.batches)
+            return losses, [{self.cand.rename[k]: v for k, v in a.items()} for a in fitted]
+        losses, fitted = runs.reference_ensemble(self.cell, self.run, build)
+        return losses, [{self.cand.back[k]: v for k, v in a.items()} for a in fitted]
+
+
 def example_run(cell, run, x, y, batches: list, init: dict, **options) -> PortRun:
-    """check_port's PortRun over an example's two sides (options: PortRun's eval_x, compared,
-    float64_fallback)."""
+    """check_port's PortRun over an example's two sides (options: PortRun's eval_x,
+    eval_y, compared, float64_fallback), its whole runs those of ExampleRuns."""
     cast = {k: np.asarray(v).astype(cell.dtype) if np.issubdtype(np.asarray(v).dtype, np.floating) else v
             for k, v in init.items()}
     side = torch_side(cell, run.config, cast)
     cand = JaxportSide(cell, run.config, cast, exchange_names(cell, side.torch_model))
-    return PortRun(side, cand, x, y, batches, str(cell), cell.example, where=cell.where(run), **options)
+    r = PortRun(side, cand, x, y, batches, str(cell), registry.get(cell.example).loss, where=cell.where(run),
+                **options)
+    r.programs = ExampleRuns(cell, run, side, cand, x, y)
+    return r
 
 
 def raise_first_failure(run: PortRun) -> None:

@@ -8,7 +8,11 @@ and its parameters, state and moments in its own names, where it also views torc
 - `view(arrays, moments)` -> torch's (parameters and state, moments) in its names;
 - `loss_and_grads(arrays, x, y)` -> the loss and gradients at torch's arrays;
 - `outputs(x)` -> the model's output at the shared start, in torch's layout;
-- `layer_of(name)` -> the layer a compared name belongs to; `fresh()`: a new run.
+- `layer_of(name)` -> the layer a compared name belongs to; `fresh()`: a new run;
+- for rungs 6-7: `split(arrays)` -> torch's fitted arrays as (parameters, running
+  statistics) in its names; `fitted(state)` the same of its own fitted state;
+  `fitted_model(state, x, y)` -> its predictions (torch's layout) and eval-mode loss;
+  `run(x, y, batches)` -> (per-step losses, fitted state) of its own whole run.
 
 Here: the NNX clone's pure step (port_nnx.NnxRunner), torch's arrays converted onto
 NNX's paths, gradients pulled back entry by entry (port_models.pullback_index), moments
@@ -91,3 +95,26 @@ class PortCandidate:
         moments_after = ({k: v for key, d in self.runner.moments(j[4]).items() for k, v in self.texts(d, key).items()}
                          if self.compares_moments else {})
         return j[0], grads, after, moments_after
+
+    # ---- the whole run (rungs 6-7) -------------------------------------------------
+    def run(self, x, y, batches: list) -> tuple:
+        """NNX's own run from the shared weights: (losses, (fitted params, fitted rest))."""
+        params, rest, state, losses = self.runner.params(), self.runner.rest, None, []
+        for idx in batches:
+            loss, _, params, rest, state = self.runner.step(params, x[idx], y[idx], rest=rest, opt_state=state)
+            losses.append(loss)
+        return np.array(losses), (params, rest)
+
+    def split(self, arrays: dict) -> tuple[dict, dict]:
+        nnx = self.port.to_nnx(arrays)
+        return (self.texts({p: v for p, v in nnx.items() if p in self.runner.shapes}),
+                self.texts({p: v for p, v in nnx.items() if p in self.state_paths}))
+
+    def fitted(self, state) -> tuple[dict, dict]:
+        params, rest = state
+        return self.texts(params), self.texts(self.runner.rest_arrays(rest, self.state_paths))
+
+    def fitted_model(self, state, x, y) -> tuple:
+        params, rest = state
+        return (self.port.output_in_torch_layout(self.runner.predict(params, x, rest=rest)),
+                self.runner.eval_loss(params, x, y, rest=rest))

@@ -49,6 +49,7 @@ def clip_before_step(optimizer, max_norm: float):
         # wrapped step() first; its wrapper is inside this one and still sees every
         # step, so its "step() overridden after the scheduler" warning does not apply
         clipped._wrapped_by_lr_sched = True
+    clipped.clips = True               # the global norm would mix vmapped members: ensemble.py runs them in turn
     optimizer.step = clipped
     return optimizer
 

@@ -1,8 +1,8 @@
-"""What the rungs run: the grid's cells, training configurations, the shared inputs, and
-session caches of both backends' runs and of the reference's perturbation ensemble.
+"""What the examples' rungs run: cells, training configurations, the shared inputs, and
+session caches of both backends' whole runs and of the reference's ensemble.
 
 Torch's results are cached for the session (no planted bug touches torchref); jaxport's
-are cached too, and `clear_jax_caches` drops them together with jaxport's own caches.
+are cached too, and example_sides.clear_jax_caches drops them with jaxport's own caches.
 """
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref.training as tt
-from parity_tests.engine.bounds import ensemble
 from portcore import registry, specs, weights
-from parity_tests.engine.sides.example_sides import forget_jax_steppers
 
 SEED = specs.DEFAULT_SEED
 
@@ -69,8 +67,9 @@ def default_run(example: str) -> Run:
 
 
 @functools.lru_cache(maxsize=None)
-def data(example, seed=SEED):
-    return registry.make_data(example, seed)
+def data(example, seed=SEED, held_out=False):
+    """The example's data, or its held-out rows (the deep examples' rung 7)."""
+    return (registry.get(example).held_out if held_out else registry.get(example).data)(seed)
 
 
 def init(example, run: Run | None = None) -> dict:
@@ -79,7 +78,7 @@ def init(example, run: Run | None = None) -> dict:
         return registry.shared_init(example, SEED if run is None else run.seed)
     if run.init.startswith("torch-style:"):
         return registry.torch_style_init(example, int(run.init.split(":", 1)[1]))
-    return weights.load(run.init, registry.param_shapes(example))
+    return {k: np.asarray(v, np.float64) for k, v in weights.load(run.init, registry.exchange_shapes(example)).items()}
 
 
 def jax_init(example, run: Run, dtype: str) -> dict:
@@ -93,11 +92,6 @@ def jax_init(example, run: Run, dtype: str) -> dict:
             for k, v in params.items()}
 
 
-# A grid of inputs for the fitted model's predictions: the plots' axes, widened.
-def grid(example) -> np.ndarray:
-    return registry.get(example).grid()
-
-
 def batches(order: np.ndarray, batch_size: int):
     """The DataLoader's batches, in order: (step, indices)."""
     step = 0
@@ -108,7 +102,7 @@ def batches(order: np.ndarray, batch_size: int):
 
 
 # ---- cached runs --------------------------------------------------------------------
-_TORCH, _JAX = {}, {}
+_TORCH, _JAX, _ENSEMBLES = {}, {}, {}
 
 
 def torch_fit(cell: Cell, run: Run) -> specs.FitResult:
@@ -128,43 +122,22 @@ def jax_fit(cell: Cell, run: Run) -> specs.FitResult:
     return _JAX[(cell, run)]
 
 
-def clear_jax_caches() -> None:
-    """Forget every compiled jaxport function and result (before and after a planted bug).
-    jax's own caches can stay: they are keyed by function objects, and these are new."""
-    jt.clear_caches()
+def forget_jax_fits() -> None:
     _JAX.clear()
-    forget_jax_steppers()
 
 
-def reference_noise(cell: Cell, run: Run) -> dict:
-    """The torch perturbation ensemble of this run (parity_tests/engine/bounds/ensemble.py) and what
-    rungs 6-7 need of it: per-member step losses and fitted models. The Sequential
-    form reuses the class form's when torch's own runs of the two agree bit for bit."""
-    run = dataclasses.replace(run, jax_nudge=0, devices=1)      # the one-device reference
-    k = (cell, run, "noise")
-    if k in _TORCH:
-        return _TORCH[k]
-    if cell.form != "class":
-        base = Cell(cell.example, "class", cell.dtype, cell.device)
-        ours, theirs = torch_fit(cell, run), torch_fit(base, run)
+def reference_ensemble(cell: Cell, run: Run, build) -> tuple:
+    """The torch ensemble of this cell and run (`build()`, bounds/ensemble.py), once: one
+    device, jaxport's start as given. The Sequential form takes the class form's where
+    that is built and torch's own runs of the two agree bit for bit."""
+    run = dataclasses.replace(run, jax_nudge=0, devices=1)
+    k = (cell, run)
+    base = (dataclasses.replace(cell, form="class"), run)
+    if k not in _ENSEMBLES and cell.form != "class" and base in _ENSEMBLES:
+        ours, theirs = torch_fit(cell, run), torch_fit(*base)
         if np.array_equal(ours.step_losses, theirs.step_losses) and \
                 all(np.array_equal(ours.params[n], theirs.params[n]) for n in ours.params):
-            _TORCH[k] = reference_noise(base, run)
-            return _TORCH[k]
-    x, y = data(cell.example, run.seed)
-    members = ensemble.run(cell.example, init(cell.example, run), x, y,
-                           run.order(len(x)), run.config, dtype=cell.dtype, device=cell.device,
-                           form=cell.form)
-    _TORCH[k] = {"step_losses": members.step_losses, "params": members.params,
-                 "models": [fitted_model(tt, cell, p, run) for p in members.params]}
-    return _TORCH[k]
-
-
-def fitted_model(backend, cell: Cell, params: dict, run: Run | None = None) -> dict:
-    """Rung 7's quantities, evaluated by `backend` at `params`."""
-    x, y = data(cell.example, SEED if run is None else run.seed)
-    out = {"final loss": backend.loss_and_grads(cell.example, params, x, y, **cell.kw)[0],
-           "predictions": backend.predict(cell.example, params, grid(cell.example), **cell.kw)}
-    if registry.get(cell.example).metric == "accuracy":
-        out["accuracy"] = specs.accuracy(backend.predict(cell.example, params, x, **cell.kw), y)
-    return out
+            _ENSEMBLES[k] = _ENSEMBLES[base]
+    if k not in _ENSEMBLES:
+        _ENSEMBLES[k] = build()
+    return _ENSEMBLES[k]
