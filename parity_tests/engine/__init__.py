@@ -4,7 +4,7 @@
 - sides/: the two programs compared. The reference is torch (port_torch.TorchSide, over
   any module); the candidate starts each step from torch's state: a user's NNX model
   (port_candidate over port_models and port_nnx; losses and optimizers written twice
-  with torch's semantics: port_losses, port_optax, port_objectives) or jaxport's own
+  with torch's semantics: port_losses, port_objectives) or jaxport's own
   compiled step for the project's examples (example_sides; their runs and caches: runs);
 - rungs/: rungs 2-5 once over two sides (port_rungs; one step's comparison:
   step_compare), rungs 6-7 once (free_runs), the examples' runs (ladder: rung 1 and

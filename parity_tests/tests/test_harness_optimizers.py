@@ -1,5 +1,5 @@
 """The harness's optimizers and schedules (parity_tests/engine/sides/port_objectives.py,
-port_optax.py): each optax transformation equals torch.optim's step leaf by leaf to
+jaxport/optim.py): each optax transformation equals torch.optim's step leaf by leaf to
 float64 roundoff; the schedules' lr tables are torch's schedulers' numbers bit for bit;
 correct ports pass with each named optimizer in both dtypes (optimizer state
 converted); planted optimizer bugs fail at the step that shows them."""
@@ -12,7 +12,7 @@ import torch
 
 from examples.own_port import NnxMLP, TorchMLP, make_data
 from jaxport.numerics import dtype_scope
-from parity_tests.engine.sides import port_optax as po
+import jaxport.optim as po
 from parity_tests.engine.port_cli import main
 from parity_tests.engine.sides.port_objectives import optimizer_pair
 from parity_tests.harness import PortInputError, check_port
@@ -64,7 +64,7 @@ def test_each_transformation_is_torchs_step_to_float64_roundoff(name, kw):
 
 
 def test_optaxs_own_versions_differ_from_torchs():
-    """The defaults the port_optax versions exist for: optax.rmsprop's eps inside the
+    """The defaults the jaxport.optim versions exist for: optax.rmsprop's eps inside the
     root and optax.adagrad's 0.1 start are off torch's step by far more than roundoff."""
     for name, theirs in [("rmsprop", optax.rmsprop(1e-2)), ("adagrad", optax.adagrad(1e-2))]:
         pair = optimizer_pair(name, steps=3)

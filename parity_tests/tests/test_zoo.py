@@ -13,7 +13,7 @@ import torch
 from parity_tests.tests import harness_models as hm
 from parity_tests.tests import zoo_gpt as zg
 from parity_tests.tests import zoo_mnist as zm
-from parity_tests.engine.sides import port_optax as po
+import jaxport.optim as po
 from parity_tests.harness import PortInputError, check_port
 
 # The second tier (`make test-all`): the zoo's public-model ports and their planted bugs.

@@ -5,7 +5,7 @@ torch: two param groups, `[{"params": decayed}, {"params": the rest, "weight_dec
 0.0}]`, the optimizer's other settings shared; torch's single-tensor step runs per
 parameter, so a group changes nothing else. JAX: the optimizer's transformation is
 given the parameters with the undecayed ones replaced by zeros. Every transformation
-check_port builds by name (port_optax.py, jaxport.optim.torch_adam) reads the
+check_port builds by name (jaxport.optim) reads the
 parameters only for weight decay: coupled, g + wd p, or decoupled, u - lr wd p; with p
 zero both are the update without decay, exactly (x + 0 is x). The state is untouched,
 so it still converts to and from torch's.

@@ -168,14 +168,14 @@ class NnxRunner:
 
     def opt_state(self, moments: dict | None, count: int):
         """optax's state from torch's moments ({"exp_avg": flat, ...} on NNX paths) at
-        step `count`. kind "torch" (port_optax.TorchState): each slot is torch's state
+        step `count`. kind "torch" (jaxport.optim.TorchState): each slot is torch's state
         entry of the same name, and the count (the schedule's position) is set even
         where torch keeps no moment (plain SGD under a schedule)."""
         if self._template is None:         # compiled once: eager zeros_like compiles per shape
             self._template = jax.jit(self.tx.init)(self.tree({p: np.zeros(s) for p, s in self.shapes.items()}))
         template = self._template
         if self.opt_kind == "torch":
-            from parity_tests.engine.sides.port_optax import TorchState  # noqa: PLC0415
+            from jaxport.optim import TorchState  # noqa: PLC0415
             slots = {k: self.tree(moments[k]) if moments and k in moments else v for k, v in template.slots.items()}
             return TorchState(count=jnp.asarray(count, jnp.int32), slots=slots)
         if not moments or self.opt_kind is None:

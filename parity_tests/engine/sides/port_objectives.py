@@ -6,16 +6,15 @@ Defaults differ between the libraries and are pinned here to torch's:
 - sgd: momentum 0.9 unless given (the house's default; 0 is plain SGD), nesterov,
   weight_decay coupled (g + wd p), dampening 0.
 - adam: betas and eps torch's; jaxport.optim.torch_adam (torch's bias-correction
-  arithmetic in double). adamw: torch's decay 1e-2 (optax.adamw's is 1e-4), decoupled:
-  torch decays p (1 - lr wd) before the step, the optax side adds -lr wd p to the step
-  (the two differ by the rounding of one addition).
+  arithmetic in double). adamw: torch's decay 1e-2 (optax.adamw's is 1e-4), decoupled
+  (torch_adam's weight_decay).
 - rmsprop (alpha .99, eps 1e-8 outside the root), adagrad (eps 1e-10, sum from 0),
-  adadelta (lr 1.0, rho .9, eps 1e-6): port_optax.py, torch's order of operations.
+  adadelta (lr 1.0, rho .9, eps 1e-6): jaxport.optim's, torch's order of operations.
 - schedule: {"kind": "step", "step_size": k, "gamma": g} (StepLR) or {"kind": "cosine",
   "T_max": T, "eta_min": 0} (CosineAnnealingLR), stepped after every optimizer step
   (a per-epoch schedule is a per-step one with the steps of an epoch: StepLR's
   step_size x batches per epoch). torch runs its own scheduler; optax takes the lrs
-  from a table of torch's recurrence in Python double (port_optax.step_lr_table).
+  from a table of torch's recurrence in Python double (jaxport.optim.step_lr_table).
 An explicit (torch factory, optax transformation) pair runs as given; its factory may
 return (optimizer, scheduler). Its state is not converted between the sides (the
 teacher-forced rung then feeds only the parameters, see port_rungs.py).
@@ -24,35 +23,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxport.optim import torch_adam
+import jaxport.optim as jo
 
 
 class PortInputError(ValueError):
     """Bad input to the harness (unknown loss, shapes that do not fit): exit status 2."""
 
 
-def _torch_decoupled_adam(lr: float, weight_decay: float, b1=0.9, b2=0.999, eps=1e-8) -> optax.GradientTransformation:
-    """torch.optim.AdamW: torch_adam's update minus lr wd p (p before the update), with
-    torch_adam's own state (so the state converts like Adam's)."""
-    adam = torch_adam(lr, b1, b2, eps)
-
-    def update(grads, state, params):
-        updates, state = adam.update(grads, state)
-        decay = jax.tree.map(lambda u, p: u - jnp.asarray(lr * weight_decay, p.dtype) * p, updates, params)
-        return decay, state
-    return optax.GradientTransformation(adam.init, update)
-
-
 @dataclass(frozen=True)
 class OptimizerPair:
     """One optimizer on both sides: `torch(params)` builds torch's optimizer (or
     (optimizer, scheduler)), `optax` is the transformation; `kind` says how torch's
-    state maps onto optax's: "adam" (ScaleByAdamState), "torch" (port_optax.TorchState,
+    state maps onto optax's: "adam" (ScaleByAdamState), "torch" (jaxport.optim.TorchState,
     slot by slot), None (it does not: an explicit pair)."""
     label: str
     torch: object
@@ -88,7 +73,6 @@ def _settings(name: str, lr, momentum, weight_decay, nesterov, options) -> dict:
 def _schedule(schedule, lr: float, steps: int):
     """(torch scheduler factory, lr table in double, label) of a schedule spec."""
     import torch  # noqa: PLC0415
-    from parity_tests.engine.sides.port_optax import cosine_lr_table, step_lr_table  # noqa: PLC0415
     if schedule is None:
         return None, np.array([lr]), ""
     spec = dict(schedule) if isinstance(schedule, dict) else {}
@@ -107,27 +91,22 @@ def _schedule(schedule, lr: float, steps: int):
     first = next(iter(defaults))               # step_size / T_max: a positive integer
     if not isinstance(spec[first], (int, np.integer)) or isinstance(spec[first], bool) or spec[first] < 1:
         raise PortInputError(f"schedule {kind}: {first} must be a positive integer, not {spec[first]!r}")
-    table = (step_lr_table(lr, steps, **spec) if kind == "step" else cosine_lr_table(lr, steps, **spec))
+    table = (jo.step_lr_table(lr, steps, **spec) if kind == "step" else jo.cosine_lr_table(lr, steps, **spec))
     label = f", {cls}(" + ", ".join(f"{k} {v:g}" for k, v in spec.items()) + ") per optimizer step"
     return lambda opt: getattr(torch.optim.lr_scheduler, cls)(opt, **spec), table, label
 
 
-def _optax(name: str, s: dict, lrs: np.ndarray, scheduled: bool, steps: int) -> optax.GradientTransformation:
-    from parity_tests.engine.sides import port_optax as po  # noqa: PLC0415
+def _optax(name: str, s: dict, lrs: np.ndarray, steps: int) -> optax.GradientTransformation:
     if name in ("adam", "adamw"):
-        (b1, b2), wd = s["betas"], s.get("weight_decay", 0.0)
-        if scheduled:
-            return po.torch_adam_scheduled(lrs, b1, b2, s["eps"], wd)
-        return torch_adam(s["lr"], b1, b2, s["eps"]) if name == "adam" else _torch_decoupled_adam(
-            s["lr"], wd, b1, b2, s["eps"])
+        return jo.torch_adam(lrs, *s["betas"], s["eps"], s.get("weight_decay", 0.0))
     if name == "sgd":
-        return po.torch_sgd(lrs, s["momentum"], s["nesterov"], s["weight_decay"])
+        return jo.torch_sgd(lrs, s["momentum"], s["nesterov"], s["weight_decay"])
     if name == "rmsprop":
-        return po.torch_rmsprop(lrs, s["alpha"], s["eps"], s["weight_decay"], s["momentum"])
+        return jo.torch_rmsprop(lrs, s["alpha"], s["eps"], s["weight_decay"], s["momentum"])
     if name == "adagrad":
-        return po.torch_adagrad(po.adagrad_lrs(lrs, s["lr_decay"], steps), s["eps"], s["weight_decay"],
+        return jo.torch_adagrad(jo.adagrad_lrs(lrs, s["lr_decay"], steps), s["eps"], s["weight_decay"],
                                 s["initial_accumulator_value"])
-    return po.torch_adadelta(lrs, s["rho"], s["eps"], s["weight_decay"])
+    return jo.torch_adadelta(lrs, s["rho"], s["eps"], s["weight_decay"])
 
 
 def optimizer_pair(optimizer, lr=None, momentum=None, weight_decay=None, nesterov=False, options=None,
@@ -160,5 +139,5 @@ def optimizer_pair(optimizer, lr=None, momentum=None, weight_decay=None, nestero
                      else f"{k} {v}" for k, v in s.items()
                      if k == "lr" or v != SPECS[optimizer][k] or (optimizer, k) in (("sgd", "momentum"), ("adamw", "weight_decay")))
     return OptimizerPair(f"{TORCH_NAMES[optimizer]} {shown}{schedule_label}", factory,
-                         _optax(optimizer, s, lrs, scheduler is not None, steps),
+                         _optax(optimizer, s, lrs, steps),
                          "adam" if optimizer in ("adam", "adamw") else "torch")
