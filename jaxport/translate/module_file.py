@@ -40,8 +40,8 @@ def _param_init(name: str, t: torch.Tensor) -> str:
 
 
 class FileWriter:
-    def __init__(self, model, example_inputs):
-        self.model, self.inputs = model, record_inputs(model, example_inputs)
+    def __init__(self, model, example_inputs, example_kwargs=None):
+        self.model, self.inputs = model, record_inputs(model, example_inputs, example_kwargs)
         self.class_of, self.classes, self.bodies = {}, [], {}
 
     def ctor(self, m, path: str, in_container: bool) -> str | None:
