@@ -85,7 +85,13 @@ def guard_plan(full: list[str], other: list[str], attr: str):
     [(u, w)...])], plus {full row: other row}; None where the difference is more than
     `full`'s rows of the optional child (and the value that stands in for them)."""
     plan, rows, subs = [], {}, []
-    ops = difflib.SequenceMatcher(None, full, other, autojunk=False).get_opcodes()
+    ops = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, full, other, autojunk=False).get_opcodes():
+        extra = (i2 - i1) - (j2 - j1)
+        if tag == "replace" and extra > 0:         # full's own rows first, then rows that differ by a name
+            ops += [("delete", i1, i1 + extra, j1, j1), ("replace", i1 + extra, i2, j1, j2)]
+        else:
+            ops.append((tag, i1, i2, j1, j2))
     for tag, i1, i2, j1, j2 in ops:
         if tag == "insert" or (tag == "replace" and i2 - i1 != j2 - j1):
             return None

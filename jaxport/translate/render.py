@@ -170,7 +170,7 @@ class Renderer:
         head = f"def __init__(self, {''.join(a + ', ' for a in args)}*, rngs: nnx.Rngs, dtype=jnp.float32):"
         body = [head] + ["    " + ln for s in init or ["pass"] for ln in s.split("\n")] + [""]
         body += self.guarded(call, plan, attr) if plan else call
-        parent = "nnx.Sequential" if type(full.m).__name__ == "Sequential" else "nnx.Module"
+        parent = "nnx.Sequential" if full.init[:1] and full.init[0].startswith("super().__init__(") else "nnx.Module"
         rows = [f"class {c.name}({parent}):"] + [("    " + ln) if ln else "" for ln in body]
         if c.name != type(full.m).__name__:
             rows.insert(0, self.why(full, c.name))

@@ -92,6 +92,32 @@ class TwoHeads(nn.Module):
         return self.out(self.b(self.a(x)))
 
 
+class SideBlock(nn.Module):
+    """An optional branch added in (`y = y + self.side(x)`), of its own width k where it exists."""
+
+    def __init__(self, c, k=None):
+        super().__init__()
+        self.fc = nn.Linear(c, c)
+        if k:
+            self.side = nn.Sequential(nn.Linear(c, k), nn.Tanh(), nn.Linear(k, c))
+
+    def forward(self, x):
+        y = self.fc(x)
+        if hasattr(self, "side"):
+            y = y + self.side(x)
+        return torch.relu(y)
+
+
+class SideNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.blocks, self.out = nn.Sequential(SideBlock(4), SideBlock(4, 3), SideBlock(4, 5)), nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.out(self.blocks(x))
+
+
 def _images(n=16):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 1, 8, 8))
@@ -141,6 +167,18 @@ def test_a_number_read_in_forward_is_an_argument_kept_on_the_instance(tmp_path):
     assert "Scaled(in_features=6, factor=2.0" in source, source
     assert "jnn.torch_linear(in_features, 6, " in source, source
     _passes_both_dtypes(ScaledNet(), generated, x, y, loss="mse", optimizer="adam", lr=0.01)
+
+
+def test_an_optional_branch_with_a_width_of_its_own_is_one_class_with_a_default_argument(tmp_path):
+    """The branch's width exists only where the branch does: an argument defaulting to
+    None, left out where the branch is; forward adds the branch under the guard."""
+    x, y = _features()
+    source, generated = _port(SideNet(), x, tmp_path)
+    assert source.count("class SideBlock(") == 1 and "SideBlock_2" not in source, source
+    assert "def __init__(self, side, out_features=None, *, rngs" in source, source
+    assert "SideBlock(side=False, rngs" in source and "SideBlock(out_features=5, side=True, rngs" in source, source
+    assert "            add = fc + side\n        else:\n            add = fc" in source, source
+    _passes_both_dtypes(SideNet(), generated, x, y, loss="mse", optimizer="adam", lr=0.01)
 
 
 def test_instances_with_other_forwards_keep_numbered_classes_with_a_comment(tmp_path):
