@@ -122,9 +122,19 @@ def guard_plan(full: list[str], other: list[str], attr: str):
     return plan, rows
 
 
-def assign_labels(insts: dict[int, Inst]):
+class Unmerged(Exception):
+    """render.py could not write one class for a type's merged labels: label it again
+    without merging that type's variants (numbered classes, as before)."""
+
+    def __init__(self, type_name: str):
+        super().__init__(type_name)
+        self.type_name = type_name
+
+
+def assign_labels(insts: dict[int, Inst], keep_apart=frozenset()):
     """Label the instances (post-order): one label per class of the file. Alike but for
-    numbers: one label; a type's labels that differ by one optional child: merged."""
+    numbers: one label; a type's labels that differ by one optional child: merged
+    (unless the type is in `keep_apart`)."""
     canon: dict[int, int] = {}
     keys: dict[tuple, int] = {}             # one label per skeleton, across the rounds
 
@@ -141,7 +151,7 @@ def assign_labels(insts: dict[int, Inst]):
             inst.label = find(keys.setdefault(sk, len(keys)))
         by_type: dict[str, dict[int, Inst]] = {}
         for inst in insts.values():
-            if not inst.inline:
+            if not inst.inline and type(inst.m).__qualname__ not in keep_apart:
                 by_type.setdefault(type(inst.m).__qualname__, {}).setdefault(inst.label, inst)
         for reps in by_type.values():
             if len(reps) < 2:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from jaxport.translate.classes import CHILD, Inst, assign_labels
+from jaxport.translate.classes import CHILD, Inst, Unmerged, assign_labels
 from jaxport.translate.emit import ClassWriter
 from jaxport.translate.leaves import is_leaf, leaf
 from jaxport.translate.render import Renderer
@@ -113,9 +113,17 @@ class FileWriter:
         self.visit(self.model, "")
         if self.insts[id(self.model)].inline:
             self.insts[id(self.model)].inline = False      # the root is a class of the file
-        assign_labels(self.insts)
-        r = Renderer(self.insts)
-        root = r.ctor(id(self.model), rngs="nnx.Rngs(seed)")
+        keep_apart: set[str] = set()
+        while True:                 # a type whose variants will not merge after all: numbered classes
+            assign_labels(self.insts, frozenset(keep_apart))
+            r = Renderer(self.insts)
+            try:
+                root = r.ctor(id(self.model), rngs="nnx.Rngs(seed)")
+                break
+            except Unmerged as error:
+                if error.type_name in keep_apart:
+                    raise
+                keep_apart.add(error.type_name)
         blocks = ["\n".join(c.rows) for c in r.order]
         root_class = r.finish(self.insts[id(self.model)].label).name
         blocks.append(f'def make_model(seed: int = 0, dtype=jnp.float32) -> {root_class}:\n'

@@ -8,8 +8,8 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-from jaxport.translate.classes import (CHILD, Inst, blank, guard_plan, identifier, number_name, numbers,
-                                       optional_attr, optional_index)
+from jaxport.translate.classes import (CHILD, Inst, Unmerged, blank, guard_plan, identifier, number_name,
+                                       numbers, optional_attr, optional_index)
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Renderer:
             a, k = optional_attr(fb_init, ob_init), optional_index(fb_init, ob_init)
             got = a and guard_plan(fb_call, blank_call(inst.call), a)
             if not got or attr not in (None, a) or plan not in (None, got[0]):
-                raise RuntimeError(f"{type(full.m).__name__}: merged instances that do not merge")
+                raise Unmerged(type(full.m).__qualname__)
             attr, plan, has[id(inst.m)] = a, got[0], False
             shift = len(fb_init) - len(ob_init)
             init_map = {s: (s if s < k else s - shift) for s in range(len(f_init)) if s != k}

@@ -198,3 +198,29 @@ def test_resnet18s_basic_blocks_are_one_class_with_torchvisions_arguments():
     assert "BasicBlock(in_channels=64, out_channels=128, stride=2, downsample=True" in source, source
     assert "BasicBlock(in_channels=128, out_channels=128, stride=1, downsample=False" in source, source
     assert source.count("\nclass ") == 3, source          # BasicBlock, its downsample Sequential, ResNet
+
+
+def test_the_identity_branch_of_the_merged_block_is_what_runs_where_torch_has_no_downsample(tmp_path):
+    """Planted: the else branch (torch's identity) negated: rung 2 fails. The blocks
+    without a downsample do run the merged class's else branch."""
+    x, y = _images()
+    source = translate(TinyResNet(), x[:2])
+    assert source.count("            down = x  #") == 1, source
+    path = tmp_path / "planted.py"
+    path.write_text(source.replace("            down = x  #", "            down = -x  #"))
+    report = check_port(TinyResNet(), cli.load_generated(str(path)).make_model(), x, y, dtype="float64", steps=3,
+                        batch_size=8, loss="cross_entropy", optimizer="sgd", lr=0.05, rungs=(2,))
+    assert not report.passed and report.first_failure["rung"] == 2, report.markdown()
+
+
+def test_variants_the_renderer_cannot_merge_fall_back_to_numbered_classes(tmp_path, monkeypatch):
+    from jaxport.translate import render                                 # noqa: PLC0415
+    monkeypatch.setattr(render, "guard_plan", lambda *a: None)         # the forwards "will not merge"
+    x, y = _images()
+    source, generated = _port(TinyResNet(), x, tmp_path)
+    assert "class TinyBlock(" in source and "class TinyBlock_2(" in source, source
+    assert "# TinyBlock_2: torch's TinyBlock too" in source, source
+    assert "TinyBlock_2(in_channels=8, out_channels=16" in source, source     # each still takes its widths
+    report = check_port(TinyResNet(), generated.make_model(), x, y, dtype="float64", steps=3, batch_size=8,
+                        loss="cross_entropy", optimizer="sgd", lr=0.05)
+    hm.assert_passed(report)
