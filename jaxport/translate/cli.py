@@ -7,21 +7,30 @@ the rung and layer); 2 bad input or something it cannot translate, as one line o
 stderr naming it, its source line and what to write by hand, with no traceback and no
 output file. The options after --out are check_port's, as `python -m parity_tests
 check` takes them (no --dtype: both run; no --input-layout: the twin takes NCHW).
+
+The .npz holds `y` and the model's inputs, each with the rows on axis 0: `x` alone for
+a model of one input (passed positionally, whatever forward calls it), or else one
+array per input named as forward's parameter (`input_ids`, `attention_mask`), passed
+as keywords (check_port's dict x). Rows 0-1 of each are the trace's example.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import os
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
-from parity_tests.engine.port_cli import load_data, load_factory
+import numpy as np
+
+from parity_tests.engine.port_cli import load_factory
 from parity_tests.engine.sides.port_losses import LOSSES
 from parity_tests.engine.sides.port_objectives import SPECS, PortInputError
 
-from jaxport.translate.trace import Untranslatable
+from jaxport.translate.trace import BadExample, Untranslatable
 
 DTYPES = ("float32", "float64")
 
@@ -55,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m jaxport.translate", description="Write the Flax NNX twin of a torch model "
                 "and check it with check_port in float32 and float64.")
     p.add_argument("torch_factory", help="module:callable returning the torch.nn.Module")
-    p.add_argument("--data", required=True, help=".npz with arrays x and y (x[:2] is the trace's example)")
+    p.add_argument("--data", required=True, help=".npz with y and the inputs: x alone, or one array per input "
+                   "named as forward's parameter (passed as keywords); rows 0-1 are the trace's example")
     p.add_argument("--out", required=True, help="where to write the generated module")
     p.add_argument("--loss", default="mse", choices=LOSSES)
     p.add_argument("--label-smoothing", type=float)
@@ -72,6 +82,55 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-going", action="store_true")
     p.add_argument("--no-check", action="store_true", help="write the module only")
     return p
+
+
+def load_arrays(path: str) -> dict:
+    """{name: array} of the .npz; an unreadable file is a PortInputError."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise PortInputError(f"cannot read {path}: {error}") from None
+
+
+def inputs_of(torch_model, arrays: dict, path: str):
+    """(x, y) for check_port from the .npz's arrays: x an array (`x` alone: the one
+    input) or a dict {forward's parameter: array} (keywords). Each input is checked
+    against forward's signature and every array's rows against y's."""
+    if "y" not in arrays:
+        raise PortInputError(f"{path}: no array named y (has {', '.join(arrays) or 'none'})")
+    y, given = arrays["y"], {k: v for k, v in arrays.items() if k != "y"}
+    try:
+        params = inspect.signature(torch_model.forward).parameters
+    except (TypeError, ValueError):
+        params = {}
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                        p.KEYWORD_ONLY)]
+    signature = f"forward({', '.join(names)})"
+    if not given:
+        raise PortInputError(f"{path}: no input array: name it x (one input) or as {signature}'s parameters")
+    if list(given) != ["x"]:                        # named as forward's parameters: keywords
+        unknown = [k for k in given if k not in names]
+        if unknown:
+            raise PortInputError(f"{path}: array {', '.join(unknown)} is not a parameter of {signature} "
+                                 "(name the arrays as forward's parameters, or give one input as x)")
+        missing = [n for n in names if params[n].default is inspect.Parameter.empty and n not in given]
+        if missing:
+            raise PortInputError(f"{path}: no array for {', '.join(missing)}, which {signature} needs "
+                                 f"(has {', '.join(arrays)})")
+    required = [n for n in names if params[n].default is inspect.Parameter.empty]
+    if list(given) == ["x"] and len(required) > 1:
+        raise PortInputError(f"{path}: {signature} takes {len(required)} inputs and the file has x only: "
+                             "name the arrays as forward's parameters")
+    rows = len(y) if np.ndim(y) else None
+    for name, a in given.items():
+        if np.ndim(a) == 0 or len(a) != rows:
+            have = "no rows (a scalar)" if np.ndim(a) == 0 else f"{len(a)} rows"
+            raise PortInputError(f"{path}: input {name} has {have} and y has {rows}: every array needs "
+                                 "the same rows on axis 0")
+    if rows is not None and rows < 2:
+        raise PortInputError(f"{path}: {rows} row(s): the trace needs 2 and check_port a batch")
+    return (given["x"] if list(given) == ["x"] else given), y
 
 
 def _write(path: str, text: str):
@@ -94,21 +153,25 @@ def main(argv=None) -> int:
     try:
         args = parser().parse_args(argv)
         factory = load_factory(args.torch_factory)
-        x, y = load_data(args.data)
+        arrays = load_arrays(args.data)
         if not Path(args.out).parent.exists():
             raise PortInputError(f"--out {args.out}: no such folder")
         try:
             torch_model = factory()
         except Exception as error:                  # noqa: BLE001 (the user's code)
             raise PortInputError(f"the torch factory raised {type(error).__name__}: {error}") from None
-        import torch  # noqa: PLC0415
+        x, y = inputs_of(torch_model, arrays, args.data)
         from jaxport.translate import translate  # noqa: PLC0415
-        source = translate(torch_model, (torch.as_tensor(x[:2]),), source_name=args.torch_factory)
+        example = {k: a[:2] for k, a in x.items()} if isinstance(x, dict) else (x[:2],)
+        source = translate(torch_model, example, source_name=args.torch_factory)
     except PortInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Untranslatable as error:
         print(f"error: cannot translate {error}", file=sys.stderr)
+        return 2
+    except BadExample as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     _write(args.out, source)
     print(f"wrote {args.out}")

@@ -50,7 +50,9 @@ def leaf(m, where: str) -> Leaf:
             refuse(f"padding={m.padding!r}, padding_mode={m.padding_mode!r}", "give the padding as numbers")
         fn = {"Conv1d": "conv1d", "Conv2d": "conv2d", "ConvTranspose2d": "conv_transpose2d"}[name]
         defaults = dict(stride=1, padding=0, dilation=1, **({"output_padding": 0} if "Transpose" in name else {}))
-        kw = {k: _one(getattr(m, k)) for k, d in defaults.items() if _one(getattr(m, k)) != d}
+        # stride and padding always: blocks that differ in them then share a class (classes.py)
+        kw = {k: _one(getattr(m, k)) for k, d in defaults.items() if _one(getattr(m, k)) != d or k in ("stride",
+                                                                                                     "padding")}
         kw.update({"groups": m.groups} if m.groups != 1 else {})
         kw.update({"bias": False} if m.bias is None else {})
         return Leaf(f"jnn.{fn}({m.in_channels}, {m.out_channels}, {_one(m.kernel_size)!r}{_kw(**kw)}{RNG})",

@@ -65,6 +65,10 @@ class _Tracer(fx.Tracer):
         return node
 
 
+class BadExample(ValueError):
+    """The torch model itself fails on the example inputs (wrong shapes or dtypes)."""
+
+
 @contextmanager
 def _no_custom_functions():
     """fx would trace straight through a custom autograd Function's forward and lose its
@@ -90,8 +94,9 @@ class Traced:
     graph: fx.Graph          # nodes carry meta["val"] (the example's value) and meta["line"]
 
 
-def record_inputs(model, example_inputs) -> dict:
-    """{id(module): (args, kwargs)} of each module's first call on the example inputs."""
+def record_inputs(model, example_inputs, example_kwargs=None) -> dict:
+    """{id(module): (args, kwargs)} of each module's first call on the example inputs
+    (positional `example_inputs`, keyword `example_kwargs`)."""
     seen, handles = {}, []
 
     def hook(module, args, kwargs):
@@ -100,7 +105,13 @@ def record_inputs(model, example_inputs) -> dict:
         handles.append(m.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
-            model(*example_inputs)
+            model(*example_inputs, **(example_kwargs or {}))
+    except Exception as error:                          # noqa: BLE001 (the user's model)
+        shapes = ", ".join([f"{tuple(a.shape)} {a.dtype}" for a in example_inputs] +
+                           [f"{k}={tuple(a.shape)} {a.dtype}" for k, a in (example_kwargs or {}).items()])
+        where = user_line(traceback.extract_tb(error.__traceback__))
+        raise BadExample(f"the torch model raised {type(error).__name__} on the example inputs ({shapes}) at "
+                         f"{where}: {str(error).splitlines()[0] if str(error) else ''}") from None
     finally:
         for h in handles:
             h.remove()
