@@ -3,9 +3,10 @@
 - parity.py: one comparison (parity.check), its row, the record, the float64 table;
 - sides/: the two programs compared. The reference is torch (port_torch.TorchSide, over
   any module); the candidate starts each step from torch's state: a user's NNX model
-  (port_candidate over port_models and port_nnx; losses and optimizers written twice
-  with torch's semantics: port_losses, port_objectives) or jaxport's own
-  compiled step for the project's examples (example_sides; their runs and caches: runs);
+  (port_candidate over port_models and port_nnx, built from check_port's three specs
+  by port_setup; losses and optimizers on both sides with torch's semantics:
+  port_losses, port_objectives over jaxport.optim) or jaxport's own compiled step and
+  whole run for the project's examples (example_sides; their runs and caches: runs);
 - rungs/: rungs 2-5 once over two sides (port_rungs; one step's comparison:
   step_compare), rungs 6-7 once (free_runs), the examples' runs (ladder: rung 1 and
   the sides it builds), and check_port's loop over the rungs (harness), which

@@ -65,8 +65,8 @@ def rung6_free_running(run) -> None:
     parameters and running statistics entry by entry or as one more draw of the
     ensemble (float32: else against torch's float64 run, the ensemble's last member)."""
     v = free_runs(run)
-    exact = v["members"][-1] if run.dtype == "float32" else None      # torch in float64 (ensemble.py)
-    h = criterion.judge_losses(_checker(run, 6), v["jax"], v["torch"], v["members"], run.dtype, exact)
+    exact_losses = v["members"][-1] if run.dtype == "float32" else None      # torch in float64 (ensemble.py)
+    h = criterion.judge_losses(_checker(run, 6), v["jax"], v["torch"], v["members"], run.dtype, exact_losses)
     chaotic = h < v["steps"]
     ours, theirs = run.cand.fitted(v["jax_state"]), run.cand.split(v["torch_arrays"])
     members = [run.cand.split(a) for a in v["member_arrays"]]
