@@ -1,6 +1,6 @@
 """A whole LSTM or GRU sequence in few ops, close to torch's CPU kernel: the GRU's input
 side of every time step in one matmul before the time loop and one (H, 3H) matmul per
-step inside it; the LSTM's one (I + H, 4H) matmul per step over [x_t, h]; and a
+step inside it; the LSTM's one (I + H + 1, 4H) matmul per step over [x_t, h, 1]; and a
 hand-written backward whose weight gradients are matmuls over many rows after the loop.
 
 Why: nnx.RNN over nnx.LSTMCell runs 8 Linears a step, and JAX's gradient of the scan
@@ -13,7 +13,7 @@ Short sequences (the digits' 8 rows) are unrolled: XLA:CPU's while loop costs a 
 the carry and a dynamic-update-slice per saved array and step.
 
 Numerics, as torch (aten/src/ATen/native/RNN.cpp, the CPU cells with pre_compute_input):
-gates = (x W_i + b_i) + (h W_h + b_h) (jaxport's LSTM: [x, h] [W_i; W_h] + (b_i + b_h),
+gates = (x W_i + b_i) + (h W_h + b_h) (jaxport's LSTM: [x, h, 1] [W_i; W_h; b_i + b_h],
 the same sum in another order); LSTM c' = f c + i g, h' = o tanh(c'); GRU
 n = tanh(x_n + b_in + r (h W_hn + b_hn)), h' = (h - n) z + n. The derivatives are the
 closed forms torch's autograd uses (sigmoid' = (1 - y) y, tanh' = 1 - y^2). One
@@ -82,9 +82,11 @@ def _weight_grads(x, h_prev, d_in, d_hid):
             rows(d_hid).sum(axis=0))
 
 
-def _lstm_weight_grads(x, h_prev, d_gates):
+def _lstm_weight_grads(z, inputs, d_gates):
     """dW_i, db (b_i's and b_h's: both gradients are d_gates' column sums) and dW_h as
-    matmuls [x, h_prev, 1]^T d_gates (time major), summed: one matmul per WGRAD_STEPS
+    matmuls z^T d_gates, z = [x, h_prev, 1] (time major: the rows each forward step
+    multiplied, saved; building them again here took one slow concatenation over all
+    steps) and `inputs` x's width, summed: one matmul per WGRAD_STEPS
     time steps for a short (unrolled) sequence, one over all T x B rows for a long one.
     Why the ones column: XLA split the column sums over the time loop's concatenation
     into one reduction per time step. Why the chunks: the one matmul needs d_gates of
@@ -93,8 +95,7 @@ def _lstm_weight_grads(x, h_prev, d_gates):
     of 2 steps need only (2B, 4H) pieces, and their 4 products' sum stays under the
     size at which XLA splits the optimizer's fusions that read it (8 per-step
     products did not)."""
-    inputs, steps = x.shape[-1], x.shape[0]
-    z = _with_ones(jnp.concatenate([x, h_prev], axis=-1))
+    steps = z.shape[0]
     chunk = WGRAD_STEPS if steps <= UNROLL_UP_TO else steps
     stacked = None
     for s in range(0, steps, chunk):
@@ -113,13 +114,15 @@ def _previous(first, later):
 def _lstm_forward(w_i, b_i, w_h, b_h, x, h0, c0):
     hidden = w_h.shape[0]
     scale, shift = _blocks([0.5, 0.5, 1.0, 0.5], hidden, w_h.dtype), _blocks([0.5, 0.5, 0.0, 0.5], hidden, w_h.dtype)
-    # a step's gates as one matmul [x_t, h] [W_i; W_h] plus (b_i + b_h): no (T*B, 4H)
+    # a step's gates as one matmul [x_t, h, 1] [W_i; W_h; b_i + b_h]: no (T*B, 4H)
     # input side computed before the loop, whose slices made XLA:CPU split every
-    # step's gate fusion across its threads (they read the whole 512 x 256 buffer)
-    w, b = jnp.concatenate([w_i, w_h]), b_i + b_h
+    # step's gate fusion across its threads (they read the whole 512 x 256 buffer);
+    # the rows [x_t, h, 1] are saved for the weight gradient
+    w = jnp.concatenate([w_i, w_h, (b_i + b_h)[None]])
 
     def step(state, xi):                                  # state: c, h, tanh(c), each (B, H)
-        t = jnp.tanh((jnp.concatenate([xi, state[1]], axis=-1) @ w + b) * scale)
+        z = _with_ones(jnp.concatenate([xi, state[1]], axis=-1))
+        t = jnp.tanh((z @ w) * scale)
         act = _gate_affine(t, scale, shift)               # saved as t: act = t scale + shift
         i, f, g, o = (act[:, k * hidden:(k + 1) * hidden] for k in range(4))
         c = f * state[0] + i * g
@@ -127,11 +130,11 @@ def _lstm_forward(w_i, b_i, w_h, b_h, x, h0, c0):
         # three arrays, not one stack: a stack is a concatenation computed in one loop,
         # which XLA:CPU runs slower than the three separate results
         state = (c, o * tc, tc)
-        return state, (state, t)
+        return state, (state, t, z)
 
     state0 = (c0, h0, jnp.tanh(c0))
-    state, (states, acts) = _scan(step, state0, _time_major(x))
-    return (states[1], state[1], state[0]), (states, acts)
+    state, (states, acts, zs) = _scan(step, state0, _time_major(x))
+    return (states[1], state[1], state[0]), (states, acts, zs)
 
 
 @jax.custom_vjp
@@ -147,7 +150,7 @@ def _lstm_fwd(w_i, b_i, w_h, b_h, x, h0, c0):
 
 
 def _lstm_bwd(res, cts):
-    w_i, w_h, x, h0, c0, (states, acts) = res
+    w_i, w_h, x, h0, c0, (states, acts, zs) = res
     d_hs, d_hT, d_cT = cts
     w_h_t, hidden = w_h.T, w_h.shape[0]
     is_g = _blocks([0.0, 0.0, 1.0, 0.0], hidden, w_h.dtype)
@@ -168,7 +171,7 @@ def _lstm_bwd(res, cts):
 
     inputs = (_time_major(d_hs), _previous(c0, states[0]), states[2], acts)
     (dh0, dc0), d_gates = _scan(step, (d_hT, d_cT), inputs, reverse=True)
-    dw_i, db, dw_h = _lstm_weight_grads(_time_major(x), _previous(h0, states[1]), d_gates)
+    dw_i, db, dw_h = _lstm_weight_grads(zs, x.shape[-1], d_gates)
     db_i = db_h = db
     return dw_i, db_i, dw_h, db_h, _time_major(d_gates @ w_i.T), dh0, dc0
 
