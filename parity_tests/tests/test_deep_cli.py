@@ -46,6 +46,7 @@ def test_default_run_reaches_95_percent_held_out(example, backend, tmp_path, cap
     assert set(record["params"]) == set(registry.exchange_shapes(example))
 
 
+@pytest.mark.slow    # two full runs per backend: the second tier
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_frames_of_held_out_images_leave_the_run_unchanged(backend, tmp_path, capsys):
     """--plot records logits on the training and held-out images, handed to fit

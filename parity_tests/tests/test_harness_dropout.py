@@ -70,6 +70,7 @@ def test_another_rate_fails_with_dropout_on():
     assert report.located["layer"] == "drop1", report.located
 
 
+@pytest.mark.slow    # ~8 s: the second tier (the MLP with dropout above stays in the first)
 def test_the_mnist_network_with_its_dropout_on_nhwc_maps():
     """dropout1 acts on the (N, 12, 12, 64) NHWC map: its units in torch's (C, H, W)
     order, so the same units drop on both sides."""

@@ -127,6 +127,7 @@ def _step_lr_sgd(lr, gamma):
     return factory
 
 
+@pytest.mark.slow    # ~12 s, every optimizer: the second tier
 def test_planted_optimizer_bugs_fail_at_the_first_step_they_change():
     """Explicit (torch, optax) pairs with one thing wrong on the JAX side (float64)."""
     lr = 1e-2

@@ -80,8 +80,9 @@ def _check(torch_model, generated, x, y, dtype, **kw):
     return check_port(torch_model, generated.make_model(), x, y, dtype=dtype, **kw)
 
 
-# The zoo's three largest (about 50 s together) run in the second tier, with the zoo.
-SLOW = ("MNIST network", "GPT", "Transformer encoder", "word-level LM")
+# `make test` translates the tutorial's four models; the deep examples and the zoo's
+# models (about 90 s together on 2 cores) run in the second tier, with the zoo.
+SLOW = ("cnn", "lstm", "gru", "VAE", "MNIST network", "GPT", "Transformer encoder", "word-level LM")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in MODELS])

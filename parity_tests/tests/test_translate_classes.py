@@ -5,6 +5,7 @@ numbered classes, with a comment saying why. The generated ports pass every rung
 check_port in float64 and float32. (torchvision's resnet18 itself: test_translate.py,
 slow tier.)"""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -142,6 +143,7 @@ def _passes_both_dtypes(model, generated, x, y, **kw):
         hm.assert_passed(report)
 
 
+@pytest.mark.slow    # check_port on a ResNet-like model in both dtypes: the second tier
 def test_blocks_of_other_widths_strides_and_an_optional_downsample_are_one_class(tmp_path):
     x, y = _images()
     source, generated = _port(TinyResNet(), x, tmp_path)
@@ -169,6 +171,7 @@ def test_a_number_read_in_forward_is_an_argument_kept_on_the_instance(tmp_path):
     _passes_both_dtypes(ScaledNet(), generated, x, y, loss="mse", optimizer="adam", lr=0.01)
 
 
+@pytest.mark.slow    # check_port on a ResNet-like model in both dtypes: the second tier
 def test_an_optional_branch_with_a_width_of_its_own_is_one_class_with_a_default_argument(tmp_path):
     """The branch's width exists only where the branch does: an argument defaulting to
     None, left out where the branch is; forward adds the branch under the guard."""
@@ -200,6 +203,7 @@ def test_resnet18s_basic_blocks_are_one_class_with_torchvisions_arguments():
     assert source.count("\nclass ") == 3, source          # BasicBlock, its downsample Sequential, ResNet
 
 
+@pytest.mark.slow    # check_port on a ResNet-like model in both dtypes: the second tier
 def test_the_identity_branch_of_the_merged_block_is_what_runs_where_torch_has_no_downsample(tmp_path):
     """Planted: the else branch (torch's identity) negated: rung 2 fails. The blocks
     without a downsample do run the merged class's else branch."""
@@ -213,6 +217,7 @@ def test_the_identity_branch_of_the_merged_block_is_what_runs_where_torch_has_no
     assert not report.passed and report.first_failure["rung"] == 2, report.markdown()
 
 
+@pytest.mark.slow    # check_port on a ResNet-like model in both dtypes: the second tier
 def test_variants_the_renderer_cannot_merge_fall_back_to_numbered_classes(tmp_path, monkeypatch):
     from jaxport.translate import render                                 # noqa: PLC0415
     monkeypatch.setattr(render, "guard_plan", lambda *a: None)         # the forwards "will not merge"
