@@ -65,18 +65,18 @@ def deep(example) -> bool:
 def _compared(step: int, total: int) -> bool:
     """float32 steps need their measured tolerance where the result term alone is
     exceeded: `make test` compares a slice of rung 5, the first 100 steps, 50 from the
-    middle and the last 50 (the deep examples' first epoch: its first and last three,
-    the last on the epoch's partial batch); `make report` (JAXPORT_REPORT) and
-    JAXPORT_FULL=1 every step. float64 steps are always all compared (the deep ones as
-    float32's)."""
+    middle and the last 50; `make report` (JAXPORT_REPORT) and JAXPORT_FULL=1 every
+    step. The tutorial's float64 steps are always all compared."""
     return step < 100 or total // 2 <= step < total // 2 + 50 or step >= total - 50
 
 
 def _deep_compared(step: int, total: int) -> bool:
+    """The deep examples' first epoch, in both dtypes: its first and last three steps
+    (the last on the epoch's partial batch), every one with JAXPORT_FULL or JAXPORT_REPORT."""
     return step < 3 or step >= total - 3
 
 
-def port_run(cell: Cell, run: Run | None = None, max_steps: int | None = None, compared=None):
+def port_run(cell: Cell, run: Run | None = None, max_steps: int | None = None):
     """check_port's run over the example's sides (sides/example_sides.py): torchref's
     model, loss and optimizer against jaxport's compiled step, the run's first
     `max_steps` batches (all: None; the deep examples' default: 2)."""
@@ -87,14 +87,14 @@ def port_run(cell: Cell, run: Run | None = None, max_steps: int | None = None, c
         steps = [idx for _, idx in batches(run.order(len(x)), run.config.batch_size)][:max_steps or 2]
         xh, yh = data(cell.example, run.seed, held_out=True)
         return example_run(cell, run, x, y, steps, init(cell.example, run), eval_x=xh, eval_y=yh,
-                           compared=compared or (None if every else _deep_compared))
+                           compared=None if every else _deep_compared)
     steps = [idx for _, idx in batches(run.order(len(x)), run.config.batch_size)][:max_steps]
     every = every or cell.dtype == "float64"
     # float32: the measured bound alone, which every correct step of these examples holds
     # (JAXPORT_FULL=1 on MKL's AUTO, AVX2 and COMPATIBLE): the fallback against float64
     # let the planted bias correction in float32 pass rungs 2-5 (port_exact.py)
     return example_run(cell, run, x, y, steps, init(cell.example, run),
-                       compared=compared or (None if every else _compared), float64_fallback=False)
+                       compared=None if every else _compared, float64_fallback=False)
 
 
 PORT_RUNGS = {**port_rungs.RUNGS, **free_runs.RUNGS}       # check_port's, over a PortRun
