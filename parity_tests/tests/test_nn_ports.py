@@ -100,7 +100,7 @@ def test_a_sequence_model_from_jaxport_nn_passes_without_a_hook(dtype):
                              batch_size=8, dtype=dtype))
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", [pytest.param("float64", marks=pytest.mark.slow), "float32"])
 def test_an_image_model_from_jaxport_nn_passes_without_a_hook(dtype):
     torch.manual_seed(0)
     x, y = image_data()

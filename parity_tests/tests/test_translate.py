@@ -119,6 +119,7 @@ def _planted(name, old, new, tmp_path):
     return _check(torch_model, load_source(source.replace(old, new), tmp_path), x, y, "float64", rungs=(2,), **kw)
 
 
+@pytest.mark.slow    # the flatten planted below stays in the first tier
 def test_a_softmax_axis_planted_in_the_output_fails_at_rung_2(tmp_path):
     report = _planted("MNIST network", "jax.nn.log_softmax(fc2, axis=1)", "jax.nn.log_softmax(fc2, axis=0)", tmp_path)
     assert not report.passed and report.first_failure["rung"] == 2, report.markdown()
@@ -137,6 +138,7 @@ def test_a_flatten_in_channels_last_order_planted_in_the_output_fails(tmp_path):
     assert not report.passed and report.first_failure["rung"] == 2, report.markdown()
 
 
+@pytest.mark.slow    # the flatten planted below stays in the first tier
 def test_tanh_gelu_planted_in_the_gpt_fails_at_rung_2(tmp_path):
     report = _planted("GPT", "approximate='none'", "approximate='tanh'", tmp_path)
     assert not report.passed and report.first_failure["rung"] == 2, report.markdown()
