@@ -92,13 +92,6 @@ class Example:
         input shape in `input_shapes`."""
         return sum(k.flops(self.input_shapes.get(p, ())) for p, k in self.layers.items())
 
-    def grid(self) -> np.ndarray:
-        """Inputs for the fitted model's predictions (the ladder's rung 7): the plot's axes."""
-        if self.plot.draws == "boundary":
-            a, b = np.meshgrid(np.linspace(*self.plot.xlim, 21), np.linspace(*self.plot.ylim, 17))
-            return np.c_[a.ravel(), b.ravel()]
-        return np.linspace(*self.plot.xlim, 211)[:, None]
-
 
 def _row_reader(name: str, rnn) -> Example:
     """lstm and gru: a recurrent layer over the 8 rows of 8 pixels of each digit, the

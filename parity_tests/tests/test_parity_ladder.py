@@ -38,5 +38,5 @@ def test_free_running(cell):
 
 
 def test_fitted_model(cell):
-    """Rung 7: the fitted model's final loss, predictions on a grid, and accuracy."""
+    """Rung 7: the fitted model's final loss, predictions on the data, and accuracy."""
     ladder.rung7_fitted_model(cell)
