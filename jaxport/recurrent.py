@@ -1,20 +1,18 @@
-"""A whole LSTM or GRU sequence in few ops, close to torch's CPU kernel: the GRU's input
-side of every time step in one matmul before the time loop and one (H, 3H) matmul per
-step inside it; the LSTM's one (I + H + 1, 4H) matmul per step over [x_t, h, 1]; and a
-hand-written backward whose weight gradients are matmuls over many rows after the loop.
+"""A whole LSTM or GRU sequence as torch's CPU kernel computes it: the input side of
+every time step in one matmul before the time loop, one (H, 4H) (GRU: (H, 3H)) matmul
+per step inside it, and a hand-written backward whose weight gradients are one matmul
+each after the loop.
 
 Why: nnx.RNN over nnx.LSTMCell runs 8 Linears a step, and JAX's gradient of the scan
 adds per step a weight-gradient matmul per Linear and a bias reduction: ~760 small ops
 (thunks) a training step for the lstm, so the step was bound by the number of ops, not
 by FLOPs. Here the loop keeps one matmul a step forward and one backward
-(dh = dgates W_h^T); dW_h, dW_i and the biases are computed after it over T x B rows
-(the LSTM's in chunks of WGRAD_STEPS steps, see _lstm_weight_grads).
+(dh = dgates W_h^T); dW_h, dW_i and the biases are computed once over all T x B rows.
 Short sequences (the digits' 8 rows) are unrolled: XLA:CPU's while loop costs a copy of
 the carry and a dynamic-update-slice per saved array and step.
 
 Numerics, as torch (aten/src/ATen/native/RNN.cpp, the CPU cells with pre_compute_input):
-gates = (x W_i + b_i) + (h W_h + b_h) (jaxport's LSTM: [x, h, 1] [W_i; W_h; b_i + b_h],
-the same sum in another order); LSTM c' = f c + i g, h' = o tanh(c'); GRU
+gates = (x W_i + b_i) + (h W_h + b_h); LSTM c' = f c + i g, h' = o tanh(c'); GRU
 n = tanh(x_n + b_in + r (h W_hn + b_hn)), h' = (h - n) z + n. The derivatives are the
 closed forms torch's autograd uses (sigmoid' = (1 - y) y, tanh' = 1 - y^2). One
 difference: sigmoid(v) is computed as 0.5 tanh(v / 2) + 0.5 (the same function, within
@@ -33,7 +31,6 @@ import numpy as np
 from jaxport.matmul import weight_grad
 
 UNROLL_UP_TO = 16          # time steps; a longer sequence runs as a lax.scan loop
-WGRAD_STEPS = 2            # time steps per LSTM weight-gradient matmul (unrolled sequences)
 
 
 def _scan(step, carry, xs, reverse=False):
@@ -48,12 +45,7 @@ def _blocks(values, hidden, dtype):
 
 def _gate_tanh(pre, scale, shift):
     """sigmoid on the blocks where scale is 0.5, tanh where it is 1: one tanh for all."""
-    return _gate_affine(jnp.tanh(pre * scale), scale, shift)
-
-
-def _gate_affine(t, scale, shift):
-    """The gates from their tanh t = tanh(pre * scale)."""
-    return t * scale + shift
+    return jnp.tanh(pre * scale) * scale + shift
 
 
 def _time_major(x):
@@ -82,25 +74,13 @@ def _weight_grads(x, h_prev, d_in, d_hid):
             rows(d_hid).sum(axis=0))
 
 
-def _lstm_weight_grads(z, inputs, d_gates):
+def _lstm_weight_grads(x, h_prev, d_gates):
     """dW_i, db (b_i's and b_h's: both gradients are d_gates' column sums) and dW_h as
-    matmuls z^T d_gates, z = [x, h_prev, 1] (time major: the rows each forward step
-    multiplied, saved; building them again here took one slow concatenation over all
-    steps) and `inputs` x's width, summed: one matmul per WGRAD_STEPS
-    time steps for a short (unrolled) sequence, one over all T x B rows for a long one.
-    Why the ones column: XLA split the column sums over the time loop's concatenation
-    into one reduction per time step. Why the chunks: the one matmul needs d_gates of
-    all steps as one (T*B, 4H) concatenation (512 x 256 for the digits), which XLA:CPU
-    builds element by element and splits across its threads (a large buffer); chunks
-    of 2 steps need only (2B, 4H) pieces, and their 4 products' sum stays under the
-    size at which XLA splits the optimizer's fusions that read it (8 per-step
-    products did not)."""
-    steps = z.shape[0]
-    chunk = WGRAD_STEPS if steps <= UNROLL_UP_TO else steps
-    stacked = None
-    for s in range(0, steps, chunk):
-        part = weight_grad(z[s:s + chunk], d_gates[s:s + chunk])
-        stacked = part if stacked is None else stacked + part
+    one matmul [x, h_prev, 1]^T d_gates over all T x B rows. Why: XLA split the column
+    sums over the time loop's concatenation into one reduction per time step, and the
+    two weight gradients were two dots: 10 ops a training step where this is 2."""
+    inputs = x.shape[-1]
+    stacked = weight_grad(_with_ones(jnp.concatenate([x, h_prev], axis=-1)), d_gates)
     return stacked[:inputs], stacked[-1], stacked[inputs:-1]
 
 
@@ -114,27 +94,20 @@ def _previous(first, later):
 def _lstm_forward(w_i, b_i, w_h, b_h, x, h0, c0):
     hidden = w_h.shape[0]
     scale, shift = _blocks([0.5, 0.5, 1.0, 0.5], hidden, w_h.dtype), _blocks([0.5, 0.5, 0.0, 0.5], hidden, w_h.dtype)
-    # a step's gates as one matmul [x_t, h, 1] [W_i; W_h; b_i + b_h]: no (T*B, 4H)
-    # input side computed before the loop, whose slices made XLA:CPU split every
-    # step's gate fusion across its threads (they read the whole 512 x 256 buffer);
-    # the rows [x_t, h, 1] are saved for the weight gradient
-    w = jnp.concatenate([w_i, w_h, (b_i + b_h)[None]])
 
     def step(state, xi):                                  # state: c, h, tanh(c), each (B, H)
-        z = _with_ones(jnp.concatenate([xi, state[1]], axis=-1))
-        t = jnp.tanh((z @ w) * scale)
-        act = _gate_affine(t, scale, shift)               # saved as t: act = t scale + shift
+        act = _gate_tanh(xi + (state[1] @ w_h + b_h), scale, shift)
         i, f, g, o = (act[:, k * hidden:(k + 1) * hidden] for k in range(4))
         c = f * state[0] + i * g
         tc = jnp.tanh(c)
         # three arrays, not one stack: a stack is a concatenation computed in one loop,
         # which XLA:CPU runs slower than the three separate results
         state = (c, o * tc, tc)
-        return state, (state, t, z)
+        return state, (state, act)
 
     state0 = (c0, h0, jnp.tanh(c0))
-    state, (states, acts, zs) = _scan(step, state0, _time_major(x))
-    return (states[1], state[1], state[0]), (states, acts, zs)
+    state, (states, acts) = _scan(step, state0, _input_side(_time_major(x), w_i, b_i))
+    return (states[1], state[1], state[0]), (states, acts)
 
 
 @jax.custom_vjp
@@ -150,16 +123,14 @@ def _lstm_fwd(w_i, b_i, w_h, b_h, x, h0, c0):
 
 
 def _lstm_bwd(res, cts):
-    w_i, w_h, x, h0, c0, (states, acts, zs) = res
+    w_i, w_h, x, h0, c0, (states, acts) = res
     d_hs, d_hT, d_cT = cts
     w_h_t, hidden = w_h.T, w_h.shape[0]
     is_g = _blocks([0.0, 0.0, 1.0, 0.0], hidden, w_h.dtype)
-    scale, shift = _blocks([0.5, 0.5, 1.0, 0.5], hidden, w_h.dtype), _blocks([0.5, 0.5, 0.0, 0.5], hidden, w_h.dtype)
 
     def step(carry, inputs):
         dh, dc = carry
-        dh_out, c_prev, tc, t = inputs
-        act = _gate_affine(t, scale, shift)
+        dh_out, c_prev, tc, act = inputs
         i, f, g, o = (act[:, k * hidden:(k + 1) * hidden] for k in range(4))
         dh = dh + dh_out
         dc = dc + dh * o * (1 - tc * tc)
@@ -171,7 +142,7 @@ def _lstm_bwd(res, cts):
 
     inputs = (_time_major(d_hs), _previous(c0, states[0]), states[2], acts)
     (dh0, dc0), d_gates = _scan(step, (d_hT, d_cT), inputs, reverse=True)
-    dw_i, db, dw_h = _lstm_weight_grads(zs, x.shape[-1], d_gates)
+    dw_i, db, dw_h = _lstm_weight_grads(_time_major(x), _previous(h0, states[1]), d_gates)
     db_i = db_h = db
     return dw_i, db_i, dw_h, db_h, _time_major(d_gates @ w_i.T), dh0, dc0
 

@@ -165,8 +165,16 @@ def judge_losses(check, j_losses, t_losses, member_losses, dtype: str, exact=Non
     its error against exact's, error_judgement). Returns the horizon."""
     step_spread = spread(member_losses, t_losses)
     h, steps = horizon(step_spread, t_losses, dtype), len(t_losses)
-    check(j_losses[:h], t_losses[:h], step_axis=True, tol=predictable_bound(step_spread[:h], t_losses[:h], dtype),
-          quantity=f"per-step losses before the horizon (step {h} of {steps})")
+    actual, expected, text = j_losses[:h], t_losses[:h], ""
+    bound = predictable_bound(step_spread[:h], t_losses[:h], dtype)
+    if dtype == "float32" and exact is not None and not _fits(actual, expected, bound):
+        # measured: MKL's COMPATIBLE path, the lstm example, step 12 of the 21 before its
+        # horizon 2.5e-6 relative from torch (the cap 1.3e-6) where torch's runs stay
+        # inside it: jaxport's float32 tanh and logistic are not one-ulp moves
+        actual, expected, text, bound = step_error_judgement(j_losses[:h], t_losses[:h], exact[:h],
+                                                             [r[:h] for r in member_losses])
+    check(actual, expected, step_axis=True, tol=bound,
+          quantity=f"per-step losses before the horizon (step {h} of {steps}){text}")
     if h < steps:
         for name, stat in (("final step loss", lambda r: float(r[-1])), ("median loss, last tenth", tail_median)):
             centre, bound = scalar_bound(stat(t_losses), [stat(r) for r in member_losses], dtype)
@@ -228,6 +236,17 @@ def _fits(actual, expected, tol) -> bool:
 # computed the same way); a GPT with LayerNorm eps 1e-6 instead of 1e-5: 37.6.
 ERROR_MULTIPLE = 8.0
 RESULT_ULPS = 4.0                # the floor: 4 float32 ulps of the tensor's RMS size
+
+
+def step_error_judgement(j, t, exact, members) -> tuple:
+    """float32, per step: |jaxport - exact| <= ERROR_MULTIPLE x the largest |run - exact|
+    of torch's run and its members at that step, never under RESULT_ULPS ulps of the
+    loss (error_judgement's rule, step by step)."""
+    e = np.asarray(exact, np.float64)
+    own = np.max(np.abs(np.vstack([t, *members]).astype(np.float64) - e), axis=0)
+    allowed = ERROR_MULTIPLE * np.maximum(own, RESULT_ULPS * 2.0 ** -24 * np.abs(e))
+    return (np.abs(np.asarray(j, np.float64) - e), np.zeros_like(e), ", error against torch float64 from the same start",
+            Bound(allowed, f"{ERROR_MULTIPLE:g} x the largest error of torch's float32 runs against float64, per step"))
 
 
 def error_judgement(j, t, exact, members=()) -> tuple:
