@@ -12,19 +12,12 @@ import torch
 from torch import nn
 
 from jaxport.translate import cli, translate
-from parity_tests.harness import check_port
 from parity_tests.tests import harness_models as hm
-
-
-def load_source(source: str, tmp_path, name="port"):
-    path = tmp_path / f"{name}.py"
-    path.write_text(source)
-    return cli.load_generated(str(path))
+from parity_tests.tests.test_translate import _check as check_generated, load_source
 
 
 def _check(torch_model, generated, x, y, dtype, **kw):
-    kw = {"steps": 3, "batch_size": 8, **kw}
-    return check_port(torch_model, generated.make_model(), x, y, dtype=dtype, **kw)
+    return check_generated(torch_model, generated, x, y, dtype, **{"batch_size": 8, **kw})
 
 
 class MaskedMeanClassifier(nn.Module):
