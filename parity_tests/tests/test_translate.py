@@ -75,7 +75,7 @@ def load_source(source: str, tmp_path, name="port"):
     return cli.load_generated(str(path))
 
 
-def _check(torch_model, generated, x, y, dtype, **kw):
+def check_generated(torch_model, generated, x, y, dtype, **kw):
     kw = {"steps": 3, "batch_size": 16, **kw}
     return check_port(torch_model, generated.make_model(), x, y, dtype=dtype, **kw)
 
@@ -92,7 +92,7 @@ def test_translated_model_passes_check_port_in_both_dtypes(name, tmp_path):
     torch_model = factory()
     generated = load_source(translate(torch_model, example(x)), tmp_path)
     for dtype in ("float64", "float32"):
-        hm.assert_passed(_check(torch_model, generated, x, y, dtype, **kw))
+        hm.assert_passed(check_generated(torch_model, generated, x, y, dtype, **kw))
 
 
 @pytest.mark.slow
@@ -105,8 +105,8 @@ def test_translated_resnet18_passes_in_float64_and_float32_rungs_2_to_4(tmp_path
     torch.manual_seed(0)
     torch_model = zr.resnet18(num_classes=3)
     generated = load_source(translate(torch_model, example(x)), tmp_path)
-    hm.assert_passed(_check(torch_model, generated, x, y, "float64", steps=2, batch_size=4, **kw))
-    report = _check(torch_model, generated, x, y, "float32", steps=2, batch_size=4, rungs=(2, 3, 4), **kw)
+    hm.assert_passed(check_generated(torch_model, generated, x, y, "float64", steps=2, batch_size=4, **kw))
+    report = check_generated(torch_model, generated, x, y, "float32", steps=2, batch_size=4, rungs=(2, 3, 4), **kw)
     hm.assert_passed(report, (2, 3, 4))
 
 
@@ -116,7 +116,7 @@ def _planted(name, old, new, tmp_path):
     torch_model = factory()
     source = translate(torch_model, torch.as_tensor(x[:2]))
     assert source.count(old) == 1, source          # the line the bug goes into is there, once
-    return _check(torch_model, load_source(source.replace(old, new), tmp_path), x, y, "float64", rungs=(2,), **kw)
+    return check_generated(torch_model, load_source(source.replace(old, new), tmp_path), x, y, "float64", rungs=(2,), **kw)
 
 
 @pytest.mark.slow    # the flatten planted below stays in the first tier

@@ -13,7 +13,7 @@ from torch import nn
 
 from jaxport.translate import cli, translate
 from parity_tests.tests import harness_models as hm
-from parity_tests.tests.test_translate import _check as check_generated, load_source
+from parity_tests.tests.test_translate import check_generated, load_source
 
 
 def _check(torch_model, generated, x, y, dtype, **kw):
