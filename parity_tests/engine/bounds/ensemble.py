@@ -12,6 +12,10 @@ the torch model from the same start over the same batches,
   gradients sum over rows and time steps, and moving the parameters alone
   underestimated that, a correct port's fitted input kernel 4x the spread), except
   under the hash-mask dropout, whose masks follow the rows' positions;
+- each rounding every parametrised layer's output another way, one ulp either way or
+  not at all per entry (bounds/rounding.py: another framework's kernels sum in other
+  orders; measured on resnet18, the moves above left a correct port's loss 13x farther
+  from float64 than any member after one step);
 - buffers (BatchNorm's running statistics, the dropout's step counter) run along per
   member.
 In float32, torch's run in float64 from the same float32 start is one more member:
@@ -35,6 +39,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from parity_tests.engine.bounds.rounding import LayerRounding
 from parity_tests.engine.sides.port_models import torch_arrays
 from parity_tests.engine.sides.port_torch import Teacher, TorchOptimizer, as_torch
 from parity_tests.engine.sides.pytrees import Inputs
@@ -105,16 +110,19 @@ def _vmapped(side, x, y, rows, count, generator) -> tuple[np.ndarray, list]:
     if getattr(opt.opt.step, "clips", False):
         raise NotImplementedError("a clipped optimizer's global norm would mix the members")
 
-    def loss(ps, bs, xb, yb):                     # one member's loss
+    rounding, member_ids = LayerRounding(model), torch.arange(count)
+
+    def loss(ps, bs, member, xb, yb):             # one member's loss
+        rounding.member = member
         return side.loss_fn(functional_call(model, (ps, bs), (xb,)), yb)
     # every member's rows, or (dropout: all in the given order) the batch once
     on_rows = 0 if not side.dropout else None
-    batched, out = vmap(loss, in_dims=(0, 0, on_rows, on_rows)), []
+    batched, out = vmap(loss, in_dims=(0, 0, 0, on_rows, on_rows)), []
     for members_rows in rows:
         take = (lambda a: np.stack([a[r] for r in members_rows])) if on_rows == 0 else (lambda a: a[members_rows[0]])
         xb = as_torch(take(x), side.dtype, device=side.device)
         yb = as_torch(take(np.asarray(y)), side.dtype, integer=side.integer, device=side.device)
-        member_losses = batched(stacked, buffers, xb, yb)
+        member_losses = batched(stacked, buffers, member_ids, xb, yb)
         opt.zero_grad()
         member_losses.sum().backward()
         opt.step()
@@ -132,6 +140,8 @@ def _in_turn(side, x, y, rows, count, generator) -> tuple[np.ndarray, list]:
     """The same runs, each member its own copy of the model and optimizer, stepped in
     turn at every batch (the same moves as the vmapped members: one generator)."""
     teachers = [Teacher(side) for _ in range(count)]
+    for m, t in enumerate(teachers):
+        LayerRounding(t.model).member = torch.tensor(m)
     out = []
     for members_rows in rows:
         out.append([_train_step(side, t, x[r], y[r]) for t, r in zip(teachers, members_rows)])
