@@ -6,9 +6,9 @@ the instances' translations differ in: instances whose code is alike but for num
 (channel widths, strides) share a class, and each number that differs between them
 becomes an argument. Arguments that agree on every instance are one (a block's output
 width is conv1's out_channels, bn1's num_features and conv2's in and out channels);
-an argument is named as a plain attribute of the torch instances where one holds the
-same values (`stride`), else after the parameter of the layer it reaches
-(`in_channels`). An optional child (a ResNet block's `downsample`, None in most
+an argument takes the name of the torch `__init__` parameter that alone has its values
+on every instance (`inplanes`, `stride`: init_args.py reads them back), else after the
+parameter of the layer it reaches (`in_channels`). An optional child (a ResNet block's `downsample`, None in most
 blocks) is a boolean argument: the class builds it only when asked, and its forward
 runs the child's lines under `if self.downsample is not None:` with torch's
 identity (`else: downsample = x`). Instances that differ in more than that (other

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from jaxport.translate.classes import (CHILD, Inst, Unmerged, blank, guard_plan, identifier, number_name,
                                        numbers, optional_attr, optional_index)
+from jaxport.translate.init_args import init_arg_values
 
 
 @dataclass
@@ -124,14 +125,16 @@ class Renderer:
         except (TypeError, ValueError):
             torch_params = []
         taken = set(full.m._modules) | set(full.m._parameters) | set(full.m._buffers)
+        torch_values = [init_arg_values(inst.m) for inst in members]
         names = []
         for ps, vec in groups:
-            own = [a for a in torch_params if all(
-                isinstance(getattr(inst.m, a, None), (int, float)) and not isinstance(getattr(inst.m, a), bool)
-                and (v is None or float(v) == float(getattr(inst.m, a))) for inst, v in zip(members, vec))]
+            # torch's parameter whose value is this argument's on every instance that has one;
+            # two such parameters (equal on every instance) say nothing: the layer's name then
+            own = [a for a in torch_params if all(v is None or (a in values and float(v) == float(values[a]))
+                                                  for values, v in zip(torch_values, vec))]
             sec, s, n = positions[ps[0]]
             what, where = number_name(f_init[s] if sec == "init" else f_call[s], n[0], n[1])
-            for cand in [*own[:1], what, f"{where}_{what}"]:
+            for cand in [*(own if len(own) == 1 else []), what, f"{where}_{what}"]:
                 cand = identifier(cand)
                 if cand not in names and cand not in taken:
                     break
