@@ -264,7 +264,11 @@ def test_the_identity_branch_of_the_merged_block_is_what_runs_where_torch_has_no
 @pytest.mark.slow    # check_port on a ResNet-like model in both dtypes: the second tier
 def test_variants_the_renderer_cannot_merge_fall_back_to_numbered_classes(tmp_path, monkeypatch):
     from jaxport.translate import render                                 # noqa: PLC0415
-    monkeypatch.setattr(render, "guard_plan", lambda *a: None)         # the forwards "will not merge"
+    from jaxport.translate.optional import merge_plan                    # noqa: PLC0415
+
+    def alike_only(full_init, full_call, others):     # the forwards of blocks that differ "will not merge"
+        return merge_plan(full_init, full_call, others) if all(o == (full_init, full_call) for o in others) else None
+    monkeypatch.setattr(render, "merge_plan", alike_only)
     x, y = _images()
     source, generated = _port(TinyResNet(), x, tmp_path)
     assert "class TinyBlock(" in source and "class TinyBlock_2(" in source, source
