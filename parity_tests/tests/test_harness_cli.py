@@ -115,10 +115,11 @@ def _rung_rows(markdown: str) -> dict:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_a_model_of_two_keyword_inputs_agrees_in_both_dtypes(dtype, tmp_path, capsys):
-    assert main(["check", *MASKED_BAG, "--data", _keyword_npz(tmp_path), *MASKED_BAG_RUN, "--dtype", dtype]) == 0
-    out, err = capsys.readouterr()
-    assert err.strip().splitlines()[-1] == "parity: agree"
+def test_a_model_of_two_keyword_inputs_agrees_in_both_dtypes(dtype, tmp_path):
+    done = _cli([*MASKED_BAG, "--data", _keyword_npz(tmp_path), *MASKED_BAG_RUN, "--dtype", dtype], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "parity: agree"
+    out = done.stdout
     rows = _rung_rows(out)
     assert len(rows) >= 20 and all(ok == "yes" for *_, ok in rows.values()), out
     max_abs, max_rel, _ = rows[("2 loss at init", "loss")]
