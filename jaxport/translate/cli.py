@@ -8,25 +8,21 @@ stderr naming it, its source line and what to write by hand, with no traceback a
 output file. The options after --out are check_port's, as `python -m parity_tests
 check` takes them (no --dtype: both run; no --input-layout: the twin takes NCHW).
 
-The .npz holds `y` and the model's inputs, each with the rows on axis 0: `x` alone for
-a model of one input (passed positionally, whatever forward calls it), or else one
-array per input named as forward's parameter (`input_ids`, `attention_mask`), passed
-as keywords (check_port's dict x). Rows 0-1 of each are the trace's example.
+The .npz is `python -m parity_tests check`'s (parity_tests/engine/port_data.py): `y`
+and `x` alone (one input, positional) or one array per forward parameter (keywords).
+Rows 0-1 of each input are the trace's example.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import inspect
 import os
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
-import numpy as np
-
 from parity_tests.engine.port_cli import load_factory
+from parity_tests.engine.port_data import inputs_of, load_arrays
 from parity_tests.engine.sides.port_losses import LOSSES
 from parity_tests.engine.sides.port_objectives import SPECS, PortInputError
 
@@ -84,55 +80,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_arrays(path: str) -> dict:
-    """{name: array} of the .npz; an unreadable file is a PortInputError."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise PortInputError(f"cannot read {path}: {error}") from None
-
-
-def inputs_of(torch_model, arrays: dict, path: str):
-    """(x, y) for check_port from the .npz's arrays: x an array (`x` alone: the one
-    input) or a dict {forward's parameter: array} (keywords). Each input is checked
-    against forward's signature and every array's rows against y's."""
-    if "y" not in arrays:
-        raise PortInputError(f"{path}: no array named y (has {', '.join(arrays) or 'none'})")
-    y, given = arrays["y"], {k: v for k, v in arrays.items() if k != "y"}
-    try:
-        params = inspect.signature(torch_model.forward).parameters
-    except (TypeError, ValueError):
-        params = {}
-    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
-                                                        p.KEYWORD_ONLY)]
-    signature = f"forward({', '.join(names)})"
-    if not given:
-        raise PortInputError(f"{path}: no input array: name it x (one input) or as {signature}'s parameters")
-    if list(given) != ["x"]:                        # named as forward's parameters: keywords
-        unknown = [k for k in given if k not in names]
-        if unknown:
-            raise PortInputError(f"{path}: array {', '.join(unknown)} is not a parameter of {signature} "
-                                 "(name the arrays as forward's parameters, or give one input as x)")
-        missing = [n for n in names if params[n].default is inspect.Parameter.empty and n not in given]
-        if missing:
-            raise PortInputError(f"{path}: no array for {', '.join(missing)}, which {signature} needs "
-                                 f"(has {', '.join(arrays)})")
-    required = [n for n in names if params[n].default is inspect.Parameter.empty]
-    if list(given) == ["x"] and len(required) > 1:
-        raise PortInputError(f"{path}: {signature} takes {len(required)} inputs and the file has x only: "
-                             "name the arrays as forward's parameters")
-    rows = len(y) if np.ndim(y) else None
-    for name, a in given.items():
-        if np.ndim(a) == 0 or len(a) != rows:
-            have = "no rows (a scalar)" if np.ndim(a) == 0 else f"{len(a)} rows"
-            raise PortInputError(f"{path}: input {name} has {have} and y has {rows}: every array needs "
-                                 "the same rows on axis 0")
-    if rows is not None and rows < 2:
-        raise PortInputError(f"{path}: {rows} row(s): the trace needs 2 and check_port a batch")
-    return (given["x"] if list(given) == ["x"] else given), y
-
-
 def _write(path: str, text: str):
     """Atomically: a reader never sees half a file, and a failure leaves none."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -161,6 +108,8 @@ def main(argv=None) -> int:
         except Exception as error:                  # noqa: BLE001 (the user's code)
             raise PortInputError(f"the torch factory raised {type(error).__name__}: {error}") from None
         x, y = inputs_of(torch_model, arrays, args.data)
+        if len(y) < 2:
+            raise PortInputError(f"{args.data}: {len(y)} row(s): the trace needs 2 and check_port a batch")
         from jaxport.translate import translate  # noqa: PLC0415
         example = {k: a[:2] for k, a in x.items()} if isinstance(x, dict) else (x[:2],)
         source = translate(torch_model, example, source_name=args.torch_factory)

@@ -8,8 +8,9 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-from jaxport.translate.classes import (CHILD, Inst, Unmerged, blank, guard_plan, identifier, number_name,
-                                       numbers, optional_attr, optional_index)
+from jaxport.translate.classes import CHILD, Inst, Unmerged, blank, identifier, number_name, numbers
+from jaxport.translate.init_args import init_arg_values
+from jaxport.translate.optional import merge_plan
 
 
 @dataclass
@@ -67,22 +68,11 @@ class Renderer:
         f_init, f_call = inits[id(full.m)], full.call
         def blank_call(rows):
             return rows[:1] + [blank(r) for r in rows[1:]]
-        fb_init, fb_call = [blank(s) for s in f_init], blank_call(f_call)
-        attr, plan, maps, has = None, None, {}, {}
-        for inst in members:                 # each instance's statements against full's
-            o_init = inits[id(inst.m)]
-            ob_init = [blank(s) for s in o_init]
-            if ob_init == fb_init and blank_call(inst.call) == fb_call:
-                maps[id(inst.m)] = ({s: s for s in range(len(f_init))}, {r: r for r in range(len(f_call))})
-                continue
-            a, k = optional_attr(fb_init, ob_init), optional_index(fb_init, ob_init)
-            got = a and guard_plan(fb_call, blank_call(inst.call), a)
-            if not got or attr not in (None, a) or plan not in (None, got[0]):
-                raise Unmerged(type(full.m).__qualname__)
-            attr, plan, has[id(inst.m)] = a, got[0], False
-            shift = len(fb_init) - len(ob_init)
-            init_map = {s: (s if s < k else s - shift) for s in range(len(f_init)) if s != k}
-            maps[id(inst.m)] = (init_map, got[1])
+        merge = merge_plan([blank(s) for s in f_init], blank_call(f_call),
+                           [([blank(s) for s in inits[id(inst.m)]], blank_call(inst.call)) for inst in members])
+        if merge is None:
+            raise Unmerged(type(full.m).__qualname__)
+        maps = {id(inst.m): (v.init_map, v.row_map) for inst, v in zip(members, merge.variants)}
         # every number of full's code, and each instance's value of it
         positions = [("init", s, n) for s in range(len(f_init)) for n in numbers(f_init[s])]
         positions += [("call", r, n) for r in range(1, len(f_call)) for n in numbers(f_call[r])]
@@ -106,16 +96,20 @@ class Renderer:
                     break
             else:
                 groups.append(([p], list(vectors[p])))
+        for p, v in enumerate(vectors):     # one value, only where an optional child is: an argument's, if it fits one
+            if p not in varying and None in v and any(x is not None for x in v):
+                fits = [g for g in groups if all(a is None or a == b for a, b in zip(v, g[1]))]
+                if len(fits) == 1:
+                    fits[0][0].append(p)
         names = self.name_arguments(full, members, positions, groups, f_init, f_call)
         c = Cls(self.class_name(full, members))
-        c.params = names + ([attr] if attr else [])
+        c.params = names + merge.attrs
         c.optional = {n for n, g in zip(names, groups) if None in g[1]}
-        for j, inst in enumerate(members):
+        for j, (inst, variant) in enumerate(zip(members, merge.variants)):
             vals = {n: g[1][j] for n, g in zip(names, groups) if g[1][j] is not None}
-            if attr:
-                vals[attr] = str(has.get(id(inst.m), True))
+            vals.update({a: str(a not in variant.absent) for a in merge.attrs})
             c.values[id(inst.m)] = vals
-        c.rows = self.class_rows(full, c, attr, plan, positions, groups, names, f_init, f_call)
+        c.rows = self.class_rows(full, c, merge, positions, groups, names, f_init, f_call)
         return c
 
     def name_arguments(self, full, members, positions, groups, f_init, f_call) -> list[str]:
@@ -124,14 +118,16 @@ class Renderer:
         except (TypeError, ValueError):
             torch_params = []
         taken = set(full.m._modules) | set(full.m._parameters) | set(full.m._buffers)
+        torch_values = [init_arg_values(inst.m) for inst in members]
         names = []
         for ps, vec in groups:
-            own = [a for a in torch_params if all(
-                isinstance(getattr(inst.m, a, None), (int, float)) and not isinstance(getattr(inst.m, a), bool)
-                and (v is None or float(v) == float(getattr(inst.m, a))) for inst, v in zip(members, vec))]
+            # torch's parameter whose value is this argument's on every instance that has one;
+            # two such parameters (equal on every instance) say nothing: the layer's name then
+            own = [a for a in torch_params if all(v is None or (a in values and float(v) == float(values[a]))
+                                                  for values, v in zip(torch_values, vec))]
             sec, s, n = positions[ps[0]]
             what, where = number_name(f_init[s] if sec == "init" else f_call[s], n[0], n[1])
-            for cand in [*own[:1], what, f"{where}_{what}"]:
+            for cand in [*(own if len(own) == 1 else []), what, f"{where}_{what}"]:
                 cand = identifier(cand)
                 if cand not in names and cand not in taken:
                     break
@@ -146,7 +142,7 @@ class Renderer:
         taken.append(full)
         return base if len(taken) == 1 else f"{base}_{len(taken)}"
 
-    def class_rows(self, full, c, attr, plan, positions, groups, names, f_init, f_call) -> list[str]:
+    def class_rows(self, full, c, merge, positions, groups, names, f_init, f_call) -> list[str]:
         init, call = list(f_init), list(f_call)
         repl: dict[tuple[str, int], list] = {}
         for name, (ps, _vec) in zip(names, groups):
@@ -161,15 +157,15 @@ class Renderer:
                 assert r[col:col + len(text)] == text, (r, col, text)
                 rows[row - 1] = r[:col] + new + r[col + len(text):]
             (init if sec == "init" else call)[s] = "\n".join(rows)
-        if attr:
-            init = [s + f" if {attr} else None" if s.startswith(f"self.{attr} = ") else s for s in init]
+        for a in merge.attrs:                # each optional child built only when asked
+            init = [s + f" if {a} else None" if s.startswith(f"self.{a} = ") else s for s in init]
         stored = [n for n, (ps, _v) in zip(names, groups) if any(positions[p][0] == "call" for p in ps)]
         init = [f"self.{n} = {n}" for n in stored] + init
-        args = [p for p in names if p not in c.optional] + ([attr] if attr else [])
+        args = [p for p in names if p not in c.optional] + merge.attrs
         args += [f"{p}=None" for p in names if p in c.optional]
         head = f"def __init__(self, {''.join(a + ', ' for a in args)}*, rngs: nnx.Rngs, dtype=jnp.float32):"
         body = [head] + ["    " + ln for s in init or ["pass"] for ln in s.split("\n")] + [""]
-        body += self.guarded(call, plan, attr) if plan else call
+        body += self.guarded(call, merge.plan)
         parent = "nnx.Sequential" if full.init[:1] and full.init[0].startswith("super().__init__(") else "nnx.Module"
         rows = [f"class {c.name}({parent}):"] + [("    " + ln) if ln else "" for ln in body]
         if c.name != type(full.m).__name__:
@@ -177,17 +173,18 @@ class Renderer:
         return rows
 
     @staticmethod
-    def guarded(call, plan, attr) -> list[str]:
+    def guarded(call, plan) -> list[str]:
         out = []
         for step in plan:
             if step[0] == "row":
                 out.append(call[step[1]])
                 continue
+            _, attr, rows, stand_ins = step
             out.append(f"    if self.{attr} is not None:")
-            out += ["    " + call[i] for i in step[1]]
-            if step[2]:
+            out += ["    " + call[i] for i in rows]
+            if stand_ins:
                 out.append("    else:")
-                out += [f"        {u} = {w}  # torch's {attr} is None here" for u, w in step[2]]
+                out += [f"        {u} = {w}  # torch's {attr} is None here" for u, w in stand_ins]
         return out
 
     def why(self, full, name) -> str:

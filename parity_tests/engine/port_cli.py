@@ -1,6 +1,9 @@
 """`python -m parity_tests check module:TorchFactory module:NnxFactory --data file.npz`:
 the port harness as a CI gate. Each factory is called with no arguments and returns a
-model (a class with default arguments works). The .npz holds x and y.
+model (a class with default arguments works). The .npz holds y and the inputs: x alone
+(one input, passed positionally), or one array per parameter of the torch model's
+forward (`input_ids`, `attention_mask`), passed to both sides as keywords
+(parity_tests/engine/port_data.py, shared with `python -m jaxport.translate`).
 
 Exit status: 0 the port agrees on every rung, 1 it differs (the report names the first
 failure and where it starts), 2 bad input (one line on stderr, no traceback).
@@ -10,11 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import zipfile
 from pathlib import Path
 
-import numpy as np
-
+from parity_tests.engine.port_data import inputs_of, load_arrays
 from parity_tests.engine.sides.port_losses import LOSSES
 from parity_tests.engine.sides.port_objectives import SPECS, PortInputError
 
@@ -30,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="run the parity ladder on your port")
     c.add_argument("torch_factory", help="module:callable returning the torch.nn.Module")
     c.add_argument("nnx_factory", help="module:callable returning the nnx.Module")
-    c.add_argument("--data", required=True, help=".npz with arrays x and y")
+    c.add_argument("--data", required=True, help=".npz with y and the inputs: x alone, or one array per "
+                   "parameter of forward (passed as keywords)")
     c.add_argument("--loss", default="mse", choices=LOSSES)
     c.add_argument("--label-smoothing", type=float, help="cross_entropy's label_smoothing (torch's default 0)")
     c.add_argument("--ignore-index", type=int, help="cross_entropy's / nll_loss's ignore_index (torch's default -100)")
@@ -95,19 +97,6 @@ def load_factory(spec: str):
     return target
 
 
-def load_data(path: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("x", "y") if k not in data.files]
-            if missing:
-                raise PortInputError(f"{path}: no array named {' or '.join(missing)} (has {', '.join(data.files) or 'none'})")
-            return data["x"], data["y"]
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        if isinstance(error, PortInputError):
-            raise
-        raise PortInputError(f"cannot read {path}: {error}") from None
-
-
 def _build(factory, side: str):
     try:
         return factory()
@@ -119,11 +108,13 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         torch_factory, nnx_factory = load_factory(args.torch_factory), load_factory(args.nnx_factory)
-        x, y = load_data(args.data)
+        arrays = load_arrays(args.data)
+        torch_model = _build(torch_factory, "torch")
+        x, y = inputs_of(torch_model, arrays, args.data)      # forward's signature says how x reaches it
         from parity_tests.engine.rungs.harness import check_port         # noqa: PLC0415 (jax and torch load here)
         loss_options = {k: v for k, v in dict(label_smoothing=args.label_smoothing,
                                                 ignore_index=args.ignore_index).items() if v is not None}
-        report = check_port(_build(torch_factory, "torch"), _build(nnx_factory, "NNX"), x, y, loss=args.loss,
+        report = check_port(torch_model, _build(nnx_factory, "NNX"), x, y, loss=args.loss,
                             loss_options=loss_options, optimizer=args.optimizer, lr=args.lr,
                             momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
                             optimizer_options=args.optimizer_options, schedule=args.schedule, steps=args.steps,
