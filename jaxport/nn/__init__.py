@@ -20,6 +20,7 @@ batch_first=True).
 - LayerNorm, GroupNorm         nn.LayerNorm, nn.GroupNorm   eps 1e-5, two-pass variance, bias=False
 - Embedding                    nn.Embedding          N(0, 1) init, padding_idx's zero gradient
 - gelu                         F.gelu                exact erf (jax.nn.gelu defaults to tanh)
+- leaky_relu                   F.leaky_relu          the slope as gradient at 0 (jax.nn's: 1)
 - TorchLSTMCell, TorchGRUCell  nn.LSTM/GRU's cells   torch's two biases (b_hn inside the reset product)
 - LSTM, GRU                    nn.LSTM, nn.GRU       layers, directions, torch's (output, h_n) layouts
 - MultiheadAttention           nn.MultiheadAttention packed in-projection, torch's masks and weights
@@ -30,10 +31,10 @@ from jaxport.deep_layers import (SharedDropout, TorchBatchNorm, TorchGRUCell, To
 from jaxport.layers import torch_linear
 from jaxport.nn.attention import MultiheadAttention
 from jaxport.nn.convs import conv1d, conv2d, conv_transpose2d
-from jaxport.nn.norms import Embedding, GroupNorm, LayerNorm, gelu
+from jaxport.nn.norms import Embedding, GroupNorm, LayerNorm, gelu, leaky_relu
 from jaxport.nn.pooling import max_pool2d
 from jaxport.nn.recurrent import GRU, LSTM
 
 __all__ = ["GRU", "LSTM", "Embedding", "GroupNorm", "LayerNorm", "MultiheadAttention", "SharedDropout",
            "TorchBatchNorm", "TorchGRUCell", "TorchLSTMCell", "conv1d", "conv2d", "conv_transpose2d", "gelu",
-           "max_pool2d", "max_pool_2x2", "torch_conv", "torch_linear"]
+           "leaky_relu", "max_pool2d", "max_pool_2x2", "torch_conv", "torch_linear"]

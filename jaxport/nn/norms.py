@@ -1,5 +1,6 @@
-"""nn.LayerNorm, nn.GroupNorm, nn.Embedding and F.gelu with torch's numerics, as
-Flax NNX layers. Twins: torch.nn.LayerNorm, GroupNorm, Embedding, functional.gelu."""
+"""nn.LayerNorm, nn.GroupNorm, nn.Embedding, F.gelu and F.leaky_relu with torch's numerics,
+as Flax NNX layers. Twins: torch.nn.LayerNorm, GroupNorm, Embedding, functional.gelu,
+functional.leaky_relu."""
 from __future__ import annotations
 
 import jax
@@ -13,6 +14,13 @@ def gelu(x, approximate: str = "none"):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"jaxport.nn.gelu: approximate={approximate!r}; pass 'none' or 'tanh'")
     return jax.nn.gelu(x, approximate=approximate == "tanh")
+
+
+def leaky_relu(x, negative_slope: float = 0.01):
+    """torch.nn.functional.leaky_relu: x where x > 0, else negative_slope * x. At 0
+    itself torch's gradient is the slope, jax.nn.leaky_relu's (x >= 0) is 1: a zero
+    input (a zero-padded or ReLU'd map) would train differently."""
+    return jnp.where(x > 0, x, negative_slope * x)
 
 
 class LayerNorm(nnx.LayerNorm):

@@ -105,6 +105,8 @@ def _stateless(m, name, where) -> Leaf:
         return Leaf(None, simple[name] + "({x})", "any", simple[name])
     if name == "Identity":
         return Leaf(None, "{x}", "any", "lambda x: x")
+    if name == "LeakyReLU":
+        return Leaf(None, f"jnn.leaky_relu({{x}}, {m.negative_slope!r})", "any", "jnn.leaky_relu")
     if name == "GELU":
         return Leaf(None, f"jnn.gelu({{x}}, approximate={m.approximate!r})", "any", "jnn.gelu")
     if name in ("Softmax", "LogSoftmax"):
@@ -131,7 +133,7 @@ def _stateless(m, name, where) -> Leaf:
 # Which torch classes are leaves, for the docs' table (the names leaf() handles).
 CLASSES = ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
            "GroupNorm", "Embedding", "LSTM", "GRU", "MultiheadAttention", "Dropout", "ReLU", "Sigmoid", "Tanh",
-           "SiLU", "GELU", "Identity", "Softmax", "LogSoftmax", "Flatten", "MaxPool2d", "AdaptiveAvgPool2d")
+           "SiLU", "LeakyReLU", "GELU", "Identity", "Softmax", "LogSoftmax", "Flatten", "MaxPool2d", "AdaptiveAvgPool2d")
 
 
 def is_leaf(m) -> bool:

@@ -62,7 +62,7 @@ _add([torch.tanh, F.tanh, "tanh"], "torch.tanh, F.tanh, Tensor.tanh", "input", "
 _add([F.gelu], "F.gelu", "input, approximate='none'", "jnn.gelu({input}, approximate={approximate})", "any")
 _add([F.silu], "F.silu", "input, inplace=False", "jax.nn.silu({input})", "any")
 _add([F.leaky_relu], "F.leaky_relu", "input, negative_slope=0.01, inplace=False",
-     "jax.nn.leaky_relu({input}, {negative_slope})", "any")
+     "jnn.leaky_relu({input}, {negative_slope})", "any")
 _add([torch.exp, "exp"], "torch.exp, Tensor.exp", "input", "jnp.exp({input})", "any")
 _add([torch.log, "log"], "torch.log, Tensor.log", "input", "jnp.log({input})", "any")
 _add([torch.sqrt, "sqrt"], "torch.sqrt, Tensor.sqrt", "input", "jnp.sqrt({input})", "any")

@@ -187,3 +187,50 @@ def test_locate_divergence_takes_loss_options():
             return jnp.swapaxes(self.out(jax.nn.sigmoid(self.embed(tokens))), 1, 2)
     where = locate_divergence(TorchNextToken(), Sigmoid(), x, y, **kw)
     assert where is not None and where["layer"] == "out" and where["quantity"] == "output", where
+
+
+class TorchSaturated(nn.Module):
+    """Linear -> Sigmoid whose logits reach +-60: sigmoid is exactly 0 or 1 there in both
+    dtypes, where BCELoss's clamped logs have no derivative and torch's backward is
+    (p - y) / max(p (1 - p), 1e-12) instead."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 1)
+        with torch.no_grad():
+            self.fc.weight.mul_(60.0)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(x))
+
+
+class NnxSaturated(nnx.Module):
+    def __init__(self):
+        self.fc = nnx.Linear(4, 1, rngs=nnx.Rngs(0))
+
+    def __call__(self, x):
+        return jax.nn.sigmoid(self.fc(x))
+
+
+def _clamped_logs_only(p, y):
+    """BCELoss's forward, differentiated as written (the harness's JAX side before)."""
+    return -jnp.mean(y * jnp.maximum(jnp.log(p), -100.0) + (1 - y) * jnp.maximum(jnp.log1p(-p), -100.0))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bce_on_a_saturated_sigmoid_passes_and_the_clamped_logs_derivative_fails(dtype):
+    """A DCGAN discriminator trained with BCELoss at lr 0.05 saturated its sigmoid and a
+    correct port failed rung 5 (NaN gradients in float32, 12% off in float64): the
+    JAX side differentiated the clamped logs. It now has torch's backward."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)), (rng.random((16, 1)) < 0.5).astype(np.float64)
+    with torch.no_grad():
+        p = TorchSaturated().to(getattr(torch, dtype))(torch.tensor(x, dtype=getattr(torch, dtype))).numpy()
+    assert ((p == 0) | (p == 1)).sum() >= 4                      # saturated rows, both ways
+    kw = dict(loss="bce", optimizer="sgd", lr=0.01, momentum=0.0, steps=4, batch_size=8, dtype=dtype)
+    report = check_port(TorchSaturated(), NnxSaturated(), x, y, **kw)
+    assert report.passed, report.markdown()
+    kw["loss"] = (F.binary_cross_entropy, _clamped_logs_only)
+    wrong = check_port(TorchSaturated(), NnxSaturated(), x, y, **kw, locate=False)
+    assert not wrong.passed and wrong.first_failure["rung"] == 3, wrong.markdown()

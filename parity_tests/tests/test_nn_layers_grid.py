@@ -1,4 +1,4 @@
-"""jaxport.nn's convolutions, norms, embedding, gelu and max pooling against torch's:
+"""jaxport.nn's convolutions, norms, embedding, gelu, leaky_relu and max pooling against torch's:
 forward outputs and gradients with respect to inputs and parameters, torch's weights
 copied through the layer kinds (nn_pairs.compare: float64 to 1e-10 relative, float32
 to torch.testing's defaults). Channels-first torch inputs are transposed to channels
@@ -68,6 +68,9 @@ GRID = {
     "gelu exact": Pair(lambda: nn.GELU(), lambda r, d: jnn.gelu, _normal(3, 5, scale=3.0)),
     "gelu tanh": Pair(lambda: nn.GELU(approximate="tanh"), lambda r, d: lambda x: jnn.gelu(x, "tanh"),
                       _normal(3, 5, scale=3.0)),
+    "leaky_relu 0.2, exact zeros among the inputs": Pair(
+        lambda: nn.LeakyReLU(0.2), lambda r, d: lambda x: jnn.leaky_relu(x, 0.2),
+        lambda rng: [np.where(rng.random((3, 6)) < 0.3, 0.0, rng.standard_normal((3, 6)))]),
     "max_pool2d 3/2/1 on negative values": Pair(
         lambda: nn.MaxPool2d(3, 2, 1), lambda r, d: lambda x: jnn.max_pool2d(x, 3, 2, 1),
         lambda rng: [-np.abs(rng.standard_normal((2, 3, 7, 6))) - 1.0], run_nnx=_channels_last),
