@@ -114,7 +114,7 @@ def _rung_rows(markdown: str) -> dict:
     return {(r[0].strip(), r[1].strip()): (float(r[2]), float(r[3]), r[6].strip()) for r in rows[1:]}
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])   # make test's margin
 def test_a_model_of_two_keyword_inputs_agrees_in_both_dtypes(dtype, tmp_path):
     done = _cli([*MASKED_BAG, "--data", _keyword_npz(tmp_path), *MASKED_BAG_RUN, "--dtype", dtype], tmp_path)
     assert done.returncode == 0, done.stderr

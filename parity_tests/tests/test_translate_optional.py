@@ -58,6 +58,7 @@ def _port(model, x, tmp_path, name="port"):
     return source, load_source(source, tmp_path, name)
 
 
+@pytest.mark.slow    # make test's margin: the else branches below stay in the first tier
 def test_two_optional_children_are_one_class_with_a_boolean_each(tmp_path):
     x, y = _features()
     source, generated = _port(GatedNet(), x, tmp_path)
