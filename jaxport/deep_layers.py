@@ -206,6 +206,29 @@ class TorchLSTMCell(nnx.LSTMCell):
         return hs, (c, h)
 
 
+LSTM_GATES = (("ii", "if_", "ig", "io"), ("hi", "hf", "hg", "ho"))   # x's side, h's side; torch's order
+
+
+def pack_lstm_cell(arrays: dict):
+    """A TorchLSTMCell's 16 arrays, {(gate, "kernel" | "bias"): array}, as one
+    (I + H + 2, 4H) block: rows W_i, W_h, b_i, b_h, the gates side by side in torch's
+    order, as `sequence` concatenates them for jaxport/recurrent.py."""
+    side = lambda gates, name: jnp.concatenate([arrays[g, name] for g in gates], axis=-1)   # noqa: E731
+    return jnp.concatenate([side(LSTM_GATES[0], "kernel"), side(LSTM_GATES[1], "kernel"),
+                            side(LSTM_GATES[0], "bias")[None], side(LSTM_GATES[1], "bias")[None]])
+
+
+def lstm_cell_view(block, gate: str, name: str):
+    """One of pack_lstm_cell's arrays, a slice of the block."""
+    hidden = block.shape[1] // 4
+    inputs = block.shape[0] - hidden - 2
+    h_side = gate in LSTM_GATES[1]
+    cols = slice(k := LSTM_GATES[h_side].index(gate) * hidden, k + hidden)
+    if name == "bias":
+        return block[-1 if h_side else -2, cols]
+    return block[inputs:inputs + hidden, cols] if h_side else block[:inputs, cols]
+
+
 class TorchGRUCell(nnx.GRUCell):
     """nnx.GRUCell with a bias on dense_h. Flax computes n = tanh(W_in x + b_in + r * (W_hn h)),
     torch n = tanh(W_in x + b_in + r * (W_hn h + b_hn)): b_hn sits inside the reset

@@ -119,25 +119,51 @@ def train_program(programs, example, graphdef, config, frames, batch_sharding=No
     value_and_grad = programs.loss_fn(example, graphdef)
 
     def run(state, opt_state, x, y, idx, weight):  # idx (epochs, steps, B)
+        like = model_state.split(state)[0]
+        pack, unpack = carried_params(ex, like)    # the parameters as the loop carries them
+
         def step(carry, batch):
-            state, opt_state = carry
+            (params, rest), opt_state = carry
             ib, wb = batch                         # (B,), (B, 1) or None
             xb, yb = x[ib], y[ib]
             if batch_sharding is not None:         # each device its own rows of the batch
                 xb, yb = (jax.lax.with_sharding_constraint(a, batch_sharding) for a in (xb, yb))
-            loss, grads, rest = value_and_grad(state, xb, yb, wb)
-            params = model_state.split(state)[0]           # the optimizer's share of the state
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (model_state.merge(optax.apply_updates(params, updates), rest), opt_state), loss
+            loss, grads, rest = value_and_grad(model_state.merge(unpack(params), rest), xb, yb, wb)
+            updates, opt_state = tx.update(pack(grads), opt_state, params)
+            return ((optax.apply_updates(params, updates), rest), opt_state), loss
 
         def epoch(carry, idx_e):
-            frame = ex.frame(nnx.merge(graphdef, carry[0]), x) if frames else None
+            (params, rest), _ = carry
+            frame = ex.frame(nnx.merge(graphdef, model_state.merge(unpack(params), rest)), x) if frames else None
             carry, losses = jax.lax.scan(step, carry, (idx_e, weight))
             return carry, (losses, frame)
 
-        (state, opt_state), (losses, frame_stack) = jax.lax.scan(epoch, (state, opt_state), idx)
-        return state, opt_state, losses, frame_stack   # losses (epochs, steps)
+        params, rest = model_state.split(state)
+        carry = ((pack(params), rest), map_param_trees(pack, opt_state, like))
+        ((params, rest), opt_state), (losses, frame_stack) = jax.lax.scan(epoch, carry, idx)
+        opt_state = map_param_trees(unpack, opt_state, jax.eval_shape(pack, like))
+        return model_state.merge(unpack(params), rest), opt_state, losses, frame_stack   # losses (epochs, steps)
     return run
+
+
+def carried_params(example_module_, like):
+    """(pack, unpack): the parameters as the compiled loop carries them and back. An
+    example module may define pack_params(params) and unpack_params(packed, like) (the
+    lstm: its cell's 16 arrays as one block, jaxport/lstm.py); the optimizer then updates
+    the packed arrays, entry by entry the same numbers (torch_adam and SGD are
+    elementwise), in fewer and larger ops. Else the parameters as they are."""
+    pack = getattr(example_module_, "pack_params", None)
+    if pack is None:
+        return (lambda params: params), (lambda params: params)
+    return pack, lambda packed: example_module_.unpack_params(packed, like)
+
+
+def map_param_trees(f, tree, like):
+    """`tree` (an optimizer state) with f applied to each subtree shaped like the
+    parameters `like` (the moments), the rest (the step count) as it is."""
+    shape = jax.tree.structure(like)
+    hit = lambda t: jax.tree.structure(t) == shape      # noqa: E731
+    return jax.tree.map(lambda t: f(t) if hit(t) else t, tree, is_leaf=hit)
 
 
 @dataclass

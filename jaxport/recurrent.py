@@ -1,13 +1,14 @@
 """A whole LSTM or GRU sequence as torch's CPU kernel computes it: the input side of
-every time step in one matmul before the time loop, one (H, 4H) (GRU: (H, 3H)) matmul
-per step inside it, and a hand-written backward whose weight gradients are one matmul
-each after the loop.
+every time step in one matmul before the time loop (an unrolled LSTM's in matmuls of 2
+steps), one (H, 4H) (GRU: (H, 3H)) matmul per step inside it, and a hand-written
+backward whose weight gradients are matmuls after the loop (an unrolled LSTM's one per
+step, summed in torch's order).
 
 Why: nnx.RNN over nnx.LSTMCell runs 8 Linears a step, and JAX's gradient of the scan
 adds per step a weight-gradient matmul per Linear and a bias reduction: ~760 small ops
 (thunks) a training step for the lstm, so the step was bound by the number of ops, not
 by FLOPs. Here the loop keeps one matmul a step forward and one backward
-(dh = dgates W_h^T); dW_h, dW_i and the biases are computed once over all T x B rows.
+(dh = dgates W_h^T); dW_h, dW_i and the biases are computed after it.
 Short sequences (the digits' 8 rows) are unrolled: XLA:CPU's while loop costs a copy of
 the carry and a dynamic-update-slice per saved array and step.
 
@@ -31,6 +32,7 @@ import numpy as np
 from jaxport.matmul import weight_grad
 
 UNROLL_UP_TO = 16          # time steps; a longer sequence runs as a lax.scan loop
+LSTM_INPUT_STEPS = 2       # time steps per input-side matmul of an unrolled LSTM
 
 
 def _scan(step, carry, xs, reverse=False):
@@ -52,11 +54,14 @@ def _time_major(x):
     return jnp.swapaxes(x, 0, 1)
 
 
-def _input_side(x, w_i, b_i):
+def _input_side(x, w_i, b_i, steps=None):
     """(T, B, G*H): every step's x W_i + b_i as one (T*B, I) x (I, G*H) matmul, time
-    major for the loop."""
+    major for the loop; or one matmul per `steps` time steps, the same numbers (each
+    row's sum is the same whichever rows share the matmul)."""
     t, b, i = x.shape
-    return (x.reshape(t * b, i) @ w_i + b_i).reshape(t, b, -1)
+    steps = steps or t
+    return jnp.concatenate([(x[s:s + steps].reshape(-1, i) @ w_i + b_i).reshape(-1, b, w_i.shape[1])
+                            for s in range(0, t, steps)])
 
 
 def _with_ones(a):
@@ -76,11 +81,24 @@ def _weight_grads(x, h_prev, d_in, d_hid):
 
 def _lstm_weight_grads(x, h_prev, d_gates):
     """dW_i, db (b_i's and b_h's: both gradients are d_gates' column sums) and dW_h as
-    one matmul [x, h_prev, 1]^T d_gates over all T x B rows. Why: XLA split the column
-    sums over the time loop's concatenation into one reduction per time step, and the
-    two weight gradients were two dots: 10 ops a training step where this is 2."""
-    inputs = x.shape[-1]
-    stacked = weight_grad(_with_ones(jnp.concatenate([x, h_prev], axis=-1)), d_gates)
+    matmuls [x, h_prev, 1]^T d_gates: one per time step of an unrolled sequence, summed
+    from the last step to the first, as torch's autograd accumulates W_hh's per-step
+    gradients; one over all T x B rows for a long one. Why the ones column: XLA split
+    the column sums over the time loop's concatenation into one reduction per time step.
+    Why per step: the one matmul needed d_gates of all steps as one (T*B, 4H)
+    concatenation and the rows [x, h_prev, 1] as one transposed (I + H + 1, T*B) copy,
+    both slow element-by-element ops on XLA:CPU (~45 us each a step). The float64 run's
+    largest drift from torch, as a share of its bound (MKL AUTO / AVX2 / COMPATIBLE):
+    one matmul 0.32 / 0.03 / 0.33, per step in this order 0.29 / 0.06 / 0.29 (per step
+    in time order 0.36 on AUTO, over 2-step chunks 0.40; docs/speed.md)."""
+    inputs, steps = x.shape[-1], x.shape[0]
+    z = _with_ones(jnp.concatenate([x, h_prev], axis=-1))
+    if steps > UNROLL_UP_TO:
+        stacked = weight_grad(z, d_gates)
+    else:
+        stacked = weight_grad(z[-1], d_gates[-1])
+        for t in reversed(range(steps - 1)):
+            stacked = stacked + weight_grad(z[t], d_gates[t])
     return stacked[:inputs], stacked[-1], stacked[inputs:-1]
 
 
@@ -106,7 +124,11 @@ def _lstm_forward(w_i, b_i, w_h, b_h, x, h0, c0):
         return state, (state, act)
 
     state0 = (c0, h0, jnp.tanh(c0))
-    state, (states, acts) = _scan(step, state0, _input_side(_time_major(x), w_i, b_i))
+    # the input side in matmuls of LSTM_INPUT_STEPS steps: the gate fusions that slice
+    # one (T*B, 4H) buffer read 512 KB for the digits, and XLA:CPU splits every fusion
+    # reading that much across its threads (9 split ops a training step, now 1)
+    steps = LSTM_INPUT_STEPS if x.shape[1] <= UNROLL_UP_TO else None
+    state, (states, acts) = _scan(step, state0, _input_side(_time_major(x), w_i, b_i, steps))
     return (states[1], state[1], state[0]), (states, acts)
 
 
