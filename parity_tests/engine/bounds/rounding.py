@@ -28,8 +28,9 @@ class LayerRounding:
 
     def __init__(self, model: torch.nn.Module):
         self.member, self.calls = torch.tensor(0), 0
-        self.handles = [m.register_forward_hook(self._hook) for m in model.modules()
-                        if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, torch.nn.Embedding)]
+        for m in model.modules():
+            if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, torch.nn.Embedding):
+                m.register_forward_hook(self._hook)
 
     def _hook(self, module, inputs, out):
         self.calls += 1
@@ -47,7 +48,3 @@ class LayerRounding:
         with torch.no_grad():
             moved = torch.where(sign == 0, out, torch.nextafter(out, sign.to(out.dtype) * float("inf")))
         return out + (moved - out).detach()
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
