@@ -119,14 +119,15 @@ def pytest_configure(config):
     config.stash[RECORD] = record
     config.stash[RECORDING] = parity.recording(record)
     config.stash[RECORDING].__enter__()
-    config.addinivalue_line("markers", "parity_cells(examples=..., forms=..., dtypes=...): "
-                            "restrict the parity grid that parametrizes `cell`")
+    config.addinivalue_line("markers", "parity_cells(examples=..., forms=..., dtypes=..., slow=...): "
+                            "restrict the parity grid that parametrizes `cell`, or send examples to the second tier")
     config.addinivalue_line("markers", "slow: the second tier (`make test-all`): the long evidence, "
                             "free-run ensembles, DDP, faults, resume, the zoo; `make test` leaves it out")
 
 
-def cells(examples=registry.LADDER, forms=None, dtypes=DTYPES, devices=DEVICES):
-    """The grid as pytest params: example x form x dtype x device."""
+def cells(examples=registry.LADDER, forms=None, dtypes=DTYPES, devices=DEVICES, slow=()):
+    """The grid as pytest params: example x form x dtype x device; the examples in
+    `slow` go to the second tier."""
     out = []
     for example in examples:
         for form in registry.forms(example):
@@ -136,6 +137,7 @@ def cells(examples=registry.LADDER, forms=None, dtypes=DTYPES, devices=DEVICES):
                 for device in devices:
                     cell = Cell(example, form, dtype, device)
                     marks = [pytest.mark.skip(reason=GPU_SKIP)] if device == "gpu" and GPU_SKIP else []
+                    marks += [pytest.mark.slow] if example in slow else []
                     out.append(pytest.param(cell, id=str(cell), marks=marks))
     return out
 

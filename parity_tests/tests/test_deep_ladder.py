@@ -25,6 +25,7 @@ def test_one_step(deep_cell):
     dl.rung4_one_step(deep_cell)
 
 
+@pytest.mark.slow    # second tier: 45 s of teacher-forced steps; the planted deep bugs stay in the first
 @pytest.mark.parametrize("deep_cell", CELLS, ids=str)
 def test_teacher_forced_first_epoch(deep_cell):
     """The first epoch's 23 steps from torch's state, the last on a partial batch of 29
