@@ -11,19 +11,15 @@ Flax port; making the port's convolutions float64 removed the difference, and to
 runs whose convolution outputs were moved one ulp at random reached 1.1e-5 to 2.8e-4.
 
 So every member but member 0 moves each entry of each parametrised layer's output by
-one ulp down, not at all or up. The pattern is a row of a fixed random table per output
-shape (row 0 all zeros), picked by a hash of (member, call): the same for a vmapped
-member and for one run in turn, and two members never share a row at the same call.
-A table costs 32 bytes per output entry once and makes each hook call about six
-elementwise ops (hashing every entry at every call cost 20, and made the ensemble 2.4x
-dearer). The gradient passes straight through. Embedding is left out: a lookup rounds
-nothing.
+one ulp down, not at all or up, chosen by a hash of (member, call, entry): the same
+for a vmapped member and for one run in turn. The gradient passes straight through
+(nextafter has none). Embedding is left out: a lookup rounds nothing.
 """
 from __future__ import annotations
 
 import torch
 
-PATTERNS = 32          # rows of each table: 31 moving patterns for the 15 moving members
+_MASK = 0x7FFFFFFF
 
 
 class LayerRounding:
@@ -31,7 +27,7 @@ class LayerRounding:
     (an int, or under vmap the batched member index) and 0 switches the moves off."""
 
     def __init__(self, model: torch.nn.Module):
-        self.member, self.calls, self.tables = torch.tensor(0), 0, {}
+        self.member, self.calls = torch.tensor(0), 0
         for m in model.modules():
             if any(True for _ in m.parameters(recurse=False)) and not isinstance(m, torch.nn.Embedding):
                 m.register_forward_hook(self._hook)
@@ -42,25 +38,13 @@ class LayerRounding:
             return tuple(self._move(o) if isinstance(o, torch.Tensor) else o for o in out)
         return self._move(out)
 
-    def _table(self, out: torch.Tensor) -> torch.Tensor:
-        key = (tuple(out.shape), out.device)
-        if key not in self.tables:
-            # a hash of (row, entry), not a generator: random ops are refused under vmap
-            h = torch.arange(PATTERNS * out.numel(), device=out.device) * 40503 & 0x7FFFFFFF
-            h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0x7FFFFFFF
-            table = ((h ^ (h >> 12)) % 3 - 1).to(torch.int8).reshape(PATTERNS, *out.shape)
-            table[0] = 0
-            self.tables[key] = table
-        return self.tables[key]
-
     def _move(self, out: torch.Tensor) -> torch.Tensor:
         if not out.is_floating_point():
             return out
-        member = torch.as_tensor(self.member)
-        # 7 is prime to 31: the 15 moving members take 15 different rows at each call
-        row = torch.where(member == 0, 0, (member * 7 + self.calls * 13) % (PATTERNS - 1) + 1)
+        entry = torch.arange(out.numel(), device=out.device).reshape(out.shape)
+        h = (entry * 40503 + self.member * 2654435 + self.calls * 97) & _MASK
+        h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & _MASK
+        sign = ((h ^ (h >> 12)) % 3 - 1) * (self.member != 0)
         with torch.no_grad():
-            size = out.abs()
-            ulp = torch.nextafter(size, torch.full_like(size, float("inf"))) - size
-            delta = self._table(out)[row] * ulp
-        return out + delta
+            moved = torch.where(sign == 0, out, torch.nextafter(out, sign.to(out.dtype) * float("inf")))
+        return out + (moved - out).detach()
