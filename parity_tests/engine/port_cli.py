@@ -20,6 +20,11 @@ from parity_tests.engine.sides.port_losses import LOSSES
 from parity_tests.engine.sides.port_objectives import SPECS, PortInputError
 
 
+# the options that reach check_port as they are, under the same names
+PASSED = ("loss", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "optimizer_options", "schedule", "steps",
+          "batch_size", "dtype", "input_layout", "keep_going")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):                      # argparse's usage errors are exit 2 too
         raise PortInputError(message)
@@ -112,14 +117,9 @@ def main(argv=None) -> int:
         torch_model = _build(torch_factory, "torch")
         x, y = inputs_of(torch_model, arrays, args.data)      # forward's signature says how x reaches it
         from parity_tests.engine.rungs.harness import check_port         # noqa: PLC0415 (jax and torch load here)
-        loss_options = {k: v for k, v in dict(label_smoothing=args.label_smoothing,
-                                                ignore_index=args.ignore_index).items() if v is not None}
-        report = check_port(torch_model, _build(nnx_factory, "NNX"), x, y, loss=args.loss,
-                            loss_options=loss_options, optimizer=args.optimizer, lr=args.lr,
-                            momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
-                            optimizer_options=args.optimizer_options, schedule=args.schedule, steps=args.steps,
-                            batch_size=args.batch_size, dtype=args.dtype, input_layout=args.input_layout,
-                            keep_going=args.keep_going)
+        loss_options = {k: getattr(args, k) for k in ("label_smoothing", "ignore_index") if getattr(args, k) is not None}
+        report = check_port(torch_model, _build(nnx_factory, "NNX"), x, y, loss_options=loss_options,
+                            **{k: getattr(args, k) for k in PASSED})
     except PortInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -64,10 +64,9 @@ def inputs_of(torch_model, arrays: dict, path: str):
                                  f"(has {', '.join(arrays)})")
     if np.ndim(y) == 0:
         raise PortInputError(f"{path}: y is a scalar: it needs one row per input row on axis 0")
-    rows = len(y)
     for name, a in given.items():
-        if np.ndim(a) == 0 or len(a) != rows:
+        if np.ndim(a) == 0 or len(a) != len(y):
             have = "no rows (a scalar)" if np.ndim(a) == 0 else f"{len(a)} rows"
-            raise PortInputError(f"{path}: input {name} has {have} and y has {rows}: every array needs "
+            raise PortInputError(f"{path}: input {name} has {have} and y has {len(y)}: every array needs "
                                  "the same rows on axis 0")
     return (given["x"] if list(given) == ["x"] else given), y

@@ -53,8 +53,6 @@ def _nnx_layout(module) -> str | None:
         return "last"
     axis = getattr(module, "axis", None) if isinstance(module, nnx.BatchNorm) else (
         getattr(module, "feature_axis", None) if isinstance(module, nnx.GroupNorm) else None)
-    if axis is None:
-        return None
     return "last" if axis == -1 else "first" if axis == 1 else None
 
 
@@ -62,8 +60,6 @@ def known_perm(torch_module, nnx_module, ndim: int) -> tuple | None:
     """The permutation of a torch activation's axes into the NNX module's layout, when
     both modules declare theirs; None when either does not."""
     t, j = _torch_layout(torch_module), _nnx_layout(nnx_module)
-    if t is None or j is None:
-        return None
     if {t, j} <= {"time", "batch"}:
         return _swap01(ndim) if t != j else tuple(range(ndim))
     if t == "first" and j in ("first", "last"):
@@ -73,18 +69,20 @@ def known_perm(torch_module, nnx_module, ndim: int) -> tuple | None:
 
 def candidates(ndim: int) -> list:
     """As is first (ties go to it), then channels last, then the first two axes swapped."""
-    out = []
-    for perm in (tuple(range(ndim)), _channels_last(ndim), _swap01(ndim)):
-        if perm not in out:
-            out.append(perm)
-    return out
+    return list(dict.fromkeys((tuple(range(ndim)), _channels_last(ndim), _swap01(ndim))))
 
 
-def _distance(t: np.ndarray, j: np.ndarray) -> float:
-    t, j = np.asarray(t, np.float64), np.asarray(j, np.float64)
-    scale = float(np.max(np.abs(t))) if t.size else 0.0
-    d = float(np.max(np.abs(t - j), initial=0.0))
-    return d / scale if scale else d
+def difference(a: np.ndarray, e: np.ndarray, floor: float = 0.0) -> tuple[float, float, float]:
+    """(max |diff|, max |diff| / |torch| elementwise, max |diff| / (rtol scale)) of NNX's
+    `a` against torch's `e`; the scale is the tensor's largest entry, or `floor` where
+    that is larger."""
+    a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
+    d = np.abs(a - e)
+    scale = max(float(np.max(np.abs(e))) if e.size else 0.0, floor)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(d > 0, d / np.abs(e), 0.0)
+    return float(d.max(initial=0.0)), float(np.nanmax(rel, initial=0.0)), float(d.max(initial=0.0) / scale) if scale else (
+        0.0 if not d.any() else np.inf)
 
 
 def pair_values(torch_values: list, nnx_values: list, known: tuple | None = None, perms: list | None = None):
@@ -105,19 +103,14 @@ def pair_values(torch_values: list, nnx_values: list, known: tuple | None = None
             options = [known]
         else:
             options = candidates(t.ndim)
-        best = None
         for m, j in enumerate(nnx_values):
-            if m in used or j is None:
-                continue
-            fits = [p for p in options if t.transpose(p).shape == np.shape(j)]
+            fits = [] if m in used or j is None else [p for p in options if t.transpose(p).shape == np.shape(j)]
             if fits:
-                perm = min(fits, key=lambda p: _distance(t.transpose(p), j)) if len(fits) > 1 else fits[0]
-                best = (m, perm)
+                perm = min(fits, key=lambda p: difference(j, t.transpose(p))[2]) if len(fits) > 1 else fits[0]
+                used.add(m)
+                pairs.append((t.transpose(perm), j))
+                chosen.append(perm)
                 break
-        if best is None:
+        else:
             chosen.append(None)
-            continue
-        used.add(best[0])
-        pairs.append((t.transpose(best[1]), nnx_values[best[0]]))
-        chosen.append(best[1])
     return pairs, chosen

@@ -15,28 +15,19 @@ asserts correct ports stay within half the tolerance and every planted bug excee
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
-from parity_tests.engine.locator.layouts import known_perm, pair_values
+from parity_tests.engine.locator.layouts import difference, known_perm, pair_values
 from parity_tests.engine.locator.locate_trace import nnx_trace, torch_trace
 from parity_tests.engine.sides import tree_match
 from parity_tests.engine.sides.port_models import Port, nnx_to_torch_entries
 from parity_tests.engine.sides.port_nnx import NnxRunner
 from parity_tests.engine.sides.port_torch import as_torch
+from portcore import convert
 
 LOCATE_RTOL = {"float64": 1e-10, "float32": 4e-6}
-
-
-def _worst(a: np.ndarray, e: np.ndarray, floor: float = 0.0) -> tuple[float, float, float]:
-    """(max |diff|, max |diff| / |torch| elementwise, max |diff| / (rtol scale)); the
-    scale is the tensor's largest entry, or `floor` where that is larger."""
-    a, e = np.asarray(a, np.float64), np.asarray(e, np.float64)
-    d = np.abs(a - e)
-    scale = max(float(np.max(np.abs(e))) if e.size else 0.0, floor)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(d > 0, d / np.abs(e), 0.0)
-    return float(d.max(initial=0.0)), float(np.nanmax(rel, initial=0.0)), float(d.max(initial=0.0) / scale) if scale else (
-        0.0 if not d.any() else np.inf)
 
 
 def _flattened(port: Port, torch_value: np.ndarray, module, torch_inputs, flat_order) -> np.ndarray:
@@ -60,8 +51,7 @@ def _flat_orders(port: Port, order: list, outputs: dict) -> dict:
         chw = getattr(port.layers.get(key[0]), "input_chw", None)
         if chw is None:
             continue
-        c, h, w = chw
-        columns = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+        columns = np.arange(np.prod(chw)).reshape(chw).transpose(1, 2, 0).ravel()
         for before in reversed(order[:k]):
             if any(np.ndim(v) == 4 for v in outputs[before] if v is not None):
                 break
@@ -84,13 +74,14 @@ def _unfitted(torch_values: list, chosen: list, nnx_values: list) -> str | None:
 
 
 def _compare(pairs: list, rtol: float, floor: float = 0.0):
-    """The worst pair's numbers, and whether any pair is outside rtol."""
+    """The worst pair's numbers (a finding's max_abs, max_rel, max_over_largest and
+    rtol), and whether any pair is outside rtol."""
     worst = (0.0, 0.0, 0.0)
     for t, j in pairs:
-        w = _worst(j, t, floor)
+        w = difference(j, t, floor)
         if w[2] > worst[2]:
             worst = w
-    return worst, worst[2] > rtol
+    return dict(max_abs=worst[0], max_rel=worst[1], max_over_largest=worst[2], rtol=rtol), worst[2] > rtol
 
 
 def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_targets: bool,
@@ -103,25 +94,19 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
     rtol = LOCATE_RTOL[port.dtype] if rtol is None else rtol
     model = copy.deepcopy(port.torch_model)     # its forward updates BatchNorm's running stats
     nnx_modules = {tuple(p): m for p, m in nnx.iter_modules(port.nnx_model) if p}
+    modules = dict(model.named_modules())
     # containers too (a BasicBlock inside an nn.Sequential is `layers.1` of an
     # nnx.Sequential): matched by structure, the port's own map (name_map) first
-    matched = tree_match.match(model, port.nnx_model, [p for p, _ in model.named_modules() if p])
-    by_nnx = {}
-    for path, _ in model.named_modules():
-        head = port.flax_paths.get(path) or matched.get(path) or tuple(int(p) if p.isdigit() else p
-                                                                        for p in path.split("."))
-        if path and head in nnx_modules:
-            by_nnx[head] = path
+    matched = tree_match.match(model, port.nnx_model, [p for p in modules if p])
+    heads = {path: port.flax_paths.get(path) or matched.get(path) or convert.flax_path(path) for path in modules if path}
+    by_nnx = {head: path for path, head in heads.items() if head in nnx_modules}
     t_rec = torch_trace(model, as_torch(x, port.dtype), as_torch(y, port.dtype, integer=integer_targets),
                         torch_loss, set(by_nnx.values()))
     j_rec = nnx_trace(port.nnx_model, port.nnx_input(x), y, jax_loss, by_nnx, port.dtype)
-    modules = dict(model.named_modules())
     nnx_of = {path: nnx_modules[head] for head, path in by_nnx.items()}
     # records are keyed (path, call): a module called twice is compared call by call
     common = [k for k in sorted(t_rec, key=lambda k: t_rec[k]["end"]) if k in j_rec and "outputs" in t_rec[k]]
-    calls = {}
-    for path, _ in t_rec:
-        calls[path] = calls.get(path, 0) + 1
+    calls = Counter(path for path, _ in t_rec)
 
     def named(key):
         return key[0] if calls[key[0]] == 1 else f"{key[0]} (call {key[1] + 1} of {calls[key[0]]})"
@@ -141,17 +126,15 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
 
     for key in common:                                         # forward, in finishing order
         pairs, gap = pairs_of(key, "outputs")
-        worst, bad = _compare(pairs, rtol)
+        numbers, bad = _compare(pairs, rtol)
         if bad or gap:
             if gap and not bad:
-                worst = (np.inf, np.inf, np.inf)
-            found = dict(layer=key[0], quantity="output", max_abs=worst[0], max_rel=worst[1],
-                         max_over_largest=worst[2], rtol=rtol)
+                numbers.update(max_abs=np.inf, max_rel=np.inf, max_over_largest=np.inf)
+            found = dict(layer=key[0], quantity="output", **numbers)
             in_pairs, in_gap = pairs_of(key, "inputs")
             if _compare(in_pairs, rtol)[1] or in_gap:
-                start = t_rec[key]["start"]
-                before = [k for k in common if t_rec[k]["end"] < start]
-                previous = max(before, key=lambda k: t_rec[k]["end"]) if before else None
+                previous = max((k for k in common if t_rec[k]["end"] < t_rec[key]["start"]),
+                               key=lambda k: t_rec[k]["end"], default=None)
                 found["note"] = (f"{named(key)}'s input already differs while "
                                  + (f"{named(previous)}'s output agrees: the difference arises between "
                                     f"{named(previous)} and {named(key)}"
@@ -173,20 +156,17 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
     # A gradient that cancels to ~0 (a conv bias before BatchNorm: 1e-16 of rounding,
     # 0.8 of its own largest entry) is rounded at the scale of the model's gradients
     largest = max((float(np.max(np.abs(g))) for g in t.values() if g.size), default=0.0)
-    differing = None
     for name in t:
-        worst, bad = _compare([(t[name], j_torch[name])], rtol, largest)
+        numbers, bad = _compare([(t[name], j_torch[name])], rtol, largest)
         if bad:
-            differing = dict(layer=port.layer_of(name), quantity="gradient", max_abs=worst[0], max_rel=worst[1],
-                             max_over_largest=worst[2], rtol=rtol, note=f"the gradient of parameter {name} differs")
+            differing = dict(layer=port.layer_of(name), quantity="gradient", **numbers,
+                             note=f"the gradient of parameter {name} differs")
             break
-    if differing is None:
+    else:
         return None
     for key in reversed(common):                               # backward: the reverse order
-        worst, bad = _compare(pairs_of(key, "grads")[0], rtol)
+        numbers, bad = _compare(pairs_of(key, "grads")[0], rtol)
         if bad:
-            return dict(layer=key[0], quantity="gradient", max_abs=worst[0], max_rel=worst[1],
-                        max_over_largest=worst[2], rtol=rtol,
-                        note=f"outputs agree; the gradient with respect to {named(key)}'s output differs "
+            return dict(layer=key[0], quantity="gradient", **numbers, note=f"outputs agree; the gradient with respect to {named(key)}'s output differs "
                              f"({differing['note']})")
     return differing

@@ -22,7 +22,8 @@ import torch
 from flax import nnx
 
 from jaxport.numerics import dtype_scope
-from parity_tests.engine.sides.pytrees import call, map_leaves
+from parity_tests.engine.sides.port_nnx import jax_inputs
+from parity_tests.engine.sides.pytrees import call
 
 
 def _tensors(value) -> list:
@@ -79,8 +80,7 @@ def torch_trace(model, x, y, loss_fn, paths: set) -> dict:
             hooks += [module.register_forward_pre_hook(pre(path)), module.register_forward_hook(post(path))]
     try:
         model.zero_grad()
-        loss = loss_fn(call(model, x), y)
-        loss.backward()
+        loss_fn(call(model, x), y).backward()
     finally:
         for h in hooks:
             h.remove()
@@ -98,8 +98,7 @@ def _intercepted(classes, on_call):
     saved = {cls: cls.__dict__.get("__call__") for cls in classes}
     try:
         for cls in classes:
-            original = cls.__call__
-            cls.__call__ = (lambda orig: lambda self, *a, **k: on_call(orig, self, a, k))(original)
+            cls.__call__ = (lambda orig: lambda self, *a, **k: on_call(orig, self, a, k))(cls.__call__)
         yield
     finally:
         for cls, own in saved.items():
@@ -119,13 +118,6 @@ class _Deltas(nnx.Module):
         self.leaves = nnx.List([_Delta(z) for z in zeros])
 
 
-def _jax_array(a, dtype: str):
-    def one(v):
-        v = np.asarray(v)
-        return jnp.asarray(v, dtype if np.issubdtype(v.dtype, np.floating) else jnp.int32)
-    return map_leaves(one, a)
-
-
 def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
     """The NNX side: `paths` maps NNX path tuples to the torch paths they are recorded
     under. Returns the same records as torch_trace, keyed (torch path, call). A call
@@ -138,7 +130,7 @@ def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
     with dtype_scope(dtype):
         model = nnx.clone(model)                       # batch statistics land on a copy
         classes = {type(m) for p, m in nnx.iter_modules(model) if p in paths}
-        x, y = _jax_array(x, dtype), _jax_array(y, dtype)
+        x, y = jax_inputs(x, dtype), jax_inputs(y, dtype)
         order: dict = {}                               # (path, call) -> (start, end), plain ints
         slots: dict = {}                               # (path, call) -> (treedef, first leaf index)
 
@@ -188,10 +180,7 @@ def nnx_trace(model, x, y, loss_fn, paths: dict, dtype: str) -> dict:
             deltas, model)
         by_index = nnx.to_pure_dict(grads).get("leaves", {}) if zeros else {}
         grad_leaves = [np.asarray(by_index[k]) for k in range(len(zeros))]
-        records = {}
-        for key, (inputs, outputs) in seen.items():
-            first = slots[key][1] if key in slots else 0
-            records[key] = dict(start=order[key][0], end=order[key][1],
-                                inputs=[np.asarray(a) for a in inputs], outputs=[np.asarray(a) for a in outputs],
-                                grads=grad_leaves[first:first + len(outputs)] if key in slots else [])
-        return records
+        return {key: dict(start=order[key][0], end=order[key][1], inputs=[np.asarray(a) for a in inputs],
+                          outputs=[np.asarray(a) for a in outputs],
+                          grads=grad_leaves[slots[key][1]:slots[key][1] + len(outputs)] if key in slots else [])
+                for key, (inputs, outputs) in seen.items()}

@@ -52,11 +52,17 @@ class PortReport:
         return "\n".join(out)
 
 
+def table_head(*columns: str) -> list[str]:
+    """A markdown table's header and separator lines (every report's tables)."""
+    return [table_row(*columns), "|" + " --- |" * len(columns)]
+
+
+def table_row(*cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
 def rows_table(rows) -> list[str]:
     """The comparisons as a markdown table: check_port's report and `compare` print this."""
-    out = ["| rung | quantity | max abs | max rel | tolerance | used | ok |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        out.append(f"| {r.rung} {parity.RUNG_NAMES.get(r.rung, '')} | {r.quantity} | {_fmt(r.max_abs)} | "
-                   f"{_fmt(r.max_rel)} | {r.tolerance} | {r.used:.2f} | {'yes' if r.passed else '**NO**'} |")
-    return out
+    return table_head("rung", "quantity", "max abs", "max rel", "tolerance", "used", "ok") + [
+        table_row(f"{r.rung} {parity.RUNG_NAMES.get(r.rung, '')}", r.quantity, _fmt(r.max_abs), _fmt(r.max_rel),
+                  r.tolerance, f"{r.used:.2f}", "yes" if r.passed else "**NO**") for r in rows]

@@ -12,7 +12,7 @@ import numpy as np
 
 from parity_tests.engine import parity
 from parity_tests.engine.reports import report_free_runs
-from parity_tests.engine.parity import RUNG_NAMES
+from parity_tests.engine.reports.port_report import table_head, table_row
 
 
 def _fmt(x: float) -> str:
@@ -32,10 +32,8 @@ def write(target: str, gpu: bool, record: parity.Record) -> Path:
            "(JAX + Flax NNX + Optax) with the torch reference made by the suite's one helper, "
            "`parity_tests/engine/parity.py:check`; docs/design.md's parity ladder is the spec.", "",
            "## Environment", "", "| | |", "| --- | --- |"]
-    for key in ("python", "torch", "jax", "jaxlib", "flax", "optax", "numpy"):
-        out.append(f"| {key} | {v[key]} |")
-    for device, name in v["devices"].items():
-        out.append(f"| device `{device}` | {name} |")
+    out += [table_row(key, v[key]) for key in ("python", "torch", "jax", "jaxlib", "flax", "optax", "numpy")]
+    out += [table_row(f"device `{device}`", name) for device, name in v["devices"].items()]
     out += [f"| pinned numerics | {v['pinned']} |", ""]
     o = facts.get("outcomes", {})
     out += ["## Outcome", "",
@@ -43,10 +41,9 @@ def write(target: str, gpu: bool, record: parity.Record) -> Path:
             f"in {facts.get('seconds', 0):.0f} s (the whole `parity_tests` directory)."]
     out += [f"- skipped {n}: {reason}" for reason, n in facts.get("skips", {}).items()]
     out += [f"- FAILED: `{f}`" for f in facts.get("failures", [])]
-    failed_rows = [r for r in rows if not r.passed]
-    out += ["", f"{len(rows)} comparisons recorded, {len(failed_rows)} outside tolerance.", ""]
+    out += ["", f"{len(rows)} comparisons recorded, {sum(not r.passed for r in rows)} outside tolerance.", ""]
     out += ["## Tolerances (one table: `parity_tests/engine/parity.py`)", "",
-            "| dtype | rungs | allowed \\|jaxport - torch\\| (elementwise) |", "| --- | --- | --- |",
+            *table_head("dtype", "rungs", "allowed \\|jaxport - torch\\| (elementwise)"),
             f"| float64 | 1-5 (single computations) | {parity.FLOAT64}: atol + rtol x \\|torch\\| "
             "(the atol only matters for entries below 1e-2: sums that cancel, e.g. a converged "
             "gradient) |",
@@ -63,14 +60,12 @@ def write(target: str, gpu: bool, record: parity.Record) -> Path:
     out += report_free_runs.section(path, record.curves)
     out += _planted_section(facts)
     out += _summary_section(rows)
-    out += ["## Every comparison", "",
-            "| example | form | dtype | device | config | rung | quantity | max abs | max rel | norm rel "
-            "| tolerance | used | worst at | pass | test |", "| " + " | ".join(["---"] * 15) + " |"]
-    for r in sorted(rows, key=_order):
-        out.append(f"| {r.example} | {r.form} | {r.dtype} | {r.device} | {r.config} | {r.rung} | {r.quantity} "
-                   f"| {_fmt(r.max_abs)} | {_fmt(r.max_rel)} | {_fmt(r.norm_rel)} | {r.tolerance} "
-                   f"| {r.used:.2g} | {r.worst} "
-                   f"| {'yes' if r.passed else '**NO**'} | `{r.test.split('[')[0]}` |")
+    out += ["## Every comparison", "", *table_head("example", "form", "dtype", "device", "config", "rung", "quantity",
+                                                    "max abs", "max rel", "norm rel", "tolerance", "used", "worst at",
+                                                    "pass", "test")]
+    out += [table_row(r.example, r.form, r.dtype, r.device, r.config, r.rung, r.quantity, _fmt(r.max_abs),
+                      _fmt(r.max_rel), _fmt(r.norm_rel), r.tolerance, f"{r.used:.2g}", r.worst,
+                      "yes" if r.passed else "**NO**", f"`{r.test.split('[')[0]}`") for r in sorted(rows, key=_order)]
     path.write_text("\n".join(out) + "\n")
     return path
 
@@ -86,29 +81,27 @@ def _planted_section(facts: dict) -> list:
     out = ["## Planted bugs (`test_planted_bugs_are_caught`)", "",
            "Each bug is monkeypatched into jaxport (class form, CPU); the ladder's rungs run in "
            "order until one raises the parity helper's error (the BCE bug: all of them).", "",
-           "| bug | dtype | example | rungs passed | caught by | the failure |", "| --- | --- | --- | --- | --- | --- |"]
+           *table_head("bug", "dtype", "example", "rungs passed", "caught by", "the failure")]
     for bug, dtype, found in planted:
         for example, results in found.items():
             passed = ", ".join(str(r) for r, e in results if e is None) or "-"
             caught = [(r, e) for r, e in results if e]
             first = caught[0][1].split(": ", 1)[-1][:260].replace("|", "\\|") if caught else ""
-            out.append(f"| {bug} | {dtype} | {example} | {passed} | "
-                       f"{', '.join(str(r) for r, _ in caught) or '**nothing**'} | {first} |")
+            out.append(table_row(bug, dtype, example, passed, ", ".join(str(r) for r, _ in caught) or "**nothing**",
+                                 first))
     return out + [""]
 
 
 def _summary_section(rows) -> list:
     out = ["## Summary: worst difference per example, dtype and rung (default configuration)", "",
-           "| example | form | dtype | device | rung | max abs | max rel | norm rel | used | pass |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           *table_head("example", "form", "dtype", "device", "rung", "max abs", "max rel", "norm rel", "used", "pass")]
     groups = {}
     for r in rows:
         if r.config == "default" and not r.quantity.startswith("(self)") and isinstance(r.rung, int):
             groups.setdefault((r.device, r.example, r.form, r.dtype, r.rung), []).append(r)
     for key in sorted(groups):
         g = groups[key]
-        out.append(f"| {key[1]} | {key[2]} | {key[3]} | {key[0]} | {key[4]} {RUNG_NAMES[key[4]]} "
-                   f"| {_fmt(max(r.max_abs for r in g))} | {_fmt(max(r.max_rel for r in g))} "
-                   f"| {_fmt(max(r.norm_rel for r in g))} "
-                   f"| {max(r.used for r in g):.2g} | {'yes' if all(r.passed for r in g) else '**NO**'} |")
+        out.append(table_row(key[1], key[2], key[3], key[0], f"{key[4]} {parity.RUNG_NAMES[key[4]]}",
+                             *(_fmt(max(getattr(r, q) for r in g)) for q in ("max_abs", "max_rel", "norm_rel")),
+                             f"{max(r.used for r in g):.2g}", "yes" if all(r.passed for r in g) else "**NO**"))
     return out + [""]

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from parity_tests.engine.bounds import criterion
-from parity_tests.engine.bounds import ensemble
-from parity_tests.engine.bounds import step_noise
+from parity_tests.engine.bounds import criterion, ensemble, step_noise
+from parity_tests.engine.reports.port_report import table_head, table_row
 from portcore import registry
 
 
@@ -45,18 +44,16 @@ def section(path: Path, curves: dict) -> list:
            "tensor's largest entry (`parity_tests/engine/bounds/step_noise.py`); a tensor outside it "
            "is judged by its RMS error against torch's float64 step, at most 8 x torch's own, "
            "except an update whose gradients held the bound (`port_exact.py`).", "",
-           "| example | form | dtype | device | config | steps | horizon | per-step used (max) "
-           "| final loss: jaxport, torch, ensemble range |",
-           "| " + " | ".join(["---"] * 9) + " |"]
+           *table_head("example", "form", "dtype", "device", "config", "steps", "horizon", "per-step used (max)",
+                       "final loss: jaxport, torch, ensemble range")]
     plots = {}
     for (example, form, dtype, device, config), v in sorted(curves.items()):
         h = v["horizon"]
         used = float(np.max(v["diff"][:h] / np.maximum(v["allowed"][:h], 1e-300))) if h else 0.0
         finals = v["members"][:, -1] if v["steps"] else np.zeros(1)
-        out.append(f"| {example} | {form} | {dtype} | {device} | {config} | {v['steps']} "
-                   f"| {h if h < v['steps'] else 'never'} | {used:.2f} "
-                   f"| {v['jax'][-1]:.5g}, {v['torch'][-1]:.5g}, "
-                   f"[{finals.min():.5g}, {finals.max():.5g}] |")
+        out.append(table_row(example, form, dtype, device, config, v["steps"], h if h < v["steps"] else "never",
+                             f"{used:.2f}", f"{v['jax'][-1]:.5g}, {v['torch'][-1]:.5g}, "
+                             f"[{finals.min():.5g}, {finals.max():.5g}]"))
         if config == "default" and registry.get(example).chaotic:
             plots[(example, form, dtype, device)] = v
     out += [""] + _ensemble_size(plots)
@@ -76,10 +73,7 @@ def _ensemble_size(plots: dict) -> list:
            "| cell | horizon | M = 4 | M = 8 | M = 16 | jaxport |", "| --- | --- | --- | --- | --- | --- |"]
     for (example, form, dtype, device), v in plots.items():
         finals, ref = v["members"][:, -1], float(v["torch"][-1])
-        cells = []
-        for m in (4, 8, len(finals)):
-            lo, hi = criterion.interval(np.append(finals[:m], ref))
-            cells.append(f"[{lo:.5g}, {hi:.5g}]")
+        cells = ["[{:.5g}, {:.5g}]".format(*criterion.interval(np.append(finals[:m], ref))) for m in (4, 8, len(finals))]
         out.append(f"| {example} {form} {dtype} {device} | {v['horizon']} | {' | '.join(cells)} "
                    f"| {float(v['jax'][-1]):.5g} |")
     return out + ["", "A run that never turns chaotic has an interval a few ulps wide: it is judged per step "
@@ -103,8 +97,7 @@ def plot(image: Path, title: str, v: dict) -> None:
         bottom.plot(steps[d > 0], d[d > 0], ".", ms=1, color="0.6", label="|member - torch|" if i == 0 else None)
     top.plot(steps, v["torch"], color="k", lw=1, label="torch")
     top.plot(steps, v["jax"], color="tab:red", lw=0.8, ls="--", label="jaxport")
-    top.set_yscale("log")
-    top.set_ylabel("loss")
+    top.set(yscale="log", ylabel="loss")
     top.legend(fontsize=8)
     d = v["diff"]
     bottom.plot(steps[d > 0], d[d > 0], ".", ms=2.5, color="tab:red", label="|jaxport - torch|")
@@ -112,11 +105,9 @@ def plot(image: Path, title: str, v: dict) -> None:
     if h < v["steps"]:
         for ax in (top, bottom):
             ax.axvline(h, color="tab:green", lw=1.2, ls=":")
-        bottom.text(h, bottom.get_ylim()[1] if False else max(d.max(), 1e-30), f" horizon (step {h})",
+        bottom.text(h, max(d.max(), 1e-30), f" horizon (step {h})",
                     color="tab:green", va="top", fontsize=8)
-    bottom.set_yscale("log")
-    bottom.set_xlabel("training step")
-    bottom.set_ylabel("|loss difference| (zeros not drawn)")
+    bottom.set(yscale="log", xlabel="training step", ylabel="|loss difference| (zeros not drawn)")
     bottom.legend(fontsize=8, loc="lower right")
     top.set_title(f"{title}: free run, jaxport against torch's own ensemble")
     fig.tight_layout()
@@ -128,5 +119,4 @@ def plot(image: Path, title: str, v: dict) -> None:
 def _portability(record: Path) -> list:
     if not record.is_file():
         return ["## Portability", "", "No record yet: `make portability` writes docs/portability-cpu.json.", ""]
-    data = json.loads(record.read_text())
-    return data.get("markdown", []) + [""]
+    return json.loads(record.read_text()).get("markdown", []) + [""]

@@ -18,6 +18,8 @@ check_port's rungs over it.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -34,14 +36,10 @@ from parity_tests.engine.sides.port_torch import TorchSide
 from portcore import registry
 
 
-_JAX_STEPPERS: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def jax_stepper(cell, config) -> jt.Stepper:
     """One per (cell, configuration), reused across runs: building one traces its step."""
-    if (cell, config) not in _JAX_STEPPERS:
-        _JAX_STEPPERS[(cell, config)] = jt.stepper(cell.example, config, None, **cell.kw)
-    return _JAX_STEPPERS[(cell, config)]
+    return jt.stepper(cell.example, config, None, **cell.kw)
 
 
 def clear_jax_caches() -> None:
@@ -49,8 +47,8 @@ def clear_jax_caches() -> None:
     planted bug). jax's own caches can stay: they are keyed by function objects, and
     these are new."""
     jt.clear_caches()
-    runs.forget_jax_fits()
-    _JAX_STEPPERS.clear()
+    runs.jax_fit.cache_clear()
+    jax_stepper.cache_clear()
 
 
 def exchange_opt_state(moments: dict, count: int, rename: dict) -> dict:
@@ -100,9 +98,7 @@ class JaxportSide:
                 {f"{self.rename[n]} ({key})": v for key, d in moments.items() for n, v in d.items()})
 
     def split(self, arrays: dict) -> tuple[dict, dict]:
-        named = self.view(arrays, {})[0]
-        return ({k: v for k, v in named.items() if k not in self.state_paths},
-                {k: v for k, v in named.items() if k in self.state_paths})
+        return self.fitted(self.view(arrays, {})[0])
 
     def fitted(self, params: dict) -> tuple[dict, dict]:
         return ({k: v for k, v in params.items() if k not in self.state_paths},
@@ -120,11 +116,8 @@ class JaxportSide:
         arrays, moments, count = state
         self.stepper.load(self.view(arrays, {})[0], exchange_opt_state(moments, count, self.rename))
         loss, grads, after, opt_after = self.stepper.step(x, y)
-        moments_after = {}
-        for key, value in opt_after.items():
-            if "/" in key:
-                moment, name = key.split("/", 1)
-                moments_after[f"{name} ({moment})"] = value
+        pieces = (key.split("/", 1) + [value] for key, value in opt_after.items() if "/" in key)
+        moments_after = {f"{name} ({moment})": value for moment, name, value in pieces}
         return loss, {self.back[k]: v for k, v in grads.items()}, after, moments_after
 
 
@@ -179,10 +172,8 @@ def example_run(cell, run, x, y, batches: list, init: dict, **options) -> PortRu
             for k, v in init.items()}
     side = torch_side(cell, run.config, cast)
     cand = JaxportSide(cell, run.config, cast, exchange_names(cell, side.torch_model))
-    r = PortRun(side, cand, x, y, batches, str(cell), registry.get(cell.example).loss, where=cell.where(run),
-                **options)
-    r.programs = ExampleRuns(cell, run, side, cand, x, y)
-    return r
+    return PortRun(side, cand, x, y, batches, str(cell), registry.get(cell.example).loss, where=cell.where(run),
+                   programs=ExampleRuns(cell, run, side, cand, x, y), **options)
 
 
 def raise_first_failure(run: PortRun) -> None:

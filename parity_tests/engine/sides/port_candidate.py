@@ -42,12 +42,9 @@ class PortCandidate:
     def texts(self, flat: dict, moment: str | None = None) -> dict:
         """{NNX path: array} keyed by text ("norm.scale", "norm.scale (exp_avg)"), the
         names parity.check reports; each remembered for the failing layer's name."""
-        out = {}
-        for path, value in flat.items():
-            text = path_text(path) + (f" ({moment})" if moment else "")
-            self.key_paths[text] = path
-            out[text] = value
-        return out
+        texts = {path_text(path) + (f" ({moment})" if moment else ""): path for path in flat}
+        self.key_paths.update(texts)
+        return {text: flat[path] for text, path in texts.items()}
 
     def layer_of(self, name) -> str | None:
         return self.port.layer_of(self.key_paths.get(name, name)) or None
@@ -63,37 +60,39 @@ class PortCandidate:
     def outputs(self, x) -> np.ndarray:
         return self.port.output_in_torch_layout(self.runner.predict(self.runner.params(), x))
 
-    def _moments(self, moments: dict) -> dict:
-        out = {}
-        for key, d in moments.items():
-            out.update(self.texts(torch_to_nnx_entries(self.index, d, self.runner.shapes, np.float64), key))
-        return out
+    def _on_nnx(self, moments: dict) -> dict:
+        """torch's moments ({"exp_avg": {torch name: array}}) moved entry by entry onto NNX's paths."""
+        return {key: torch_to_nnx_entries(self.index, d, self.runner.shapes, np.float64) for key, d in moments.items()}
+
+    def _moment_texts(self, moments: dict) -> dict:
+        return {k: v for key, d in moments.items() for k, v in self.texts(d, key).items()}
+
+    def _parts(self, nnx_arrays: dict) -> tuple[dict, dict]:
+        """NNX-path arrays split into (parameters, state: running statistics, counters)."""
+        return ({p: v for p, v in nnx_arrays.items() if p in self.runner.shapes},
+                {p: v for p, v in nnx_arrays.items() if p in self.state_paths})
 
     def view(self, arrays: dict, moments: dict) -> tuple:
         """torch's parameters and state (running statistics, a dropout counter)
         converted onto NNX's paths, its moments moved entry by entry; a spread of them
         too (where NNX sums two torch arrays, it sums their spreads)."""
         state = {p: v for p, v in self.port.to_nnx(arrays).items() if p in self.runner.shapes or p in self.state_paths}
-        return self.texts(state), (self._moments(moments) if self.compares_moments else {})
+        return self.texts(state), (self._moment_texts(self._on_nnx(moments)) if self.compares_moments else {})
 
     def step(self, state: tuple, x, y) -> tuple:
         """NNX's step from torch's state. An explicit optimizer pair's state does not
         convert: NNX then carries its own optax state between teacher-forced steps."""
         arrays, moments, count = state
         nnx_all = self.port.to_nnx(arrays)
-        params = {p: v for p, v in nnx_all.items() if p in self.runner.shapes}
-        rest = self.runner.rest_with(nnx_all)
+        params, rest = self._parts(nnx_all)[0], self.runner.rest_with(nnx_all)
         if self.runner.opt_kind is None:
             j = self.runner.step(params, x, y, rest=rest, opt_state=self.own_opt_state)
             self.own_opt_state = j[4]
         else:
-            on_nnx = {k: torch_to_nnx_entries(self.index, d, self.runner.shapes, np.float64)
-                      for k, d in moments.items()}
-            j = self.runner.step(params, x, y, moments=on_nnx, count=count, rest=rest)
+            j = self.runner.step(params, x, y, moments=self._on_nnx(moments), count=count, rest=rest)
         grads = nnx_to_torch_entries(self.index, j[1], self.torch_shapes)
         after = self.texts({**j[2], **self.runner.rest_arrays(j[3], self.state_paths)})
-        moments_after = ({k: v for key, d in self.runner.moments(j[4]).items() for k, v in self.texts(d, key).items()}
-                         if self.compares_moments else {})
+        moments_after = self._moment_texts(self.runner.moments(j[4])) if self.compares_moments else {}
         return j[0], grads, after, moments_after
 
     # ---- the whole run (rungs 6-7) -------------------------------------------------
@@ -106,9 +105,8 @@ class PortCandidate:
         return np.array(losses), (params, rest)
 
     def split(self, arrays: dict) -> tuple[dict, dict]:
-        nnx = self.port.to_nnx(arrays)
-        return (self.texts({p: v for p, v in nnx.items() if p in self.runner.shapes}),
-                self.texts({p: v for p, v in nnx.items() if p in self.state_paths}))
+        params, state = self._parts(self.port.to_nnx(arrays))
+        return self.texts(params), self.texts(state)
 
     def fitted(self, state) -> tuple[dict, dict]:
         params, rest = state

@@ -76,20 +76,17 @@ def swap_nnx(clone, channels_last: bool) -> None:
     """Every nnx.Dropout of the clone (in place) becomes NnxSharedDropout, and every
     hash-mask dropout is on; its counter is torch's, written by load_nnx."""
     for path, module in list(nnx.iter_modules(clone)):
-        if isinstance(module, NnxShared):
-            module.deterministic = False
-            continue
         if type(module) is not nnx.Dropout:
             continue
         parent = clone
         for key in path[:-1]:
             parent = parent[key] if isinstance(key, int) else getattr(parent, key)
         shared = NnxSharedDropout(module.rate, channels_last)
-        shared.deterministic = False
         if isinstance(path[-1], int):
             parent[path[-1]] = shared
         else:
             setattr(parent, path[-1], shared)
+    dropout_on(clone)
 
 
 def dropout_on(model) -> None:

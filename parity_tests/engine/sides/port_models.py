@@ -38,38 +38,14 @@ class HookKind(LayerKind):
                 for k, v in self.fn(dict(arrays)).items()}
 
 
-def flat_nnx(tree: dict, prefix: tuple = ()) -> dict:
-    """nnx.to_pure_dict's nested dict -> {path tuple: numpy array}."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat_nnx(value, prefix + (key,)))
-        else:
-            out[prefix + (key,)] = np.asarray(value)
-    return out
-
-
-def nested(flat: dict) -> dict:
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
-
-
 def path_text(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
-def torch_arrays(model, buffers: bool = True) -> dict:
-    """{torch name: numpy array} of the parameters (and the running statistics)."""
-    out = {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
-    if buffers:
-        out.update({n: b.detach().cpu().numpy().copy() for n, b in model.named_buffers()
-                    if not n.endswith("num_batches_tracked")})
-    return out
+def torch_arrays(model) -> dict:
+    """{torch name: numpy array} of the parameters and the running statistics."""
+    return {n: t.detach().cpu().numpy().copy() for n, t in [*model.named_parameters(), *model.named_buffers()]
+            if not n.endswith("num_batches_tracked")}
 
 
 def layer_kinds(torch_model, nnx_paths: set, flax_paths: dict, hooks: dict) -> dict:
@@ -158,11 +134,9 @@ class Port:
         bare Parameter's is its own name)."""
         if isinstance(name, tuple):
             heads = {p: self.flax_paths.get(p, convert.flax_path(p)) for p in self.layers}
-            best = max((p for p, h in heads.items() if name[:len(h)] == h), key=lambda p: len(heads[p]), default=None)
-            return best if best is not None else path_text(name[:-1])
-        if name in self.layers:
-            return name
-        return name.rsplit(".", 1)[0] if "." in name else ""
+            return max((p for p, h in heads.items() if name[:len(h)] == h), key=lambda p: len(heads[p]),
+                       default=path_text(name[:-1]))
+        return name if name in self.layers else name.rpartition(".")[0]
 
     def pullback_index(self, names) -> dict:
         """For each torch name, where its entries land in NNX's state: {name: [(NNX path,
@@ -171,8 +145,7 @@ class Port:
         pushing each tensor's entry numbers through alone, the others zero, finds them
         exactly. Gradients and optimizer moments map entry by entry this way: the
         gradient of a summed bias is each summand's gradient."""
-        shapes = {n: s for p, k in self.layers.items() for n, s in
-                  {convert.torch_name(p, r): s for r, s in {**k.param_shapes(), **k.buffer_shapes()}.items()}.items()}
+        shapes = {**convert.param_shapes(self.layers), **convert.state_shapes(self.layers)}
         out = {}
         for name in names:
             layer = self.layer_of(name)

@@ -11,23 +11,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
+from flax import nnx, traverse_util
 
 from jaxport.numerics import dtype_scope
 from portcore import convert
 
-from parity_tests.engine.sides import tree_match
+from parity_tests.engine.sides import port_dropout, tree_match
 from parity_tests.engine.sides.pytrees import call, map_leaves, view
-from parity_tests.engine.sides import port_dropout
-from parity_tests.engine.sides.port_models import (Port, PortInputError, flat_nnx, layer_kinds, nested, path_text,
-                                             torch_arrays, torch_copy)
+from parity_tests.engine.sides.port_models import (Port, PortInputError, layer_kinds, path_text, torch_arrays,
+                                                   torch_copy)
+from parity_tests.engine.sides.port_objectives import refused
 
 
 def _key(entry):
-    for attribute in ("key", "name", "idx"):
-        if hasattr(entry, attribute):
-            return getattr(entry, attribute)
-    return str(entry)
+    return next((getattr(entry, a) for a in ("key", "name", "idx") if hasattr(entry, a)), str(entry))
 
 
 def state_path(keys) -> tuple:
@@ -56,18 +53,22 @@ def nnx_clone(model, dtype: str):
 CARRIED = nnx.Not(nnx.RngState)
 
 
+def nnx_arrays(model, what=CARRIED) -> dict:
+    """{NNX path: numpy array} of the model's variables that `what` selects."""
+    return {p: np.asarray(v) for p, v in traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(model, what))).items()}
+
+
 def load_nnx(port: Port, torch_arrays: dict) -> None:
     """Write torch's arrays, converted, into the NNX clone; every NNX parameter must get
     one, with its shape."""
-    state = nnx.state(port.nnx_model, CARRIED)
-    have = flat_nnx(nnx.to_pure_dict(state))
+    have = nnx_arrays(port.nnx_model)
     target = port.to_nnx(torch_arrays)
     unmatched = sorted({port.layer_of(p) or path_text(p) for p in target if p not in have})
     unreached = [path_text(p) for p in have if p not in target]
     shapes = [f"NNX {path_text(p)} has shape {have[p].shape}, torch's converted {target[p].shape}"
               for p in have if p in target and have[p].shape != target[p].shape]
     # a torch parameter must land on an nnx.Param: another Variable is not trained
-    trained = set(flat_nnx(nnx.to_pure_dict(nnx.state(port.nnx_model, nnx.Param))))
+    trained = set(nnx_arrays(port.nnx_model, nnx.Param))
     names = {n for n, _ in port.torch_model.named_parameters()}
     frozen = [path_text(p) for p in port.to_nnx({n: v for n, v in torch_arrays.items() if n in names})
               if p in have and p not in trained]
@@ -86,7 +87,8 @@ def load_nnx(port: Port, torch_arrays: dict) -> None:
         # floats in the run's dtype; integer state (a dropout counter) keeps its own
         kept = {p: jnp.asarray(v, dt if jnp.issubdtype(have[p].dtype, jnp.floating) else have[p].dtype)
                 for p, v in target.items()}
-        nnx.replace_by_pure_dict(state, nested(kept))
+        state = nnx.state(port.nnx_model, CARRIED)
+        nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(kept))
         nnx.update(port.nnx_model, state)
 
 
@@ -144,7 +146,7 @@ class NnxRunner:
     # ---- flat arrays <-> states -----------------------------------------------------
     def params(self) -> dict:
         """The clone's current parameters, flat."""
-        return flat_nnx(nnx.to_pure_dict(nnx.state(self.port.nnx_model, nnx.Param)))
+        return nnx_arrays(self.port.nnx_model, nnx.Param)
 
     def tree(self, flat: dict):
         dt = jnp.dtype(self.dtype)
@@ -173,13 +175,12 @@ class NnxRunner:
         where torch keeps no moment (plain SGD under a schedule)."""
         if self._template is None:         # compiled once: eager zeros_like compiles per shape
             self._template = jax.jit(self.tx.init)(self.tree({p: np.zeros(s) for p, s in self.shapes.items()}))
-        template = self._template
         if self.opt_kind == "torch":
             from jaxport.optim import TorchState  # noqa: PLC0415
-            slots = {k: self.tree(moments[k]) if moments and k in moments else v for k, v in template.slots.items()}
+            slots = {k: self.tree(moments[k]) if moments and k in moments else v for k, v in self._template.slots.items()}
             return TorchState(count=jnp.asarray(count, jnp.int32), slots=slots)
         if not moments or self.opt_kind is None:
-            return template
+            return self._template
         if self.opt_kind == "adam":
             return optax.ScaleByAdamState(count=jnp.asarray(count, jnp.int32), mu=self.tree(moments["exp_avg"]),
                                           nu=self.tree(moments["exp_avg_sq"]))
@@ -199,9 +200,8 @@ class NnxRunner:
         new params, new rest, new optax state) with flat dicts."""
         with dtype_scope(self.dtype):
             state = opt_state if opt_state is not None else self.opt_state(moments, count)
-            loss, grads, new, new_rest, state = self._step(
-                self.tree(params), self.rest if rest is None else rest, state,
-                self._x(x), self._y(y))
+            loss, grads, new, new_rest, state = self._step(self.tree(params), self.rest if rest is None else rest,
+                                                           state, self._x(x), self._y(y))
             return float(loss), self.flat(grads), self.flat(new), new_rest, state
 
     def predict(self, params: dict, x, rest=None) -> np.ndarray:
@@ -209,41 +209,43 @@ class NnxRunner:
             return np.asarray(self._predict(self.tree(params), self.rest if rest is None else rest, self._x(x)))
 
     def _x(self, x):
-        def one(a):
-            # integer inputs (token ids): int32 unless the run is float64 (x64 on), as the targets
-            integer = a.dtype if self.dtype == "float64" else jnp.int32
-            return jnp.asarray(a, self.dtype if np.issubdtype(a.dtype, np.floating) else integer)
-        return map_leaves(one, self.port.nnx_input(x))
+        # integer inputs (token ids): int32 unless the run is float64 (x64 on: their own)
+        return jax_inputs(self.port.nnx_input(x), self.dtype, None if self.dtype == "float64" else jnp.int32)
 
     def _y(self, y):
-        y = np.asarray(y)
-        return jnp.asarray(y, self.dtype if np.issubdtype(y.dtype, np.floating) else jnp.int32)
+        return jax_inputs(y, self.dtype)
 
 
-def build_port(torch_model, nnx_model, dtype: str, name_map=None, hooks=None, input_layout=None,
-               output=None, dropout=False) -> Port:
-    """Both copies, the layer map, and torch's weights written into the NNX clone."""
-    if input_layout not in (None, "nchw", "nhwc"):
-        raise PortInputError(f"unknown input layout {input_layout!r} (use nchw or nhwc)")
-    model = torch_copy(torch_model, dtype)
-    clone = nnx_clone(nnx_model, dtype)
-    if dropout:                        # the hash-mask dropout on both sides (port_dropout.py)
+def jax_inputs(x, dtype: str, integer=jnp.int32):
+    """Each input array (or the targets) in the run's dtype where it holds floats, else
+    in `integer` (None: its own)."""
+    def one(a):
+        a = np.asarray(a)
+        return jnp.asarray(a, dtype if np.issubdtype(a.dtype, np.floating) else integer)
+    return map_leaves(one, x)
+
+
+def build_port(torch_model, nnx_model, spec, output=None) -> Port:
+    """Both copies, the layer map, and torch's weights written into the NNX clone, as
+    `spec` (port_setup.RunSpec) pairs them."""
+    if spec.input_layout not in (None, "nchw", "nhwc"):
+        raise PortInputError(f"unknown input layout {spec.input_layout!r} (use nchw or nhwc)")
+    model = torch_copy(torch_model, spec.dtype)
+    clone = nnx_clone(nnx_model, spec.dtype)
+    if spec.dropout:                   # the hash-mask dropout on both sides (port_dropout.py)
         port_dropout.swap_torch(model)
-        port_dropout.swap_nnx(clone, input_layout == "nhwc")
-    nnx_paths = set(flat_nnx(nnx.to_pure_dict(nnx.state(clone, CARRIED))))
+        port_dropout.swap_nnx(clone, spec.input_layout == "nhwc")
+    nnx_paths = set(nnx_arrays(clone))
     # the trees matched by structure (nn.Sequential's `0` is nnx.Sequential's `layers.0`),
     # then the caller's name_map for what is left
     owners = [path for path, m in model.named_modules() if path and (
         any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)))]
     flax_paths = {**tree_match.match(model, clone, owners),
-                  **{p: convert.flax_path(q) for p, q in (name_map or {}).items()}}
-    layers = layer_kinds(model, nnx_paths, flax_paths, hooks or {})
-    port = Port(model, clone, layers, flax_paths, dtype, None if input_layout == "nchw" else input_layout, output,
-                bool(dropout))
-    try:
+                  **{p: convert.flax_path(q) for p, q in (spec.name_map or {}).items()}}
+    layers = layer_kinds(model, nnx_paths, flax_paths, spec.convert or {})
+    port = Port(model, clone, layers, flax_paths, spec.dtype, None if spec.input_layout == "nchw" else spec.input_layout,
+                output, bool(spec.dropout))
+    # ValueError, KeyError: a layer kind's own refusal
+    with refused(lambda error: f"converting torch's weights: {error}", (ValueError, KeyError)):
         load_nnx(port, torch_arrays(model))
-    except PortInputError:
-        raise
-    except (ValueError, KeyError) as error:                # a layer kind's own refusal
-        raise PortInputError(f"converting torch's weights: {error}") from None
     return port

@@ -21,6 +21,7 @@ teacher-forced rung then feeds only the parameters, see port_rungs.py).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,18 @@ import jaxport.optim as jo
 
 class PortInputError(ValueError):
     """Bad input to the harness (unknown loss, shapes that do not fit): exit status 2."""
+
+
+@contextlib.contextmanager
+def refused(message, errors=Exception):
+    """Any of `errors` raised inside (the user's model or loss failing on the input)
+    as a PortInputError saying message(error); a PortInputError passes as it is."""
+    try:
+        yield
+    except PortInputError:
+        raise
+    except errors as error:                                 # noqa: BLE001 (the user's code)
+        raise PortInputError(message(error)) from None
 
 
 @dataclass(frozen=True)
@@ -125,16 +138,14 @@ def optimizer_pair(optimizer, lr=None, momentum=None, weight_decay=None, nestero
     s = _settings(optimizer, lr, momentum, weight_decay, nesterov, options)
     scheduler, lrs, schedule_label = _schedule(schedule, float(s["lr"]), steps)
     cls = getattr(torch.optim, TORCH_NAMES[optimizer])
-    try:                                       # torch's own checks of the values (nesterov needs momentum ...)
-        probe = cls([torch.zeros(1, requires_grad=True)], **s)
-        if scheduler is not None:
-            scheduler(probe)
-    except (ValueError, TypeError) as error:
-        raise PortInputError(f"{TORCH_NAMES[optimizer]}({', '.join(f'{k}={v}' for k, v in s.items())}): {error}") from None
 
     def factory(params):
         opt = cls(params, **s)
         return (opt, scheduler(opt)) if scheduler is not None else opt
+    try:                                       # torch's own checks of the values (nesterov needs momentum ...)
+        factory([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as error:
+        raise PortInputError(f"{TORCH_NAMES[optimizer]}({', '.join(f'{k}={v}' for k, v in s.items())}): {error}") from None
     shown = " ".join(k if v is True else f"{k.replace('_', ' ')} {v:g}" if isinstance(v, (int, float))
                      else f"{k} {v}" for k, v in s.items()
                      if k == "lr" or v != SPECS[optimizer][k] or (optimizer, k) in (("sgd", "momentum"), ("adamw", "weight_decay")))

@@ -15,8 +15,9 @@ from parity_tests.engine.sides.port_clip import with_clipping
 from parity_tests.engine.sides.port_groups import with_groups
 from parity_tests.engine.sides.port_losses import Objective, check_targets, objective
 from parity_tests.engine.sides.port_models import torch_arrays
-from parity_tests.engine.sides.port_nnx import build_port
-from parity_tests.engine.sides.port_objectives import PortInputError, optimizer_pair
+from parity_tests.engine.sides.port_nnx import NnxRunner, build_port
+from parity_tests.engine.sides.port_objectives import PortInputError, optimizer_pair, refused
+from parity_tests.engine.sides.port_torch import TorchSide
 from parity_tests.engine.sides.pytrees import Inputs, as_inputs, leaves, select, view
 
 
@@ -37,16 +38,14 @@ def _on_output(obj: Objective, output) -> Objective:
     """The loss on the model's output as the caller's loss sees it: a named loss takes
     the compared array (the `output` leaf, or the one array), a caller's own pair the
     `output` leaf or, without one, the whole output (a VAE's (recon, mu, logvar))."""
-    if obj.name == "custom":
-        return dataclasses.replace(obj, torch=lambda out, y: obj.torch(select(out, output), y),
-                                   jax=lambda out, y: obj.jax(select(out, output), y))
     def one_array(out):
         if output is None and len(leaves(out)) > 1:
             raise PortInputError(f"the model returns {len(leaves(out))} arrays and the loss {obj.name} takes one: "
                                  "pass output= (an index, key or attribute) to pick it, or a loss pair")
         return view(out, output)
-    return dataclasses.replace(obj, torch=lambda out, y: obj.torch(one_array(out), y),
-                               jax=lambda out, y: obj.jax(one_array(out), y))
+    pick = (lambda out: select(out, output)) if obj.name == "custom" else one_array
+    return dataclasses.replace(obj, torch=lambda out, y: obj.torch(pick(out), y),
+                               jax=lambda out, y: obj.jax(pick(out), y))
 
 
 @dataclass(frozen=True)
@@ -106,12 +105,9 @@ def build_run(torch_model, nnx_model, x, y, loss: LossSpec, opt: OptimizerSpec, 
                           opt.schedule, spec.steps)
     if opt.clip_grad_norm is not None:
         pair = with_clipping(pair, opt.clip_grad_norm)
-    port = build_port(torch_model, nnx_model, spec.dtype, spec.name_map, spec.convert, spec.input_layout,
-                      loss.output, spec.dropout)
+    port = build_port(torch_model, nnx_model, spec, loss.output)
     if opt.no_decay is not None:               # param groups need the port's torch -> NNX map
         pair = with_groups(pair, port, opt.no_decay, opt.optimizer, opt.weight_decay, opt.options)
-    from parity_tests.engine.sides.port_nnx import NnxRunner  # noqa: PLC0415
-    from parity_tests.engine.sides.port_torch import TorchSide  # noqa: PLC0415
     side = TorchSide(port.torch_model, spec.dtype, obj.torch, pair.torch, obj.integer, port.output, port.dropout)
     runner = NnxRunner(port, obj.jax, pair.optax, pair.kind)
     _check_shapes(side, runner, port, x, y, obj)
@@ -126,17 +122,13 @@ def one_line(error: Exception) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
-def _check_shapes(side, runner, port, x, y, obj: Objective) -> tuple:
+def _check_shapes(side, runner, port, x, y, obj: Objective) -> None:
     """The model's output must fit y (a broadcast (N, 1) against (N,) would be silently
     wrong in both frameworks; a class label out of range is torch's IndexError), both
     models' outputs must have one shape, and each side's loss must take them and give
     a scalar: else a bad-input error here, not a raw exception inside a rung."""
-    try:
+    with refused(lambda error: f"the torch model cannot take x[:2] of shape {x[:2].shape}: {error}"):
         out = side.predict(torch_arrays(port.torch_model), x[:2])
-    except PortInputError:
-        raise
-    except Exception as error:                              # noqa: BLE001 (the user's model)
-        raise PortInputError(f"the torch model cannot take x[:2] of shape {x[:2].shape}: {error}") from None
     check_targets(obj, out.shape, y)
     if obj.name not in ("custom", "cross_entropy", "nll_loss") and out.shape[1:] != y.shape[1:]:
         raise PortInputError(f"the model's output per row is {out.shape[1:]}, y's is {y.shape[1:]} (loss {obj.name})")
@@ -145,17 +137,11 @@ def _check_shapes(side, runner, port, x, y, obj: Objective) -> tuple:
     except Exception as error:                              # noqa: BLE001
         raise PortInputError(f"the NNX model cannot take x[:2] (layout {port.input_layout or 'as given'}): "
                              f"{one_line(error)}") from None
-    s = nnx_shape                      # NHWC outputs compare as NCHW (Port.output_in_torch_layout)
-    if (s[:1] + s[3:] + s[1:3] if port.input_layout == "nhwc" and len(s) == 4 else s) != out.shape:
+    if port.output_in_torch_layout(np.broadcast_to(0.0, nnx_shape)).shape != out.shape:   # NHWC compares as NCHW
         raise PortInputError(f"the NNX model's output has shape {nnx_shape} on x[:2], torch's {out.shape}")
-    try:
+    with refused(lambda error: f"the loss {obj.label} cannot take the outputs {out.shape} and y[:2] {y[:2].shape}: "
+                               f"{one_line(error)}"):
         t = side.loss(side.model().eval(), x[:2], y[:2])
         j = runner.loss_shape(x[:2], y[:2])
-    except PortInputError:
-        raise
-    except Exception as error:                              # noqa: BLE001 (the user's loss)
-        raise PortInputError(f"the loss {obj.label} cannot take the outputs {out.shape} and y[:2] {y[:2].shape}: "
-                             f"{one_line(error)}") from None
     if t.ndim or j:
         raise PortInputError(f"the loss must be a scalar: torch's has shape {tuple(t.shape)}, JAX's {j}")
-    return out.shape

@@ -33,9 +33,7 @@ class Inputs:
         return list(self.parts.values()) if isinstance(self.parts, dict) else list(self.parts)
 
     def map(self, fn) -> "Inputs":
-        if isinstance(self.parts, dict):
-            return Inputs({k: fn(v) for k, v in self.parts.items()})
-        return Inputs(tuple(fn(v) for v in self.parts))
+        return Inputs.tree_unflatten(self.tree_flatten()[1], [fn(v) for v in self.values()])
 
     def __len__(self) -> int:
         return len(self.values()[0])
@@ -45,8 +43,7 @@ class Inputs:
 
     @property
     def shape(self):                   # for messages: each part's shape
-        return {k: tuple(np.shape(v)) for k, v in self.parts.items()} if isinstance(self.parts, dict) else \
-            tuple(tuple(np.shape(v)) for v in self.parts)
+        return self.map(lambda v: tuple(np.shape(v))).parts
 
     def tree_flatten(self):
         keys = tuple(self.parts) if isinstance(self.parts, dict) else None
@@ -95,10 +92,8 @@ def leaves(out) -> list:
     """The arrays of an output, in order (dicts in their own order)."""
     if isinstance(out, (torch.Tensor, np.ndarray, jax.Array)):
         return [out]
-    if isinstance(out, dict):
-        return [leaf for v in out.values() for leaf in leaves(v)]
-    if isinstance(out, (tuple, list)):
-        return [leaf for v in out for leaf in leaves(v)]
+    if isinstance(out, (dict, tuple, list)):
+        return [leaf for v in (out.values() if isinstance(out, dict) else out) for leaf in leaves(v)]
     if dataclasses.is_dataclass(out):
         return [leaf for f in dataclasses.fields(out) for leaf in leaves(getattr(out, f.name))]
     return [out] if out is not None else []

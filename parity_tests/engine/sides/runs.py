@@ -102,7 +102,7 @@ def batches(order: np.ndarray, batch_size: int):
 
 
 # ---- cached runs --------------------------------------------------------------------
-_TORCH, _JAX, _ENSEMBLES = {}, {}, {}
+_TORCH, _ENSEMBLES = {}, {}
 
 
 def torch_fit(cell: Cell, run: Run) -> specs.FitResult:
@@ -114,16 +114,11 @@ def torch_fit(cell: Cell, run: Run) -> specs.FitResult:
     return _TORCH[k]
 
 
+@functools.lru_cache(maxsize=None)             # jax_fit.cache_clear(): example_sides.clear_jax_caches
 def jax_fit(cell: Cell, run: Run) -> specs.FitResult:
-    if (cell, run) not in _JAX:
-        x, y = data(cell.example, run.seed)
-        _JAX[(cell, run)] = jt.fit(cell.example, jax_init(cell.example, run, cell.dtype), x, y,
-                                   run.order(len(x)), run.config, devices=run.devices, **cell.kw)
-    return _JAX[(cell, run)]
-
-
-def forget_jax_fits() -> None:
-    _JAX.clear()
+    x, y = data(cell.example, run.seed)
+    return jt.fit(cell.example, jax_init(cell.example, run, cell.dtype), x, y, run.order(len(x)), run.config,
+                  devices=run.devices, **cell.kw)
 
 
 def reference_ensemble(cell: Cell, run: Run, build) -> tuple:

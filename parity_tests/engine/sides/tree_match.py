@@ -20,12 +20,10 @@ from portcore import convert
 
 
 def _holds_arrays(node) -> bool:
-    if isinstance(node, nnx.Module) or isinstance(node, (list, tuple, dict)):
-        try:
-            return bool(nnx.to_flat_state(nnx.state(node, nnx.Param)))
-        except Exception:                                     # noqa: BLE001 (a plain function)
-            return False
-    return False
+    try:
+        return isinstance(node, (nnx.Module, list, tuple, dict)) and bool(nnx.to_flat_state(nnx.state(node, nnx.Param)))
+    except Exception:                                         # noqa: BLE001 (a plain function)
+        return False
 
 
 def _torch_holds_arrays(module) -> bool:
