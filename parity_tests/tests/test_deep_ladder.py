@@ -10,7 +10,9 @@ from parity_tests.engine.rungs import ladder as dl
 CELLS = [dl.Cell(e, "class", d, "cpu") for e in ("cnn", "lstm", "gru") for d in ("float32", "float64")]
 
 
-@pytest.mark.parametrize("deep_cell", CELLS, ids=str)
+# float64 in the second tier (make test's time); the planted deep bugs keep both dtypes in the first
+@pytest.mark.parametrize("deep_cell", [pytest.param(c, marks=pytest.mark.slow) if c.dtype == "float64" else c
+                                       for c in CELLS], ids=str)
 def test_loss_and_eval_logits_at_init(deep_cell):
     dl.rung2_loss_at_init(deep_cell)
 

@@ -62,7 +62,8 @@ CORRECT = {"mlp": (MLP, NnxMLP, {}), "lstm": (LSTM, hm.NnxLSTMClassifier, {}), "
            "blocks": (BLOCKS, hm.NnxBlocks, {})}
 
 
-@pytest.mark.parametrize("port", list(CORRECT))
+# the first tier keeps the LSTM; the others run in the second (make test's time)
+@pytest.mark.parametrize("port", [pytest.param(p, marks=() if p == "lstm" else pytest.mark.slow) for p in CORRECT])
 def test_correct_ports_agree_within_half_the_locators_tolerance(port, dtype="float32"):
     """float32, where the margin is thin (float64 ports differ by <= 4.1e-15, locate.py)."""
     case, nnx_factory, extra = CORRECT[port]

@@ -102,7 +102,7 @@ PORTS = [("sgd", dict(lr=0.05, nesterov=True, weight_decay=1e-3, schedule=STEP))
          ("adagrad", dict(lr=0.05)), ("adadelta", dict(weight_decay=1e-3)), ("adam", dict(schedule=COSINE))]
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])   # float32: 2nd tier
 @pytest.mark.parametrize("name, kw", PORTS, ids=[p[0] for p in PORTS])
 def test_a_correct_port_passes_with_each_optimizer(name, kw, dtype):
     report = _mlp(dtype, optimizer=name, **kw)

@@ -19,7 +19,7 @@ TorchVAE, NnxVAE, vae_data = zv.VAE, zv.NnxVAE, zv.vae_data
 VAE = dict(**zv.TRAIN, steps=4, batch_size=8)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", ["float64", pytest.param("float32", marks=pytest.mark.slow)])   # float32: 2nd tier
 def test_a_vae_returning_recon_mu_logvar_passes_with_its_own_loss(dtype):
     torch.manual_seed(0)
     x, y = vae_data()

@@ -27,7 +27,7 @@ def test_epoch_order_draws_batch_orders_rows_bit_for_bit(shuffle):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("example", ["neural_network", "logistic_regression"])
+@pytest.mark.parametrize("example", [pytest.param("neural_network", marks=pytest.mark.slow), "logistic_regression"])
 def test_chunked_run_is_the_one_program_run_bit_for_bit(backend, example):
     """Chunks of 4 and of 1 epoch, with a shorter last chunk, against one chunk: every
     step's loss, every frame and every fitted parameter identical, shuffled order and

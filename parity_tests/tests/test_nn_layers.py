@@ -82,8 +82,10 @@ ATTENTION = {
 }
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", RECURRENT)
+# the two-layer stacks in float32 run in the second tier (make test's time)
+@pytest.mark.parametrize("name, dtype", [
+    pytest.param(n, d, marks=pytest.mark.slow if d == "float32" and "2 layers" in n else ())
+    for n in RECURRENT for d in DTYPES])
 def test_recurrent_layers_match_torch(name, dtype):
     compare(RECURRENT[name], dtype)
 
