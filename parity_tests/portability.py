@@ -90,7 +90,8 @@ def worker(args) -> dict:
                     plant(mp)
                     for example in bug_examples:
                         results = planted.hunt(ladder.Cell(example, "class", dtype, "cpu"), [*extra, 2, 3, 4, 5, 6, 7])
-                        bugs.append(dict(bug=bug, dtype=dtype, example=example, caught=[r for r, e in results if e][:1]))
+                        caught = [r for r, e in results if e][:1]
+                        bugs.append(dict(bug=bug, dtype=dtype, example=example, caught=caught))
                 ladder.clear_jax_caches()
     return dict(cbwr=os.environ.get("MKL_CBWR", "unset"), threads=args.threads, runs=runs, bugs=bugs)
 

@@ -117,7 +117,8 @@ def main(argv=None) -> int:
         torch_model = _build(torch_factory, "torch")
         x, y = inputs_of(torch_model, arrays, args.data)      # forward's signature says how x reaches it
         from parity_tests.engine.rungs.harness import check_port         # noqa: PLC0415 (jax and torch load here)
-        loss_options = {k: getattr(args, k) for k in ("label_smoothing", "ignore_index") if getattr(args, k) is not None}
+        loss_options = {k: getattr(args, k) for k in ("label_smoothing", "ignore_index")
+                        if getattr(args, k) is not None}
         report = check_port(torch_model, _build(nnx_factory, "NNX"), x, y, loss_options=loss_options,
                             **{k: getattr(args, k) for k in PASSED})
     except PortInputError as error:

@@ -81,8 +81,9 @@ def difference(a: np.ndarray, e: np.ndarray, floor: float = 0.0) -> tuple[float,
     scale = max(float(np.max(np.abs(e))) if e.size else 0.0, floor)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(d > 0, d / np.abs(e), 0.0)
-    return float(d.max(initial=0.0)), float(np.nanmax(rel, initial=0.0)), float(d.max(initial=0.0) / scale) if scale else (
-        0.0 if not d.any() else np.inf)
+    largest = float(d.max(initial=0.0))
+    over = largest / scale if scale else (0.0 if not d.any() else np.inf)
+    return largest, float(np.nanmax(rel, initial=0.0)), over
 
 
 def pair_values(torch_values: list, nnx_values: list, known: tuple | None = None, perms: list | None = None):

@@ -98,7 +98,8 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
     # containers too (a BasicBlock inside an nn.Sequential is `layers.1` of an
     # nnx.Sequential): matched by structure, the port's own map (name_map) first
     matched = tree_match.match(model, port.nnx_model, [p for p in modules if p])
-    heads = {path: port.flax_paths.get(path) or matched.get(path) or convert.flax_path(path) for path in modules if path}
+    heads = {path: port.flax_paths.get(path) or matched.get(path) or convert.flax_path(path)
+             for path in modules if path}
     by_nnx = {head: path for path, head in heads.items() if head in nnx_modules}
     t_rec = torch_trace(model, as_torch(x, port.dtype), as_torch(y, port.dtype, integer=integer_targets),
                         torch_loss, set(by_nnx.values()))
@@ -167,6 +168,7 @@ def locate(port: Port, runner: NnxRunner, torch_loss, jax_loss, x, y, integer_ta
     for key in reversed(common):                               # backward: the reverse order
         numbers, bad = _compare(pairs_of(key, "grads")[0], rtol)
         if bad:
-            return dict(layer=key[0], quantity="gradient", **numbers, note=f"outputs agree; the gradient with respect to {named(key)}'s output differs "
+            return dict(layer=key[0], quantity="gradient", **numbers,
+                        note=f"outputs agree; the gradient with respect to {named(key)}'s output differs "
                              f"({differing['note']})")
     return differing

@@ -73,7 +73,8 @@ def _ensemble_size(plots: dict) -> list:
            "| cell | horizon | M = 4 | M = 8 | M = 16 | jaxport |", "| --- | --- | --- | --- | --- | --- |"]
     for (example, form, dtype, device), v in plots.items():
         finals, ref = v["members"][:, -1], float(v["torch"][-1])
-        cells = ["[{:.5g}, {:.5g}]".format(*criterion.interval(np.append(finals[:m], ref))) for m in (4, 8, len(finals))]
+        cells = ["[{:.5g}, {:.5g}]".format(*criterion.interval(np.append(finals[:m], ref)))
+                 for m in (4, 8, len(finals))]
         out.append(f"| {example} {form} {dtype} {device} | {v['horizon']} | {' | '.join(cells)} "
                    f"| {float(v['jax'][-1]):.5g} |")
     return out + ["", "A run that never turns chaotic has an interval a few ulps wide: it is judged per step "

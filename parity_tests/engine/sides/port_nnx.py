@@ -177,7 +177,8 @@ class NnxRunner:
             self._template = jax.jit(self.tx.init)(self.tree({p: np.zeros(s) for p, s in self.shapes.items()}))
         if self.opt_kind == "torch":
             from jaxport.optim import TorchState  # noqa: PLC0415
-            slots = {k: self.tree(moments[k]) if moments and k in moments else v for k, v in self._template.slots.items()}
+            slots = {k: self.tree(moments[k]) if moments and k in moments else v
+                     for k, v in self._template.slots.items()}
             return TorchState(count=jnp.asarray(count, jnp.int32), slots=slots)
         if not moments or self.opt_kind is None:
             return self._template
@@ -243,8 +244,8 @@ def build_port(torch_model, nnx_model, spec, output=None) -> Port:
     flax_paths = {**tree_match.match(model, clone, owners),
                   **{p: convert.flax_path(q) for p, q in (spec.name_map or {}).items()}}
     layers = layer_kinds(model, nnx_paths, flax_paths, spec.convert or {})
-    port = Port(model, clone, layers, flax_paths, spec.dtype, None if spec.input_layout == "nchw" else spec.input_layout,
-                output, bool(spec.dropout))
+    layout = None if spec.input_layout == "nchw" else spec.input_layout
+    port = Port(model, clone, layers, flax_paths, spec.dtype, layout, output, bool(spec.dropout))
     # ValueError, KeyError: a layer kind's own refusal
     with refused(lambda error: f"converting torch's weights: {error}", (ValueError, KeyError)):
         load_nnx(port, torch_arrays(model))

@@ -145,7 +145,8 @@ def optimizer_pair(optimizer, lr=None, momentum=None, weight_decay=None, nestero
     try:                                       # torch's own checks of the values (nesterov needs momentum ...)
         factory([torch.zeros(1, requires_grad=True)])
     except (ValueError, TypeError) as error:
-        raise PortInputError(f"{TORCH_NAMES[optimizer]}({', '.join(f'{k}={v}' for k, v in s.items())}): {error}") from None
+        settings = ", ".join(f"{k}={v}" for k, v in s.items())
+        raise PortInputError(f"{TORCH_NAMES[optimizer]}({settings}): {error}") from None
     shown = " ".join(k if v is True else f"{k.replace('_', ' ')} {v:g}" if isinstance(v, (int, float))
                      else f"{k} {v}" for k, v in s.items()
                      if k == "lr" or v != SPECS[optimizer][k] or (optimizer, k) in (("sgd", "momentum"), ("adamw", "weight_decay")))
