@@ -53,13 +53,10 @@ def members(side, x, y, batches: list, count: int = MEMBERS, seed: int = 0) -> t
     generator, rng = torch.Generator().manual_seed(seed), np.random.default_rng([seed, 9])
     # rows[step][m]: member m's order of the batch's rows (member 0, and dropout: as given)
     rows = [[idx if m == 0 or side.dropout else rng.permutation(idx) for m in range(count)] for idx in batches]
-    losses, fitted = None, None
-    if _vmappable(side, x):
-        try:
-            losses, fitted = _vmapped(side, x, y, rows, count, generator)
-        except (RuntimeError, NotImplementedError):          # vmap refuses the model: in turn
-            generator.manual_seed(seed)
-    if losses is None:
+    try:
+        losses, fitted = _vmapped(side, x, y, rows, count, generator)
+    except (RuntimeError, NotImplementedError):              # vmap refuses the model: in turn
+        generator.manual_seed(seed)
         losses, fitted = _in_turn(side, x, y, rows, count, generator)
     if side.dtype == "float32":
         exact = exact_run(side, x, y, batches)
@@ -75,11 +72,6 @@ def exact_run(side, x, y, batches: list) -> tuple[np.ndarray, dict]:
     return np.array(losses), torch_arrays(model)
 
 
-def _vmappable(side, x) -> bool:
-    recurrent = any(isinstance(m, torch.nn.RNNBase) for m in side.torch_model.modules())
-    return not recurrent and not isinstance(x, Inputs)
-
-
 def _train_step(side, teacher, xb, yb) -> float:
     """One step of a member (the side's step without copying gradients and state out)."""
     teacher.opt.zero_grad()
@@ -89,19 +81,21 @@ def _train_step(side, teacher, xb, yb) -> float:
     return float(loss.detach())
 
 
-def _ulp_step(p: torch.Tensor, generator: torch.Generator, keep_first: bool) -> None:
-    """Move every entry one ulp up or down at random, in place (row 0 kept if asked).
-    nextafter towards p + 1 or p - 1; parameters here are far below 2**24, where p +- 1
-    would round back to p."""
+def _ulp_step(p: torch.Tensor, generator: torch.Generator) -> None:
+    """Move every entry one ulp up or down at random, in place, but row 0's (member 0 is
+    not moved). nextafter towards p + 1 or p - 1; parameters here are far below 2**24,
+    where p +- 1 would round back to p."""
     sign = torch.randint(0, 2, p.shape, generator=generator, dtype=p.dtype).mul_(2).sub_(1)
-    if keep_first:
-        sign[0] = 0
+    sign[0] = 0
     p.copy_(torch.nextafter(p, p + sign))
 
 
 def _vmapped(side, x, y, rows, count, generator) -> tuple[np.ndarray, list]:
     """ONE computation: parameters and buffers stacked on a member axis, the model
-    vmapped over it (in-place buffer updates land in each member's slice)."""
+    vmapped over it (in-place buffer updates land in each member's slice). Refused
+    (NotImplementedError) where vmap cannot run: recurrent layers, several inputs."""
+    if isinstance(x, Inputs) or any(isinstance(m, torch.nn.RNNBase) for m in side.torch_model.modules()):
+        raise NotImplementedError("no vmap batching rule for nn.LSTM and nn.GRU; several inputs run in turn")
     model = side.model().train()
     stacked = {n: torch.nn.Parameter(p.detach().unsqueeze(0).repeat(count, *[1] * p.dim()))
                for n, p in model.named_parameters()}
@@ -128,7 +122,7 @@ def _vmapped(side, x, y, rows, count, generator) -> tuple[np.ndarray, list]:
         opt.step()
         with torch.no_grad():
             for p in stacked.values():
-                _ulp_step(p, generator, keep_first=True)
+                _ulp_step(p, generator)
         out.append(member_losses.detach().cpu().numpy().astype(np.float64))
     state = {**stacked, **buffers}
     arrays = torch_arrays(model)                 # the names kept (num_batches_tracked left out)
@@ -148,7 +142,7 @@ def _in_turn(side, x, y, rows, count, generator) -> tuple[np.ndarray, list]:
         with torch.no_grad():
             for n, _ in teachers[0].model.named_parameters():
                 stacked = torch.stack([t.model.get_parameter(n) for t in teachers])
-                _ulp_step(stacked, generator, keep_first=True)
+                _ulp_step(stacked, generator)
                 for t, moved in zip(teachers, stacked):
                     t.model.get_parameter(n).copy_(moved)
     return np.array(out, np.float64).T.reshape(count, len(rows)), [torch_arrays(t.model) for t in teachers]
