@@ -84,9 +84,8 @@ def run_ladder(run: PortRun, rungs=tuple(RUNGS), keep_going=False, locate=True, 
             break                  # later rungs build on this one; the locator says where
     first = run.failures[0] if run.failures else None
     located = _locate_or_say_why(run) if first is not None and locate else None
-    if first is not None:
-        if located and located.get("layer") and (first.get("layer") is None or first["rung"] in (2, 3)):
-            first = dict(first, layer=located["layer"], located=located)
+    if located and located.get("layer") and (first.get("layer") is None or first["rung"] in (2, 3)):
+        first = dict(first, layer=located["layer"], located=located)
     free = run.free
     return PortReport(passed=not run.failures, first_failure=first, rows=list(run.record.rows.values()),
                       settings=run.settings, horizon=free["horizon"] if free else None,

@@ -19,7 +19,7 @@ import numpy as np
 
 import jaxport.training as jt
 import torchref.training as tt
-from parity_tests.engine.rungs import free_runs, port_rungs
+from parity_tests.engine.rungs import free_runs, harness
 from portcore import registry, specs
 from parity_tests.engine.parity import EXACT, check, tolerance
 from parity_tests.engine.sides.runs import (SEED, Cell, Run, batches, data, default_run, init,  # noqa: F401
@@ -83,26 +83,22 @@ def port_run(cell: Cell, run: Run | None = None, max_steps: int | None = None):
     run = run or default_run(cell.example)
     x, y = data(cell.example, run.seed)
     every = bool(os.environ.get("JAXPORT_REPORT") or os.environ.get("JAXPORT_FULL"))
+    steps = [idx for _, idx in batches(run.order(len(x)), run.config.batch_size)]
     if deep(cell.example):
-        steps = [idx for _, idx in batches(run.order(len(x)), run.config.batch_size)][:max_steps or 2]
         xh, yh = data(cell.example, run.seed, held_out=True)
-        return example_run(cell, run, x, y, steps, init(cell.example, run), eval_x=xh, eval_y=yh,
+        return example_run(cell, run, x, y, steps[:max_steps or 2], init(cell.example, run), eval_x=xh, eval_y=yh,
                            compared=None if every else _deep_compared)
-    steps = [idx for _, idx in batches(run.order(len(x)), run.config.batch_size)][:max_steps]
     every = every or cell.dtype == "float64"
     # float32: the measured bound alone, which every correct step of these examples holds
     # (JAXPORT_FULL=1 on MKL's AUTO, AVX2 and COMPATIBLE): the fallback against float64
     # let the planted bias correction in float32 pass rungs 2-5 (port_exact.py)
-    return example_run(cell, run, x, y, steps, init(cell.example, run),
+    return example_run(cell, run, x, y, steps[:max_steps], init(cell.example, run),
                        compared=None if every else _compared, float64_fallback=False)
-
-
-PORT_RUNGS = {**port_rungs.RUNGS, **free_runs.RUNGS}       # check_port's, over a PortRun
 
 
 def _rung(number: int, cell: Cell, run: Run | None, max_steps: int | None = None):
     r = port_run(cell, run, max_steps)
-    PORT_RUNGS[number](r)
+    harness.RUNGS[number](r)           # check_port's rungs, over the example's PortRun
     raise_first_failure(r)
     return r
 
@@ -151,8 +147,7 @@ def _sides_are_the_backends(cell: Cell, run: Run, r) -> None:
     for step, idx in enumerate(r.batches[:2]):
         xb, yb = r.x[idx], r.y[idx]
         model = r.side.model(state[0])
-        opt = r.side.optimizer(model, state[1], state[2])
-        t = r.side.step(model, opt, xb, yb)
+        t = r.side.step(model, r.side.optimizer(model, *state[1:]), xb, yb)
         j = r.cand.step(state, xb, yb)
         # the exchange format holds every entry as a float of the dtype (the dropout step too)
         params = {rename[k]: np.asarray(v, cell.dtype) for k, v in state[0].items() if k in rename}
@@ -161,8 +156,7 @@ def _sides_are_the_backends(cell: Cell, run: Run, r) -> None:
         api_j = jt.train_step(ex, params, moments, xb, yb, run.config, **cell.kw)
         where = dict(where=cell.where(run), rung=5, tol=EXACT, step=step)
         check({rename[k]: v for k, v in t[2].items() if k in rename}, api_t[2],
-              quantity="(self) torch teacher == torchref.train_step",
-              **where)
+              quantity="(self) torch teacher == torchref.train_step", **where)
         check({k: v for k, v in j[2].items() if k in api_j[2]}, api_j[2],
               quantity="(self) jaxport's side == jaxport.train_step", **where)
         state = t[2:]

@@ -26,28 +26,24 @@ def saturated_inputs(dtype: str) -> tuple[np.ndarray, np.ndarray]:
 
 def check_saturated_bce(cell) -> None:
     with dtype_scope(cell.dtype):      # float64 arrays need x64, for this check only
-        _check(cell)
-
-
-def _check(cell) -> None:
-    dtype, device = cell.dtype, cell.device
-    p, y = saturated_inputs(dtype)
-    pt = torch.tensor(p, dtype=torch_dtype(dtype), device=torch_device(device), requires_grad=True)
-    yt = torch.tensor(y, dtype=torch_dtype(dtype), device=torch_device(device))
-    per_sample = torch.nn.functional.binary_cross_entropy(pt, yt, reduction="none")
-    mean = per_sample.mean()
-    mean.backward()
-    expected = {"per-sample loss": per_sample.detach().cpu().numpy(), "mean loss": mean.item(),
-                "gradient w.r.t. p": pt.grad.cpu().numpy()}
-    pj, yj = (jax.device_put(a, jax_device(device)) for a in (p, y))
-    per_sample_j = jax.vmap(lambda a, b: losses.bce(a[None], b[None]))(pj, yj)
-    for how, value_and_grad in (("eager", jax.value_and_grad(losses.bce)),
-                                ("jit", jax.jit(jax.value_and_grad(losses.bce)))):
-        value, grad = value_and_grad(pj, yj)
-        actual = {"per-sample loss": np.asarray(per_sample_j), "mean loss": float(value),
-                  "gradient w.r.t. p": np.asarray(grad)}
-        for quantity in expected:
-            check(actual[quantity], expected[quantity], rung="bce", tol=tolerance(dtype, 2),
-                  quantity=f"{quantity} ({how})",
-                  where=dict(example="losses.bce", form="-", dtype=dtype, device=device,
-                             config="p in {0, 1, 1 ulp inside, ...}"))
+        dtype, device = cell.dtype, cell.device
+        p, y = saturated_inputs(dtype)
+        pt = torch.tensor(p, dtype=torch_dtype(dtype), device=torch_device(device), requires_grad=True)
+        yt = torch.tensor(y, dtype=torch_dtype(dtype), device=torch_device(device))
+        per_sample = torch.nn.functional.binary_cross_entropy(pt, yt, reduction="none")
+        mean = per_sample.mean()
+        mean.backward()
+        expected = {"per-sample loss": per_sample.detach().cpu().numpy(), "mean loss": mean.item(),
+                    "gradient w.r.t. p": pt.grad.cpu().numpy()}
+        pj, yj = (jax.device_put(a, jax_device(device)) for a in (p, y))
+        per_sample_j = jax.vmap(lambda a, b: losses.bce(a[None], b[None]))(pj, yj)
+        for how, value_and_grad in (("eager", jax.value_and_grad(losses.bce)),
+                                    ("jit", jax.jit(jax.value_and_grad(losses.bce)))):
+            value, grad = value_and_grad(pj, yj)
+            actual = {"per-sample loss": np.asarray(per_sample_j), "mean loss": float(value),
+                      "gradient w.r.t. p": np.asarray(grad)}
+            for quantity in expected:
+                check(actual[quantity], expected[quantity], rung="bce", tol=tolerance(dtype, 2),
+                      quantity=f"{quantity} ({how})",
+                      where=dict(example="losses.bce", form="-", dtype=dtype, device=device,
+                                 config="p in {0, 1, 1 ulp inside, ...}"))
