@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from parity_tests.engine.bounds.criterion import error_judgement
+from parity_tests.engine.bounds.criterion import error_judgement, fits
 
 
 def exact_step(side, state: tuple, x, y) -> tuple:
@@ -33,34 +33,32 @@ def exact_step(side, state: tuple, x, y) -> tuple:
     return side.step(model, side.optimizer(model, moments64, count), x, y64)
 
 
-def check_against_float64(run, rung: int, quantities: list, fits, step) -> bool:
+def check_against_float64(run, rung: int, quantities: list, step) -> bool:
     """quantities: (quantity name, actual, expected, tolerance, torch float64's value) of
     one float32 step. Tensors within `tolerance` are checked with it, together; each
     other one by its error against float64."""
+    def by_error(quantity, actual, expected, e64, entry=None) -> bool:
+        a, e, suffix, bound = error_judgement(actual, expected, e64)
+        return run.check(a, e, rung=rung, quantity=quantity + suffix, tol=bound, step=step, entry=entry)
     ok = True
     for name, actual, expected, tol, e64 in quantities:
         if not isinstance(expected, dict):
-            if fits(actual, expected, tol):
-                ok &= run.check(actual, expected, rung=rung, quantity=name, tol=tol, step=step)
-            else:
-                a, e, suffix, bound = error_judgement(actual, expected, e64)
-                ok &= run.check(a, e, rung=rung, quantity=name + suffix, tol=bound, step=step)
+            ok &= (run.check(actual, expected, rung=rung, quantity=name, tol=tol, step=step)
+                   if fits(actual, expected, tol) else by_error(name, actual, expected, e64))
             continue
-        inside = {k for k in expected if fits({k: actual[k]}, {k: expected[k]}, tol)}
+        inside = [k for k in expected if fits({k: actual[k]}, {k: expected[k]}, tol)]
         if inside:
-            ok &= run.check({k: actual[k] for k in expected if k in inside},
-                            {k: v for k, v in expected.items() if k in inside}, rung=rung, quantity=name, tol=tol,
-                            step=step)
+            ok &= run.check({k: actual[k] for k in inside}, {k: expected[k] for k in inside}, rung=rung, quantity=name,
+                            tol=tol, step=step)
         for k in expected:
             if k not in inside:
-                a, e, suffix, bound = error_judgement(actual[k], expected[k], e64[k])
-                ok &= run.check(a, e, rung=rung, quantity=f"{name}: {k}{suffix}", tol=bound, step=step, entry=k)
+                ok &= by_error(f"{name}: {k}", actual[k], expected[k], e64[k], entry=k)
     return ok
 
 
-def check_one(run, rung: int, name: str, actual, expected, tol, exact, fits, step=None) -> bool:
+def check_one(run, rung: int, name: str, actual, expected, tol, exact, step=None) -> bool:
     """One quantity: in float32, what `tol` does not hold is judged against `exact()`
     (torch's float64 value, computed only then); else checked with `tol` as it is."""
     if run.dtype != "float32" or not run.float64_fallback or fits(actual, expected, tol):
         return run.check(actual, expected, rung=rung, quantity=name, tol=tol, step=step)
-    return check_against_float64(run, rung, [(name, actual, expected, tol, exact())], fits, step)
+    return check_against_float64(run, rung, [(name, actual, expected, tol, exact())], step)

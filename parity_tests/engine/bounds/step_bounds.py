@@ -17,20 +17,21 @@ def step_tolerances(run, state, xb, yb, t, members) -> tuple:
     """(loss, grads, params, moments) tolerances of one step: float64 the table's
     (members None), or the table's plus the measured row-order noise; float32
     StepBound with `members` measured members (0: the result term alone)."""
-    if run.dtype == "float64" and members is None:
-        return (parity.FLOAT64,) * 4
-    nnx_t = run.cand.view(t[2], t[3])
     if run.dtype == "float64":
-        s = float64_spread(run.side, state, xb, yb, t, members=members)
-        if s is None:                  # a one-row batch has no other order
-            return (parity.FLOAT64,) * 4
-        return (TableAndNoise(s[0]), TableAndNoise(s[1]), *map(TableAndNoise, run.cand.view(s[2], s[3])))
+        s = None if members is None else float64_spread(run.side, state, xb, yb, t, members=members)
+        # None: the table alone (a one-row batch has no other order)
+        return (parity.FLOAT64,) * 4 if s is None else tuple(map(TableAndNoise, candidate_view(run, s)))
+    expected = candidate_view(run, t)
     if members == 0:
-        return (StepBound(0.0, t[0]), StepBound(0.0, t[1]), StepBound(0.0, nnx_t[0]), StepBound(0.0, nnx_t[1]))
+        return tuple(StepBound(0.0, e) for e in expected)
     s = step_spread(run.side, state, xb, yb, t, members=members)
-    spread = run.cand.view(s[2], s[3])                           # sums of spreads where NNX sums
-    return (StepBound(s[0], t[0]), StepBound(s[1], t[1]), StepBound(spread[0], nnx_t[0]),
-            StepBound(spread[1], nnx_t[1]))
+    return tuple(map(StepBound, candidate_view(run, s), expected))     # sums of spreads where NNX sums
+
+
+def candidate_view(run, t: tuple) -> tuple:
+    """torch's step (loss, gradients, parameters and state, moments), or a spread of it,
+    the last two viewed in the candidate's names, as the candidate returns them."""
+    return (t[0], t[1], *run.cand.view(t[2], t[3]))
 
 
 @dataclass
@@ -47,11 +48,3 @@ class TableAndNoise:
     def __str__(self):
         return (f"{parity.FLOAT64} + {NOISE_MULTIPLE:g} x spread of float64 torch steps over other row orders "
                 "and moved one ulp")
-
-
-def fits(actual, expected, tol) -> bool:
-    if isinstance(expected, dict):
-        return all(k in actual and np.shape(actual[k]) == np.shape(v) and np.all(
-            np.abs(np.asarray(actual[k], np.float64) - v) <= tol.allowed(np.abs(np.asarray(v, np.float64)), k))
-            for k, v in expected.items())
-    return bool(np.all(np.abs(np.float64(actual) - np.float64(expected)) <= tol.allowed(abs(np.float64(expected)))))

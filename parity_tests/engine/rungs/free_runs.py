@@ -66,8 +66,8 @@ def rung6_free_running(run) -> None:
     ensemble (float32: else against torch's float64 run, the ensemble's last member)."""
     v = free_runs(run)
     exact_losses = v["members"][-1] if run.dtype == "float32" else None      # torch in float64 (ensemble.py)
-    h = criterion.judge_losses(_checker(run, 6), v["jax"], v["torch"], v["members"], run.dtype, exact_losses)
-    chaotic = h < v["steps"]
+    criterion.judge_losses(_checker(run, 6), v["jax"], v["torch"], v["members"], run.dtype, exact_losses)
+    chaotic = v["horizon"] < v["steps"]
     ours, theirs = run.cand.fitted(v["jax_state"]), run.cand.split(v["torch_arrays"])
     members = [run.cand.split(a) for a in v["member_arrays"]]
     for part, quantity in ((0, "fitted parameters"), (1, "fitted running statistics")):
@@ -80,7 +80,7 @@ def rung6_free_running(run) -> None:
 def fitted_model(run, predictions, loss: float) -> dict:
     """Rung 7's quantities: the loss and predictions on the evaluation rows (the run's
     eval_x and eval_y, else its data), and the accuracy where the loss classifies."""
-    y = run.y if run.eval_y is None else run.eval_y
+    y = _eval_rows(run)[1]
     out = {"final loss" if run.eval_y is None else "held-out loss": float(loss),
            "predictions": np.asarray(predictions, np.float64)}
     if run.loss_name in CLASS_AXIS:
@@ -96,9 +96,13 @@ def fitted_model(run, predictions, loss: float) -> dict:
     return out
 
 
+def _eval_rows(run) -> tuple:
+    """Rung 7's rows: the run's eval_x and eval_y where given, else its data."""
+    return (run.x if run.eval_x is None else run.eval_x), (run.y if run.eval_y is None else run.eval_y)
+
+
 def _reference_model(run, arrays: dict, dtype: str | None = None) -> dict:
-    side, xs = run.side, run.x if run.eval_x is None else run.eval_x
-    ys = run.y if run.eval_y is None else run.eval_y
+    side, (xs, ys) = run.side, _eval_rows(run)
     predictions = side.outputs(side.model(arrays, dtype), xs, dtype)
     return fitted_model(run, predictions, side.eval_loss(arrays, xs, ys, dtype))
 
@@ -107,9 +111,7 @@ def rung7_fitted_model(run) -> None:
     """The fitted models' loss, predictions and accuracy, judged like the fitted
     parameters (float32: torch's float64 run evaluated in float64 as the exact one)."""
     v = free_runs(run)
-    xs = run.x if run.eval_x is None else run.eval_x
-    ys = run.y if run.eval_y is None else run.eval_y
-    j = fitted_model(run, *run.cand.fitted_model(v["jax_state"], xs, ys))
+    j = fitted_model(run, *run.cand.fitted_model(v["jax_state"], *_eval_rows(run)))
     t = _reference_model(run, v["torch_arrays"])
     members = [_reference_model(run, a) for a in v["member_arrays"]]
     # MKL's COMPATIBLE path moved a correct lstm port's fitted predictions to 1.32 of

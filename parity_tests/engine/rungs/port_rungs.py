@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from parity_tests.engine import parity
+from parity_tests.engine.bounds.criterion import fits
 from parity_tests.engine.bounds.port_exact import check_one, exact_step
-from parity_tests.engine.bounds.step_bounds import fits, step_tolerances
+from parity_tests.engine.bounds.step_bounds import step_tolerances
 from parity_tests.engine.bounds.step_noise import MEMBERS, StepBound
 from parity_tests.engine.rungs.step_compare import CHUNK, compare_step, flush
 from parity_tests.engine.sides.port_models import Port, path_text
@@ -72,9 +73,6 @@ class PortRun:
     def dtype(self) -> str:
         return self.side.dtype
 
-    def texts(self, flat: dict, moment: str | None = None) -> dict:
-        return self.cand.texts(flat, moment)
-
     def check(self, actual, expected, *, rung, quantity, tol, step=None, step_axis=False, entry=None) -> bool:
         """parity.check into this run's record; a failure is kept (with its first failing
         layer) and the rung goes on with the next quantity."""
@@ -96,18 +94,15 @@ class PortRun:
         for name in names:             # the first tensor outside its tolerance names the layer
             a = np.asarray(actual[name] if name is not None else actual, np.float64)
             e = np.asarray(expected[name] if name is not None else expected, np.float64)
-            if a.shape != e.shape:
-                bad = True
-            else:
-                d = np.abs(a - e)
-                bad = bool(np.any((d > tol.allowed(np.abs(e), name, step_axis)) | (np.isnan(a) != np.isnan(e))))
-            if bad:
+            comparable = a.shape == e.shape
+            if not comparable or np.any((np.abs(a - e) > tol.allowed(np.abs(e), name, step_axis))
+                                        | (np.isnan(a) != np.isnan(e))):
                 name = entry if name is None else name     # a single tensor named by the caller
                 label = path_text(name) if isinstance(name, tuple) else name
+                d = np.abs(a - e) if comparable and a.size else None
                 out.update(layer=self.cand.layer_of(name) if name is not None else None, entry=label,
-                           max_abs=float(np.max(np.abs(a - e))) if a.shape == e.shape and a.size else float("inf"),
-                           max_rel=float(np.max(np.abs(a - e) / np.maximum(np.abs(e), 1e-300)))
-                           if a.shape == e.shape and a.size else float("inf"))
+                           max_abs=float(np.max(d)) if d is not None else float("inf"),
+                           max_rel=float(np.max(d / np.maximum(np.abs(e), 1e-300))) if d is not None else float("inf"))
                 break
         return out
 
@@ -120,14 +115,11 @@ def rung2_loss_at_init(run: PortRun) -> None:
     t_out = side.predict(init, xs)
     j_out = run.cand.outputs(xs)
     t, j = _at_init(run)
-    check_one(run, 2, "loss", j[0], t[0], _tolerance_at_init(run, 0, j[0], t[0]), lambda: _exact_at_init(run)[0],
-              fits)
+    check_one(run, 2, "loss", j[0], t[0], _tolerance_at_init(run, 0), lambda: _exact_at_init(run)[0])
     tol_out = (parity.FLOAT64 if run.dtype == "float64" else
                StepBound(output_spread(side, init, xs, t_out), t_out))
-
-    def exact_out():
-        return side.outputs(side.model(init, "float64"), xs, "float64")
-    check_one(run, 2, "model output (eval mode) on the data", j_out, t_out, tol_out, exact_out, fits)
+    check_one(run, 2, "model output (eval mode) on the data", j_out, t_out, tol_out,
+              lambda: side.outputs(side.model(init, "float64"), xs, "float64"))
 
 
 def _at_init(run: PortRun) -> tuple:
@@ -141,13 +133,14 @@ def _at_init(run: PortRun) -> tuple:
     return run.at_init
 
 
-def _tolerance_at_init(run: PortRun, which: int, actual, expected):
+def _tolerance_at_init(run: PortRun, which: int):
     """The tolerance of quantity `which` (0 loss, 1 gradients) of the step at init: the
     table (float64) or the result term alone (float32) where it holds, else the
     measured one with MEMBERS members (measured only then)."""
+    t, j = run.at_init
     for members in (None if run.dtype == "float64" else 0, MEMBERS):
-        tol = step_tolerances(run, (run.port_init, {}, 0), run.x, run.y, run.at_init[0], members)[which]
-        if members == MEMBERS or fits(actual, expected, tol):
+        tol = step_tolerances(run, (run.port_init, {}, 0), run.x, run.y, t, members)[which]
+        if members == MEMBERS or fits(j[which], t[which], tol):
             return tol
 
 
@@ -160,8 +153,7 @@ def _exact_at_init(run: PortRun) -> tuple:
 
 def rung3_gradients_at_init(run: PortRun) -> None:
     t, j = _at_init(run)
-    tol = _tolerance_at_init(run, 1, j[1], t[1])
-    check_one(run, 3, "gradients", j[1], t[1], tol, lambda: _exact_at_init(run)[1], fits)
+    check_one(run, 3, "gradients", j[1], t[1], _tolerance_at_init(run, 1), lambda: _exact_at_init(run)[1])
 
 
 def rung4_one_step(run: PortRun) -> None:
@@ -170,11 +162,10 @@ def rung4_one_step(run: PortRun) -> None:
     teacher = Teacher(run.side)
     run.cand.fresh()
     for step, idx in enumerate(run.batches[:2]):
-        state = teacher.state()
-        t = teacher.step(run.x[idx], run.y[idx])
-        j = run.cand.step(state, run.x[idx], run.y[idx])
-        compare_step(run, 4, "" if step == 0 else "step 2 from torch's state: ", state, run.x[idx], run.y[idx],
-                      t, j, step)
+        xb, yb, state = run.x[idx], run.y[idx], teacher.state()
+        t = teacher.step(xb, yb)
+        j = run.cand.step(state, xb, yb)
+        compare_step(run, 4, "" if step == 0 else "step 2 from torch's state: ", state, xb, yb, t, j, step)
 
 
 def rung5_teacher_forced(run: PortRun) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from parity_tests.engine import parity
+from parity_tests.engine.bounds.criterion import fits
 from parity_tests.engine.bounds.port_exact import check_against_float64, exact_step
-from parity_tests.engine.bounds.step_bounds import fits, step_tolerances
+from parity_tests.engine.bounds.step_bounds import candidate_view, step_tolerances
 from parity_tests.engine.bounds.step_noise import MEMBERS, MORE_MEMBERS, StepBound
 
 
@@ -20,32 +21,37 @@ def compare_step(run, rung: int, prefix: str, state, xb, yb, t, j, step) -> bool
     plus the measured row-order noise (TableAndNoise)."""
     # the state a step updates besides the parameters (BatchNorm's running statistics):
     # compared at every step, as torch's buffers viewed in the candidate's names
-    nnx_t = run.cand.view(t[2], t[3])
-    expected = (t[0], t[1], nnx_t[0], nnx_t[1])
-    names, actual = quantity_names(run), j
-    plan = (0, MEMBERS, MORE_MEMBERS) if run.dtype == "float32" else (None, MEMBERS, MORE_MEMBERS)
+    expected = candidate_view(run, t)
+    plan = (0 if run.dtype == "float32" else None, MEMBERS, MORE_MEMBERS)
     for members in plan:
         tols = step_tolerances(run, state, xb, yb, t, members)
-        fit = all(fits(a, e, tol) for a, e, tol in zip(actual, expected, tols))
-        if members != plan[-1] and not fit:
-            continue
-        if run.dtype == "float32" and not fit and run.float64_fallback:   # port_exact.py
-            x64 = exact_step(run.side, state, xb, yb)
-            exact = (x64[0], x64[1], *run.cand.view(x64[2], x64[3]))
-            return check_against_float64(run, rung, [(prefix + n, a, e, tol, x) for n, a, e, tol, x in zip(
-                names, actual, expected, tols, exact) if not (isinstance(e, dict) and not e)], fits, step)
-        ok = True
-        for a, e, tol, name in zip(actual, expected, tols, names):
-            if isinstance(e, dict) and not e:
-                continue
-            ok &= run.check(a, e, rung=rung, quantity=prefix + name, tol=tol, step=step)
-        return ok
-    return False
+        fit = _all_fit(j, expected, tols)
+        if fit or members == plan[-1]:
+            break
+    names = [prefix + name for name in quantity_names(run)]
+    if run.dtype == "float32" and not fit and run.float64_fallback:   # port_exact.py
+        exact = candidate_view(run, exact_step(run.side, state, xb, yb))
+        # (an empty quantity, no running statistics or no moments, has nothing to check there)
+        return check_against_float64(run, rung, list(zip(names, j, expected, tols, exact)), step)
+    ok = True
+    for name, a, e, tol in zip(names, j, expected, tols):
+        if _not_empty(e):
+            ok &= run.check(a, e, rung=rung, quantity=name, tol=tol, step=step)
+    return ok
 
 
 def quantity_names(run) -> tuple:
     return ("loss", "gradients", "parameters and state after the update" if run.cand.state_paths else
             "parameters after the update", "optimizer state after the update")
+
+
+def _all_fit(actual: tuple, expected: tuple, tols: tuple) -> bool:
+    return all(fits(a, e, tol) for a, e, tol in zip(actual, expected, tols))
+
+
+def _not_empty(expected) -> bool:
+    """Every quantity but an empty one (no running statistics, no optimizer moments)."""
+    return not (isinstance(expected, dict) and not expected)
 
 
 CHUNK = 50                             # teacher-forced steps compared at once
@@ -58,28 +64,20 @@ def flush(run, chunk: list) -> bool:
     if not chunk:
         return True
     members = 0 if run.dtype == "float32" else None
-    steps = []
-    for step, state, t, j, idx in chunk:
-        view = run.cand.view(t[2], t[3])
-        expected = (t[0], t[1], view[0], view[1])
-        tols = step_tolerances(run, state, None, None, t, members)
-        if not all(fits(a, e, tol) for a, e, tol in zip(j, expected, tols)):
-            break
-        steps.append((j, expected))
-    else:
-        actual, expected = _stack([a for a, _ in steps]), _stack([e for _, e in steps])
+    views = [candidate_view(run, t) for _, _, t, _, _ in chunk]
+    if all(_all_fit(j, e, step_tolerances(run, state, None, None, t, members))
+           for (_, state, t, j, _), e in zip(chunk, views)):
+        actual, expected = _stack([j for _, _, _, j, _ in chunk]), _stack(views)
         tols = (parity.FLOAT64,) * 4 if members is None else tuple(StepBound(0.0, e) for e in expected)
         for a, e, tol, name in zip(actual, expected, tols, quantity_names(run)):
-            if not (isinstance(e, dict) and not e):
+            if _not_empty(e):
                 run.check(a, e, rung=5, quantity=name, tol=tol, step=chunk[0][0], step_axis=True)
         chunk.clear()
         return True
-    for step, state, t, j, idx in chunk:
-        if not compare_step(run, 5, "", state, run.x[idx], run.y[idx], t, j, step):
-            chunk.clear()
-            return False
+    # all() stops at the first failing step
+    ok = all(compare_step(run, 5, "", state, run.x[idx], run.y[idx], t, j, step) for step, state, t, j, idx in chunk)
     chunk.clear()
-    return True
+    return ok
 
 
 def _stack(steps: list) -> tuple:
