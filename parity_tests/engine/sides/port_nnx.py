@@ -23,15 +23,11 @@ from parity_tests.engine.sides.port_models import (Port, PortInputError, layer_k
 from parity_tests.engine.sides.port_objectives import refused
 
 
-def _key(entry):
-    return next((getattr(entry, a) for a in ("key", "name", "idx") if hasattr(entry, a)), str(entry))
-
-
 def state_path(keys) -> tuple:
     """A jax key path into an nnx.State as an NNX state path (without the Variable's
     own `.value`)."""
-    keys = [k for k in keys if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value")]
-    return tuple(_key(k) for k in keys)
+    return tuple(next((getattr(k, a) for a in ("key", "name", "idx") if hasattr(k, a)), str(k)) for k in keys
+                 if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value"))
 
 
 def nnx_clone(model, dtype: str):
@@ -180,12 +176,10 @@ class NnxRunner:
             slots = {k: self.tree(moments[k]) if moments and k in moments else v
                      for k, v in self._template.slots.items()}
             return TorchState(count=jnp.asarray(count, jnp.int32), slots=slots)
-        if not moments or self.opt_kind is None:
-            return self._template
-        if self.opt_kind == "adam":
+        if self.opt_kind == "adam" and moments:
             return optax.ScaleByAdamState(count=jnp.asarray(count, jnp.int32), mu=self.tree(moments["exp_avg"]),
                                           nu=self.tree(moments["exp_avg_sq"]))
-        raise PortInputError(f"no optimizer-state conversion for {self.opt_kind!r}")
+        return self._template          # no moments yet, or an explicit pair's (not converted)
 
     def moments(self, opt_state) -> dict:
         """optax's state as torch's moment names, flat on NNX paths."""
