@@ -79,9 +79,8 @@ def load_nnx(port: Port, torch_arrays: dict) -> None:
                   "{torch path: NNX path} for the rest)") if unmatched or unreached else ""
         raise PortInputError("; ".join([s for s in [side, *shapes[:4]] if s]))
     with dtype_scope(port.dtype):
-        dt = jnp.dtype(port.dtype)
         # floats in the run's dtype; integer state (a dropout counter) keeps its own
-        kept = {p: jnp.asarray(v, dt if jnp.issubdtype(have[p].dtype, jnp.floating) else have[p].dtype)
+        kept = {p: jnp.asarray(v, port.dtype if jnp.issubdtype(have[p].dtype, jnp.floating) else have[p].dtype)
                 for p, v in target.items()}
         state = nnx.state(port.nnx_model, CARRIED)
         nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(kept))
@@ -145,8 +144,7 @@ class NnxRunner:
         return nnx_arrays(self.port.nnx_model, nnx.Param)
 
     def tree(self, flat: dict):
-        dt = jnp.dtype(self.dtype)
-        return jax.tree.unflatten(self.treedef, [jnp.asarray(flat[p], dt) for p in self.paths])
+        return jax.tree.unflatten(self.treedef, [jnp.asarray(flat[p], self.dtype) for p in self.paths])
 
     def flat(self, tree) -> dict:
         return dict(zip(self.paths, (np.asarray(v) for v in jax.tree.leaves(tree))))

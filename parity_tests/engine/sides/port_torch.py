@@ -91,9 +91,8 @@ class TorchSide:
                 for _ in range(count):
                     opt.scheduler.step()
         if moments:
-            dt = next(model.parameters()).dtype
             for name, p in model.named_parameters():
-                entry = {k: torch.as_tensor(np.asarray(v[name])).to(p.device, dt).clone()
+                entry = {k: torch.as_tensor(np.asarray(v[name])).to(p).clone()     # p's dtype and device
                          for k, v in moments.items() if name in v}
                 if entry:
                     if not isinstance(opt.opt, torch.optim.SGD):     # the others keep torch's "step"
@@ -114,9 +113,8 @@ class TorchSide:
 
     def eval_loss(self, arrays: dict, x, y, dtype: str | None = None) -> float:
         """The loss of the model with these arrays, in eval mode, on the whole data."""
-        model = self.model(arrays, dtype).eval()
         with torch.no_grad():
-            return float(self.loss(model, x, y))
+            return float(self.loss(self.model(arrays, dtype).eval(), x, y))
 
     def step(self, model, opt, x, y) -> tuple:
         """(loss, grads, params after, moments after, count after) of one step."""
