@@ -157,7 +157,7 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
     """
     act, exp = _leaves(actual), _leaves(expected)
     problems, max_abs, max_rel, worst, worst_ratio, norm_rel = [], 0.0, 0.0, "", 0.0, 0.0
-    first = None                                       # (step, order, message)
+    failures = []                                      # (step, order, message) of each failing leaf
     for order, name in enumerate(exp):
         label = name or quantity
         if name not in act:
@@ -194,13 +194,12 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
             message = (f"{label}" + (f" at step {at_step}" if at_step is not None else "")
                        + f", index {tuple(int(i) for i in index)}: jaxport {float(a[index])!r}, "
                        f"torch {float(e[index])!r} ({kind})")
-            if first is None or (at_step or 0, order) < first[:2]:
-                first = (at_step or 0, order, message)
+            failures.append((at_step or 0, order, message))
     extra = sorted(set(act) - set(exp))
     if extra:
         problems.append(f"jaxport has extra entries {extra}")
-    if first is not None:
-        problems.insert(0, first[2])
+    if failures:                                       # the first failing step, then parameter
+        problems.insert(0, min(failures)[2])
     row = Row(where["example"], where.get("form", ""), where["dtype"], where["device"],
               where.get("config", "default"), rung, quantity, max_abs, max_rel, str(tol),
               not problems, worst, worst_ratio, norm_rel, active().test)

@@ -228,14 +228,13 @@ def build_port(torch_model, nnx_model, spec, output=None) -> Port:
     if spec.dropout:                   # the hash-mask dropout on both sides (port_dropout.py)
         port_dropout.swap_torch(model)
         port_dropout.swap_nnx(clone, spec.input_layout == "nhwc")
-    nnx_paths = set(nnx_arrays(clone))
     # the trees matched by structure (nn.Sequential's `0` is nnx.Sequential's `layers.0`),
     # then the caller's name_map for what is left
     owners = [path for path, m in model.named_modules() if path and (
         any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)))]
     flax_paths = {**tree_match.match(model, clone, owners),
                   **{p: convert.flax_path(q) for p, q in (spec.name_map or {}).items()}}
-    layers = layer_kinds(model, nnx_paths, flax_paths, spec.convert or {})
+    layers = layer_kinds(model, set(nnx_arrays(clone)), flax_paths, spec.convert or {})
     layout = None if spec.input_layout == "nchw" else spec.input_layout
     port = Port(model, clone, layers, flax_paths, spec.dtype, layout, output, bool(spec.dropout))
     # ValueError, KeyError: a layer kind's own refusal

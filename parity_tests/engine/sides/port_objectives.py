@@ -142,11 +142,10 @@ def optimizer_pair(optimizer, lr=None, momentum=None, weight_decay=None, nestero
     def factory(params):
         opt = cls(params, **s)
         return (opt, scheduler(opt)) if scheduler is not None else opt
-    try:                                       # torch's own checks of the values (nesterov needs momentum ...)
+    settings = ", ".join(f"{k}={v}" for k, v in s.items())
+    # torch's own checks of the values (nesterov needs momentum ...)
+    with refused(lambda error: f"{TORCH_NAMES[optimizer]}({settings}): {error}", (ValueError, TypeError)):
         factory([torch.zeros(1, requires_grad=True)])
-    except (ValueError, TypeError) as error:
-        settings = ", ".join(f"{k}={v}" for k, v in s.items())
-        raise PortInputError(f"{TORCH_NAMES[optimizer]}({settings}): {error}") from None
     shown = " ".join(k if v is True else f"{k.replace('_', ' ')} {v:g}" if isinstance(v, (int, float))
                      else f"{k} {v}" for k, v in s.items()
                      if k == "lr" or v != SPECS[optimizer][k] or (optimizer, k) in (("sgd", "momentum"), ("adamw", "weight_decay")))
