@@ -35,14 +35,13 @@ DTYPES = ("float32", "float64")
 
 def variants(example: str) -> list:
     """The default run and test_parity_variants' runs (label, changes) for an example."""
-    from portcore import registry, specs
+    from portcore import registry
     record = registry.get(example)
     net = record.variant_epochs is not None
     epochs = record.variant_epochs or record.defaults.epochs
-    out = [("default", {}), ("batch 30, shuffled", dict(batch_size=30, shuffle=True, epochs=epochs)),
-           ("SGD momentum 0.9", dict(optimizer="sgd", momentum=0.9, epochs=100 if net else epochs))]
-    out.append(("SGD", dict(optimizer="sgd", epochs=100)) if net else ("Adam lr 0.1", dict(optimizer="adam", lr=0.1)))
-    return out
+    return [("default", {}), ("batch 30, shuffled", dict(batch_size=30, shuffle=True, epochs=epochs)),
+            ("SGD momentum 0.9", dict(optimizer="sgd", momentum=0.9, epochs=100 if net else epochs)),
+            ("SGD", dict(optimizer="sgd", epochs=100)) if net else ("Adam lr 0.1", dict(optimizer="adam", lr=0.1))]
 
 
 def judge(cell, run) -> dict:
@@ -67,7 +66,7 @@ def worker(args) -> dict:
     torch.set_num_threads(args.threads)
     from parity_tests.engine.rungs import ladder
     from parity_tests.tests import test_parity_planted_bugs as planted
-    from portcore import registry, specs
+    from portcore import registry
     runs, bugs = [], []
     examples = tuple(n for n in registry.LADDER if registry.get(n).chaotic) if args.quick else registry.LADDER
     for example in examples:
@@ -78,9 +77,8 @@ def worker(args) -> dict:
                 for nudge in NUDGES[:2 if args.quick else None]:
                     runs.append(judge(cell, ladder.Run(label, base.config, jax_nudge=nudge)))
             if args.inits and registry.get(example).chaotic:
-                for init in INITS:
-                    for nudge in (0, 1):
-                        runs.append(judge(cell, ladder.Run(init, registry.get(example).defaults, init=init, jax_nudge=nudge)))
+                runs += [judge(cell, ladder.Run(init, registry.get(example).defaults, init=init, jax_nudge=nudge))
+                         for init in INITS for nudge in (0, 1)]
     if not args.quick:
         import pytest
         for bug, (plant, bug_examples, extra) in planted.BUGS.items():
@@ -100,18 +98,15 @@ def drive(quick: bool) -> dict:
     """One worker process per torch configuration, two at a time (this machine's cores)."""
     start = time.time()
     configs = [(c, t) for c in CBWR for t in THREADS] if not quick else [("AVX2", 1), ("COMPATIBLE", 1)]
-    procs = []
-    for cbwr, threads in configs:
-        cmd = [sys.executable, "-m", "parity_tests.portability", "--worker", "--threads", str(threads)]
-        cmd += ["--quick"] if quick else []
-        cmd += ["--inits"] if (cbwr, threads) == ("AUTO", 1) and not quick else []
-        env = dict(os.environ, MKL_CBWR=cbwr, PYTHONUNBUFFERED="1")
-        procs.append(((cbwr, threads), cmd, env))
     results, running = [], []
     try:
-        while procs or running:
-            while procs and len(running) < 2:
-                config, cmd, env = procs.pop(0)
+        while configs or running:
+            while configs and len(running) < 2:
+                config = configs.pop(0)
+                cmd = [sys.executable, "-m", "parity_tests.portability", "--worker", "--threads", str(config[1])]
+                cmd += ["--quick"] if quick else []
+                cmd += ["--inits"] if config == ("AUTO", 1) and not quick else []
+                env = dict(os.environ, MKL_CBWR=config[0], PYTHONUNBUFFERED="1")
                 print(f"portability: MKL_CBWR={config[0]}, torch threads {config[1]} ...", file=sys.stderr, flush=True)
                 running.append((config, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)))
             config, proc = running.pop(0)
@@ -126,6 +121,7 @@ def drive(quick: bool) -> dict:
 
 
 def markdown(record: dict) -> list:
+    from parity_tests.engine.reports.port_report import table_head, table_row
     runs = [dict(r, cbwr=w["cbwr"], threads=w["threads"]) for w in record["results"] for r in w["runs"]]
     machines = {(r["cbwr"], r["threads"], r["nudge"]) for r in runs if r["init"] == "shared"}
     failed = [r for r in runs if not r["passed"]]
@@ -139,27 +135,24 @@ def markdown(record: dict) -> list:
            f"**{len(failed)} false failures**; {record['seconds'] / 60:.0f} minutes on this machine.", "",
            "The suite pins torch to 1 thread (steady timings on a 2-core machine) and MKL_CBWR to "
            "nothing: the verdicts above hold with either thread count and every MKL path.", "",
-           "| example | dtype | run | verdicts | failed | horizon (min-max over machines) |",
-           "| --- | --- | --- | --- | --- | --- |"]
+           *table_head("example", "dtype", "run", "verdicts", "failed", "horizon (min-max over machines)")]
     groups = {}
     for r in runs:
         example, _, dtype, _ = r["cell"].split("-")
         groups.setdefault((example, dtype, r["run"] if r["init"] == "shared" else "torch-style inits"), []).append(r)
     for (example, dtype, run), rows in sorted(groups.items()):
-        hs = [r["horizon"] for r in rows]
-        fmt = lambda h, n: "never" if h >= n else str(h)   # noqa: E731
-        out.append(f"| {example} | {dtype} | {run} | {len(rows)} | {sum(not r['passed'] for r in rows)} "
-                   f"| {fmt(min(hs), rows[0]['steps'])} - {fmt(max(hs), rows[0]['steps'])} (of {rows[0]['steps']}) |")
+        hs, steps = [r["horizon"] for r in rows], rows[0]["steps"]
+        fmt = lambda h: "never" if h >= steps else str(h)   # noqa: E731
+        out.append(table_row(example, dtype, run, len(rows), sum(not r["passed"] for r in rows),
+                             f"{fmt(min(hs))} - {fmt(max(hs))} (of {steps})"))
     out += ["", "Planted bugs on every torch configuration (jaxport's start does not enter rungs 2-5, "
-            "where they are caught):", "", "| bug | dtype | example | caught at rung, per configuration |",
-            "| --- | --- | --- | --- |"]
+            "where they are caught):", "", *table_head("bug", "dtype", "example", "caught at rung, per configuration")]
     bugs = {}
     for w in record["results"]:
         for b in w["bugs"]:
             bugs.setdefault((b["bug"], b["dtype"], b["example"]), []).append(
                 f"{w['cbwr']}/{w['threads']}: {b['caught'][0] if b['caught'] else '**missed**'}")
-    for (bug, dtype, example), where in bugs.items():
-        out.append(f"| {bug} | {dtype} | {example} | {'; '.join(where)} |")
+    out += [table_row(*key, "; ".join(where)) for key, where in bugs.items()]
     out += [""] + [f"- FAILED: {r['cbwr']}/{r['threads']} nudge {r['nudge']} {r['cell']} {r['run']}: {r['error']}"
                    for r in failed]
     return out
@@ -192,9 +185,8 @@ def main() -> int:
     if not args.quick:
         write_record(args.out, record)
     print("\n".join(record["markdown"]))
-    bad = any(not r["passed"] for w in record["results"] for r in w["runs"]) or \
-        any(not b["caught"] for w in record["results"] for b in w["bugs"])
-    return 1 if bad else 0
+    return int(any(not r["passed"] for w in record["results"] for r in w["runs"])
+               or any(not b["caught"] for w in record["results"] for b in w["bugs"]))
 
 
 if __name__ == "__main__":

@@ -156,8 +156,8 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
     failing step); step: the step these values belong to, if one.
     """
     act, exp = _leaves(actual), _leaves(expected)
-    problems, max_abs, max_rel, worst, worst_ratio, norm_rel = [], 0.0, 0.0, "", -1.0, 0.0
-    first = None                                       # (step, order, message)
+    problems, max_abs, max_rel, worst, worst_ratio, norm_rel = [], 0.0, 0.0, "", 0.0, 0.0
+    failures = []                                      # (step, order, message) of each failing leaf
     for order, name in enumerate(exp):
         label = name or quantity
         if name not in act:
@@ -174,17 +174,15 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
         bad = (d > allowed) | nan_mismatch
         if d.size:
             with np.errstate(divide="ignore", invalid="ignore"):
-                rel = np.divide(d, mag, out=np.zeros_like(d), where=d > 0)
-                rel[(d > 0) & (mag == 0)] = np.inf
+                rel = np.divide(d, mag, out=np.zeros_like(d), where=d > 0)     # inf where only mag is 0
                 ratio = np.divide(d, allowed, out=np.zeros_like(d), where=d > 0)
                 ratio[(d > 0) & (allowed == 0)] = np.inf
-            max_abs, max_rel = max(max_abs, float(d.max())), max(max_rel, float(np.nanmax(rel)))
-            axes = tuple(range(1 if step_axis else 0, d.ndim))
-            scale, worst_d = (mag.max(axis=axes), d.max(axis=axes)) if axes else (mag, d)
-            with np.errstate(divide="ignore", invalid="ignore"):
+                axes = tuple(range(1 if step_axis else 0, d.ndim))
+                scale, worst_d = (mag.max(axis=axes), d.max(axis=axes)) if axes else (mag, d)
                 norm = np.where(worst_d == 0, 0.0, worst_d / scale)
-            norm_rel = max(norm_rel, float(np.nanmax(norm)) if np.size(norm) else 0.0)
-            if float(ratio.max()) > max(worst_ratio, 0.0):
+            max_abs, max_rel = max(max_abs, float(d.max())), max(max_rel, float(np.nanmax(rel)))
+            norm_rel = max(norm_rel, float(np.nanmax(norm)))
+            if float(ratio.max()) > worst_ratio:
                 worst_ratio = float(ratio.max())
                 index = np.unravel_index(int(np.argmax(ratio)), d.shape)
                 worst = label + (f" @ step {index[0] + (step or 0)}" if step_axis else "")
@@ -196,16 +194,15 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
             message = (f"{label}" + (f" at step {at_step}" if at_step is not None else "")
                        + f", index {tuple(int(i) for i in index)}: jaxport {float(a[index])!r}, "
                        f"torch {float(e[index])!r} ({kind})")
-            if first is None or (at_step or 0, order) < first[:2]:
-                first = (at_step or 0, order, message)
+            failures.append((at_step or 0, order, message))
     extra = sorted(set(act) - set(exp))
     if extra:
         problems.append(f"jaxport has extra entries {extra}")
-    if first is not None:
-        problems.insert(0, first[2])
+    if failures:                                       # the first failing step, then parameter
+        problems.insert(0, min(failures)[2])
     row = Row(where["example"], where.get("form", ""), where["dtype"], where["device"],
               where.get("config", "default"), rung, quantity, max_abs, max_rel, str(tol),
-              not problems, worst, max(worst_ratio, 0.0), norm_rel, active().test)
+              not problems, worst, worst_ratio, norm_rel, active().test)
     active().add(row)
     if problems:
         raise ParityError(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from parity_tests.engine.port_data import inputs_of, load_arrays
 from parity_tests.engine.sides.port_losses import LOSSES
-from parity_tests.engine.sides.port_objectives import SPECS, PortInputError
+from parity_tests.engine.sides.port_objectives import SPECS, PortInputError, refused
 
 
 # the options that reach check_port as they are, under the same names
@@ -88,10 +88,8 @@ def load_factory(spec: str):
         raise PortInputError(f"{spec!r}: expected module:callable")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))        # as `python -m` users expect: their cwd's modules
-    try:
+    with refused(lambda error: f"cannot import {module_name!r}: {error}", ImportError):
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise PortInputError(f"cannot import {module_name!r}: {error}") from None
     target = module
     for part in attr.split("."):
         if not hasattr(target, part):

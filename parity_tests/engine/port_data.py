@@ -14,16 +14,14 @@ import zipfile
 
 import numpy as np
 
-from parity_tests.engine.sides.port_objectives import PortInputError
+from parity_tests.engine.sides.port_objectives import PortInputError, refused
 
 
 def load_arrays(path: str) -> dict:
     """{name: array} of the .npz; an unreadable file is a PortInputError."""
-    try:
+    with refused(lambda error: f"cannot read {path}: {error}", (OSError, ValueError, zipfile.BadZipFile)):
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise PortInputError(f"cannot read {path}: {error}") from None
 
 
 def _forward_parameters(torch_model) -> dict:
@@ -33,8 +31,7 @@ def _forward_parameters(torch_model) -> dict:
         params = inspect.signature(torch_model.forward).parameters
     except (AttributeError, TypeError, ValueError):
         return {}
-    return {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
-                                                          p.KEYWORD_ONLY)}
+    return {n: p for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
 def inputs_of(torch_model, arrays: dict, path: str):

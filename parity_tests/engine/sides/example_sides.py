@@ -124,7 +124,7 @@ class JaxportSide:
 def torch_side(cell, config, init: dict) -> TorchSide:
     """torchref's model of the example at `init`, its loss and optimizer."""
     ex = cell.example
-    model = tt.build_model(ex, init, dtype=cell.dtype, device=cell.device, form=getattr(cell, "form", "class"))
+    model = tt.build_model(ex, init, dtype=cell.dtype, device=cell.device, form=cell.form)
     integer = np.issubdtype(np.dtype(registry.get(ex).label_dtype(cell.dtype)), np.integer)
     return TorchSide(model.train(), cell.dtype, torchref.example_module(ex).loss_fn,
                      lambda params: torch_optim.make_optimizer(config, params), integer,
@@ -133,7 +133,7 @@ def torch_side(cell, config, init: dict) -> TorchSide:
 
 def exchange_names(cell, model) -> dict:
     """{torchref module name: exchange name} of the arrays that cross the API."""
-    exchange = {id(t): n for n, t in tc.named_state(model, cell.example, getattr(cell, "form", "class")).items()}
+    exchange = {id(t): n for n, t in tc.named_state(model, cell.example, cell.form).items()}
     return {n: exchange[id(t)] for n, t in [*model.named_parameters(), *model.named_buffers()] if id(t) in exchange}
 
 

@@ -75,10 +75,8 @@ def _class_axis_loss(log_probs: bool, ignore_index: int, label_smoothing: float)
 
 def _torch_fn(name: str, options: dict):
     import torch.nn.functional as F  # noqa: PLC0415
-    plain = {"mse": F.mse_loss, "bce": F.binary_cross_entropy, "bce_with_logits": F.binary_cross_entropy_with_logits}
-    if name in plain:
-        return plain[name]
-    fn = F.cross_entropy if name == "cross_entropy" else F.nll_loss
+    fn = {"mse": F.mse_loss, "bce": F.binary_cross_entropy, "bce_with_logits": F.binary_cross_entropy_with_logits,
+          "cross_entropy": F.cross_entropy, "nll_loss": F.nll_loss}[name]
     return lambda out, y: fn(out, y, **options)
 
 

@@ -23,15 +23,11 @@ from parity_tests.engine.sides.port_models import (Port, PortInputError, layer_k
 from parity_tests.engine.sides.port_objectives import refused
 
 
-def _key(entry):
-    return next((getattr(entry, a) for a in ("key", "name", "idx") if hasattr(entry, a)), str(entry))
-
-
 def state_path(keys) -> tuple:
     """A jax key path into an nnx.State as an NNX state path (without the Variable's
     own `.value`)."""
-    keys = [k for k in keys if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value")]
-    return tuple(_key(k) for k in keys)
+    return tuple(next((getattr(k, a) for a in ("key", "name", "idx") if hasattr(k, a)), str(k)) for k in keys
+                 if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value"))
 
 
 def nnx_clone(model, dtype: str):
@@ -83,9 +79,8 @@ def load_nnx(port: Port, torch_arrays: dict) -> None:
                   "{torch path: NNX path} for the rest)") if unmatched or unreached else ""
         raise PortInputError("; ".join([s for s in [side, *shapes[:4]] if s]))
     with dtype_scope(port.dtype):
-        dt = jnp.dtype(port.dtype)
         # floats in the run's dtype; integer state (a dropout counter) keeps its own
-        kept = {p: jnp.asarray(v, dt if jnp.issubdtype(have[p].dtype, jnp.floating) else have[p].dtype)
+        kept = {p: jnp.asarray(v, port.dtype if jnp.issubdtype(have[p].dtype, jnp.floating) else have[p].dtype)
                 for p, v in target.items()}
         state = nnx.state(port.nnx_model, CARRIED)
         nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(kept))
@@ -149,8 +144,7 @@ class NnxRunner:
         return nnx_arrays(self.port.nnx_model, nnx.Param)
 
     def tree(self, flat: dict):
-        dt = jnp.dtype(self.dtype)
-        return jax.tree.unflatten(self.treedef, [jnp.asarray(flat[p], dt) for p in self.paths])
+        return jax.tree.unflatten(self.treedef, [jnp.asarray(flat[p], self.dtype) for p in self.paths])
 
     def flat(self, tree) -> dict:
         return dict(zip(self.paths, (np.asarray(v) for v in jax.tree.leaves(tree))))
@@ -180,12 +174,10 @@ class NnxRunner:
             slots = {k: self.tree(moments[k]) if moments and k in moments else v
                      for k, v in self._template.slots.items()}
             return TorchState(count=jnp.asarray(count, jnp.int32), slots=slots)
-        if not moments or self.opt_kind is None:
-            return self._template
-        if self.opt_kind == "adam":
+        if self.opt_kind == "adam" and moments:
             return optax.ScaleByAdamState(count=jnp.asarray(count, jnp.int32), mu=self.tree(moments["exp_avg"]),
                                           nu=self.tree(moments["exp_avg_sq"]))
-        raise PortInputError(f"no optimizer-state conversion for {self.opt_kind!r}")
+        return self._template          # no moments yet, or an explicit pair's (not converted)
 
     def moments(self, opt_state) -> dict:
         """optax's state as torch's moment names, flat on NNX paths."""
@@ -236,14 +228,13 @@ def build_port(torch_model, nnx_model, spec, output=None) -> Port:
     if spec.dropout:                   # the hash-mask dropout on both sides (port_dropout.py)
         port_dropout.swap_torch(model)
         port_dropout.swap_nnx(clone, spec.input_layout == "nhwc")
-    nnx_paths = set(nnx_arrays(clone))
     # the trees matched by structure (nn.Sequential's `0` is nnx.Sequential's `layers.0`),
     # then the caller's name_map for what is left
     owners = [path for path, m in model.named_modules() if path and (
         any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)))]
     flax_paths = {**tree_match.match(model, clone, owners),
                   **{p: convert.flax_path(q) for p, q in (spec.name_map or {}).items()}}
-    layers = layer_kinds(model, nnx_paths, flax_paths, spec.convert or {})
+    layers = layer_kinds(model, set(nnx_arrays(clone)), flax_paths, spec.convert or {})
     layout = None if spec.input_layout == "nchw" else spec.input_layout
     port = Port(model, clone, layers, flax_paths, spec.dtype, layout, output, bool(spec.dropout))
     # ValueError, KeyError: a layer kind's own refusal

@@ -69,8 +69,9 @@ SPECS = {
 }
 TORCH_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad",
                "adadelta": "Adadelta"}
-SCHEDULES = {"step": ("StepLR", {"step_size": None, "gamma": 0.1}), "cosine": ("CosineAnnealingLR",
-                                                                            {"T_max": None, "eta_min": 0.0})}
+# torch's scheduler class, its keywords' defaults (None: required), the lr table in double
+SCHEDULES = {"step": ("StepLR", {"step_size": None, "gamma": 0.1}, jo.step_lr_table),
+             "cosine": ("CosineAnnealingLR", {"T_max": None, "eta_min": 0.0}, jo.cosine_lr_table)}
 
 
 def _settings(name: str, lr, momentum, weight_decay, nesterov, options) -> dict:
@@ -93,7 +94,7 @@ def _schedule(schedule, lr: float, steps: int):
     if kind not in SCHEDULES:
         raise PortInputError(f"unknown schedule {schedule!r} (use {{'kind': 'step', 'step_size': k, 'gamma': g}} "
                              "or {'kind': 'cosine', 'T_max': T, 'eta_min': 0})")
-    cls, defaults = SCHEDULES[kind]
+    cls, defaults, lr_table = SCHEDULES[kind]
     unknown = sorted(set(spec) - set(defaults))
     missing = sorted(k for k, v in defaults.items() if v is None and k not in spec)
     if unknown or missing:
@@ -104,7 +105,7 @@ def _schedule(schedule, lr: float, steps: int):
     first = next(iter(defaults))               # step_size / T_max: a positive integer
     if not isinstance(spec[first], (int, np.integer)) or isinstance(spec[first], bool) or spec[first] < 1:
         raise PortInputError(f"schedule {kind}: {first} must be a positive integer, not {spec[first]!r}")
-    table = (jo.step_lr_table(lr, steps, **spec) if kind == "step" else jo.cosine_lr_table(lr, steps, **spec))
+    table = lr_table(lr, steps, **spec)
     label = f", {cls}(" + ", ".join(f"{k} {v:g}" for k, v in spec.items()) + ") per optimizer step"
     return lambda opt: getattr(torch.optim.lr_scheduler, cls)(opt, **spec), table, label
 
@@ -142,11 +143,10 @@ def optimizer_pair(optimizer, lr=None, momentum=None, weight_decay=None, nestero
     def factory(params):
         opt = cls(params, **s)
         return (opt, scheduler(opt)) if scheduler is not None else opt
-    try:                                       # torch's own checks of the values (nesterov needs momentum ...)
+    settings = ", ".join(f"{k}={v}" for k, v in s.items())
+    # torch's own checks of the values (nesterov needs momentum ...)
+    with refused(lambda error: f"{TORCH_NAMES[optimizer]}({settings}): {error}", (ValueError, TypeError)):
         factory([torch.zeros(1, requires_grad=True)])
-    except (ValueError, TypeError) as error:
-        settings = ", ".join(f"{k}={v}" for k, v in s.items())
-        raise PortInputError(f"{TORCH_NAMES[optimizer]}({settings}): {error}") from None
     shown = " ".join(k if v is True else f"{k.replace('_', ' ')} {v:g}" if isinstance(v, (int, float))
                      else f"{k} {v}" for k, v in s.items()
                      if k == "lr" or v != SPECS[optimizer][k] or (optimizer, k) in (("sgd", "momentum"), ("adamw", "weight_decay")))

@@ -45,11 +45,11 @@ class TorchOptimizer:
         self.steps += 1
 
 
-def as_torch(a, dtype: str, target: bool = False, integer: bool = False, device=None):
+def as_torch(a, dtype: str, integer: bool = False, device=None):
     """An array as a tensor of the run's dtype (integers as int64) on `device` (None:
     the CPU); several inputs each."""
     if isinstance(a, Inputs):
-        return a.map(lambda v: as_torch(v, dtype, target, integer, device))
+        return a.map(lambda v: as_torch(v, dtype, integer, device))
     a = np.asarray(a)
     if integer or not np.issubdtype(a.dtype, np.floating):
         return torch.as_tensor(a.astype(np.int64), device=device)
@@ -91,9 +91,8 @@ class TorchSide:
                 for _ in range(count):
                     opt.scheduler.step()
         if moments:
-            dt = next(model.parameters()).dtype
             for name, p in model.named_parameters():
-                entry = {k: torch.as_tensor(np.asarray(v[name])).to(p.device, dt).clone()
+                entry = {k: torch.as_tensor(np.asarray(v[name])).to(p).clone()     # p's dtype and device
                          for k, v in moments.items() if name in v}
                 if entry:
                     if not isinstance(opt.opt, torch.optim.SGD):     # the others keep torch's "step"
@@ -114,9 +113,8 @@ class TorchSide:
 
     def eval_loss(self, arrays: dict, x, y, dtype: str | None = None) -> float:
         """The loss of the model with these arrays, in eval mode, on the whole data."""
-        model = self.model(arrays, dtype).eval()
         with torch.no_grad():
-            return float(self.loss(model, x, y))
+            return float(self.loss(self.model(arrays, dtype).eval(), x, y))
 
     def step(self, model, opt, x, y) -> tuple:
         """(loss, grads, params after, moments after, count after) of one step."""
@@ -157,34 +155,41 @@ class Teacher:
         return self.side.step(self.model, self.opt, x, y)
 
 
-def _member_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int, rng, move, dtype):
+def _step_diff(side: TorchSide, state: tuple, x, y, reference: tuple, dtype: str | None = None) -> tuple:
+    """|a torch step in `dtype` (None: the run's) from `state` - reference| per quantity
+    (loss, grads, params after, moments after)."""
+    arrays, moments, count = state
+    model = side.model(arrays, dtype)
+    r = side.step(model, side.optimizer(model, moments, count), x, y)
+    return (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),
+            {k: _absdiff(d, reference[3].get(k, {})) for k, d in r[3].items()})
+
+
+def _member_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int, seed: int, stream: int,
+                   move, dtype):
     """The largest |member - reference| per quantity of a step (loss, grads, params
     after, moments after) over `members` torch steps in `dtype` from `state`, every
-    float array and input moved by `move` (one ulp, in a random direction)."""
+    float array and input moved by `move` (one ulp, in a random direction, drawn from
+    the rng of [seed, stream]), merged with row_order_spread's."""
     arrays, moments, count = state
+    rng = np.random.default_rng([seed, stream])
+    targets = np.asarray(y, np.float64) if np.issubdtype(np.asarray(y).dtype, np.floating) else y
     spreads = None
     for _ in range(members):
         moved = {k: move(v, rng) if np.issubdtype(np.asarray(v).dtype, np.floating) else v for k, v in arrays.items()}
         moved_m = {k: {n: np.abs(move(v, rng)) if k in NON_NEGATIVE else move(v, rng) for n, v in d.items()}
                    for k, d in moments.items()}
-        model = side.model(moved, dtype)
         xm = _moved_inputs(x, rng, move)
-        r = side.step(model, side.optimizer(model, moved_m, count), xm, np.asarray(y, np.float64)
-                      if np.issubdtype(np.asarray(y).dtype, np.floating) else y)
-        here = (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),
-                {k: _absdiff(d, reference[3].get(k, {})) for k, d in r[3].items()})
-        spreads = _merge(spreads, here)
-    return spreads
+        spreads = _merge(spreads, _step_diff(side, (moved, moved_m, count), xm, targets, reference, dtype))
+    return _merge(spreads, row_order_spread(side, state, x, y, reference, members, seed))
 
 
 def step_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
     """Per quantity of a float32 step, the spread of `members` float64 steps from
     `state` moved by one float32 ulp, one member at a time."""
-    spreads = _member_spread(side, state, x, y, reference, members, np.random.default_rng([seed, 7]),
-                             moved_one_ulp, "float64")
     # The float64 members model one rounding per product; the row-order members model
     # the float32 batch sums themselves (a conv bias's gradient sums N x H x W terms).
-    return _merge(spreads, row_order_spread(side, state, x, y, reference, members, seed))
+    return _member_spread(side, state, x, y, reference, members, seed, 7, moved_one_ulp, "float64")
 
 
 def _moved_one_float64_ulp(value, rng) -> np.ndarray:
@@ -200,9 +205,7 @@ def float64_spread(side: TorchSide, state: tuple, x, y, reference: tuple, member
     softmax does not see a shift of every key) that both sides compute as ~1e-18 of
     either sign, and Adam's first step divides it by eps into an update of ~1e-12,
     which neither the table's atol nor other row orders hold."""
-    spreads = _member_spread(side, state, x, y, reference, members, np.random.default_rng([seed, 13]),
-                             _moved_one_float64_ulp, None)
-    return _merge(spreads, row_order_spread(side, state, x, y, reference, members, seed))
+    return _member_spread(side, state, x, y, reference, members, seed, 13, _moved_one_float64_ulp, None)
 
 
 def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
@@ -217,15 +220,10 @@ def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, memb
         # (it widened the tolerance until a port missing a dropout passed rungs 2-3)
         return None
     rng = np.random.default_rng([seed, 11])
-    arrays, moments, count = state
     spreads = None
     for _ in range(members if len(np.atleast_1d(y)) > 1 else 0):
         perm = rng.permutation(len(y))
-        model = side.model(arrays)
-        r = side.step(model, side.optimizer(model, moments, count), x[perm], np.asarray(y)[perm])
-        here = (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),
-                {k: _absdiff(d, reference[3].get(k, {})) for k, d in r[3].items()})
-        spreads = _merge(spreads, here)
+        spreads = _merge(spreads, _step_diff(side, state, x[perm], np.asarray(y)[perm], reference))
     return spreads
 
 

@@ -94,11 +94,7 @@ def jax_init(example, run: Run, dtype: str) -> dict:
 
 def batches(order: np.ndarray, batch_size: int):
     """The DataLoader's batches, in order: (step, indices)."""
-    step = 0
-    for row in order:
-        for start in range(0, len(row), batch_size):
-            yield step, row[start:start + batch_size]
-            step += 1
+    return enumerate(row[start:start + batch_size] for row in order for start in range(0, len(row), batch_size))
 
 
 # ---- cached runs --------------------------------------------------------------------
