@@ -44,15 +44,9 @@ FLOAT64 = Tol(rtol=1e-10, atol=1e-12)
 FLOAT32 = Tol(rtol=1.3e-6, atol=1e-5)
 # Rung 1 (the inputs) and self-consistency checks of one backend: bit for bit.
 EXACT = Tol(rtol=0.0, atol=0.0)
-# Rungs 6 and 7 (whole runs) are not judged by a fixed tolerance: see criterion.py.
+# Single computations (rungs 1-5) only: whole runs (rungs 6 and 7) are not judged by a
+# fixed tolerance (criterion.py).
 TOLERANCES = {"float64": FLOAT64, "float32": FLOAT32}
-
-
-def tolerance(dtype: str, rung: int) -> Tol:
-    """The table's entry for a single computation (rungs 1-5)."""
-    if rung > 5:
-        raise ValueError("whole runs (rungs 6-7) are judged by parity_tests/engine/bounds/criterion.py")
-    return TOLERANCES[dtype]
 
 
 @dataclass

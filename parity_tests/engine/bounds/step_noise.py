@@ -33,11 +33,11 @@ RESULT_ULPS = 4.0
 U32 = 2.0 ** -24
 
 
-def moved_one_ulp(value: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """value (float32 bits) moved one float32 ulp up or down per entry, as float64."""
-    v = np.asarray(value, np.float32)
-    direction = np.where(rng.random(v.shape) < 0.5, np.float32(np.inf), np.float32(-np.inf))
-    return np.nextafter(v, direction).astype(np.float64)
+def moved_one_ulp(value: np.ndarray, rng: np.random.Generator, bits=np.float32) -> np.ndarray:
+    """value (in `bits`, float32 by default) moved one ulp of `bits` up or down per
+    entry, as float64."""
+    v = np.asarray(value, bits)
+    return np.nextafter(v, np.where(rng.random(v.shape) < 0.5, bits(np.inf), bits(-np.inf))).astype(np.float64)
 
 
 @dataclasses.dataclass

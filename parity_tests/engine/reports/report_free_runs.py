@@ -8,42 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
-from parity_tests.engine.bounds import criterion, ensemble, step_noise
+from parity_tests.engine.bounds import criterion, ensemble
 from parity_tests.engine.reports.port_report import table_head, table_row
 from portcore import registry
 
 
 def section(path: Path, curves: dict) -> list:
     out = ["## Free-running runs (rungs 6-7): the criterion", "",
-           "Long training runs are chaotic in both dtypes: a difference of one rounding grows until "
-           "it is as large as the signal, so \"jaxport equals torch to 1e-10 over 1000 steps\" can "
-           "only hold for a tame trajectory. A free run is therefore judged against the reference's "
-           f"own noise: an ensemble of {ensemble.MEMBERS} torch runs (one `torch.func.vmap` "
-           "computation where torch allows) each of whose parameters moves by one ulp in a random "
-           "direction after every update, each summing every batch's rows in another order (not "
-           "under dropout), and in float32 torch's run in float64 from the same start - equally "
-           "correct runs, rounded differently at every step, as two implementations are "
-           "(`parity_tests/engine/bounds/ensemble.py`).", "",
-           f"- **Horizon**: the first step at which the ensemble's spread (max \\|member - torch\\| of "
-           f"the step's loss) exceeds the loss's single-step tolerance (float64 "
-           f"{criterion.LOSS_TOL['float64']}, float32 {criterion.LOSS_TOL['float32']}).",
-           f"- **Before it**, every step: \\|jaxport - torch\\| <= min(max({criterion.SPREAD_MULTIPLE:g} x "
-           "spread, one loss evaluation's rounding), single-step tolerance). A learning rate 1e-4 "
-           "off fails at the first step whose loss it changes.",
-           f"- **After it**, outcome statistics as one more draw of the ensemble: final loss, median "
-           f"loss of the last tenth of the run, accuracy within the ensemble's range widened by "
-           f"{criterion.STAT_MARGIN:g} x that range on each side; fitted parameters and predictions by "
-           f"RMS distance from torch's, within (1 + {criterion.STAT_MARGIN:g}) x the members' largest. "
-           "No statistic depends on which run's loss spike comes first.",
-           "- A run whose ensemble never spreads is judged per step to its end, the fitted "
-           "parameters and model entry by entry.", "",
-           "The float32 single-step rungs (2-5) are bounded per step: "
-           f"{step_noise.NOISE_MULTIPLE:g} x the spread of {step_noise.MEMBERS} (where needed "
-           f"{step_noise.MORE_MEMBERS}) float64 torch steps from the same state moved by one float32 "
-           f"ulp and of float32 steps over other row orders, + {step_noise.RESULT_ULPS:g} ulps of the "
-           "tensor's largest entry (`parity_tests/engine/bounds/step_noise.py`); a tensor outside it "
-           "is judged by its RMS error against torch's float64 step, at most 8 x torch's own, "
-           "except an update whose gradients held the bound (`port_exact.py`).", "",
+           "Long training runs are chaotic in both dtypes, so a free run is judged against the reference's "
+           f"own noise: an ensemble of {ensemble.MEMBERS} torch runs rounded differently at every step. Before "
+           "the horizon (the first step at which the ensemble's spread in the loss exceeds the single-step "
+           f"tolerance, float64 {criterion.LOSS_TOL['float64']}, float32 {criterion.LOSS_TOL['float32']}) every "
+           f"step's loss within min(max({criterion.SPREAD_MULTIPLE:g} x spread, one loss evaluation's rounding), "
+           "that tolerance); after it, the outcome statistics as one more draw of the ensemble (its range widened "
+           f"by {criterion.STAT_MARGIN:g} x itself on each side). The whole criterion, the members and the float32 "
+           "bound of rungs 2-5: [design.md, the parity ladder](design.md#the-parity-ladder).", "",
            *table_head("example", "form", "dtype", "device", "config", "steps", "horizon", "per-step used (max)",
                        "final loss: jaxport, torch, ensemble range")]
     plots = {}

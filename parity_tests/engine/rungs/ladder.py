@@ -21,7 +21,7 @@ import jaxport.training as jt
 import torchref.training as tt
 from parity_tests.engine.rungs import free_runs, harness
 from portcore import registry, specs
-from parity_tests.engine.parity import EXACT, check, tolerance
+from parity_tests.engine.parity import EXACT, TOLERANCES, check
 from parity_tests.engine.sides.runs import (SEED, Cell, Run, batches, data, default_run, init,  # noqa: F401
                                             jax_fit, torch_fit)
 from parity_tests.engine.sides.example_sides import (clear_jax_caches, example_run, exchange_opt_state,  # noqa: F401
@@ -49,12 +49,12 @@ def rung1_identical_inputs(cell: Cell) -> None:
         r = backend.fit(ex, init(ex), x, y, order, run.config, **cell.kw)
         check(r.params, cast, where=cell.where(run), rung=1, tol=EXACT,
               quantity=f"{name}.fit params == shared init (lr 0)")
-        check(r.step_losses, expected, where=cell.where(run), rung=1, tol=tolerance(cell.dtype, 1),
+        check(r.step_losses, expected, where=cell.where(run), rung=1, tol=TOLERANCES[cell.dtype],
               quantity=f"{name}.fit step losses vs torch loss on batch_order's batches", step_axis=True)
     d = default_run(ex)
     for name, backend, fit in (("torch", tt, torch_fit), ("jaxport", jt, jax_fit)):
         own = backend.loss_and_grads(ex, init(ex), x, y, **cell.kw)[0]
-        check(fit(cell, d).step_losses[0], own, where=cell.where(d), rung=1, tol=tolerance(cell.dtype, 1),
+        check(fit(cell, d).step_losses[0], own, where=cell.where(d), rung=1, tol=TOLERANCES[cell.dtype],
               quantity=f"{name}.fit first step loss == {name}.loss_and_grads at init")
 
 

@@ -10,7 +10,7 @@ import torch
 
 from jaxport import losses
 from jaxport.numerics import dtype_scope, jax_device
-from parity_tests.engine.parity import check, tolerance
+from parity_tests.engine.parity import TOLERANCES, check
 from torchref.numerics import torch_device, torch_dtype
 
 
@@ -43,7 +43,7 @@ def check_saturated_bce(cell) -> None:
             actual = {"per-sample loss": np.asarray(per_sample_j), "mean loss": float(value),
                       "gradient w.r.t. p": np.asarray(grad)}
             for quantity in expected:
-                check(actual[quantity], expected[quantity], rung="bce", tol=tolerance(dtype, 2),
+                check(actual[quantity], expected[quantity], rung="bce", tol=TOLERANCES[dtype],
                       quantity=f"{quantity} ({how})",
                       where=dict(example="losses.bce", form="-", dtype=dtype, device=device,
                                  config="p in {0, 1, 1 ulp inside, ...}"))

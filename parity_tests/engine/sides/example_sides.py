@@ -73,9 +73,6 @@ class JaxportSide:
         self.stepper = jax_stepper(cell, config)         # compiled once per cell and configuration
         self.state_paths = set(rename.values()) - set(registry.param_shapes(cell.example))  # running stats, dropout step
 
-    def texts(self, flat: dict, moment: str | None = None) -> dict:
-        return {(f"{k} ({moment})" if moment else k): v for k, v in flat.items()}
-
     def layer_of(self, name) -> str | None:
         return name.split(" (")[0].rsplit(".", 1)[0] if name else None
 

@@ -192,11 +192,6 @@ def step_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: 
     return _member_spread(side, state, x, y, reference, members, seed, 7, moved_one_ulp, "float64")
 
 
-def _moved_one_float64_ulp(value, rng) -> np.ndarray:
-    v = np.asarray(value, np.float64)
-    return np.nextafter(v, np.where(rng.random(v.shape) < 0.5, np.inf, -np.inf))
-
-
 def float64_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
     """float64's own noise where the table alone is exceeded: torch steps with the
     batch's rows in other orders (row_order_spread), and from the state moved by one
@@ -205,7 +200,8 @@ def float64_spread(side: TorchSide, state: tuple, x, y, reference: tuple, member
     softmax does not see a shift of every key) that both sides compute as ~1e-18 of
     either sign, and Adam's first step divides it by eps into an update of ~1e-12,
     which neither the table's atol nor other row orders hold."""
-    return _member_spread(side, state, x, y, reference, members, seed, 13, _moved_one_float64_ulp, None)
+    return _member_spread(side, state, x, y, reference, members, seed, 13,
+                          lambda v, rng: moved_one_ulp(v, rng, np.float64), None)
 
 
 def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
