@@ -190,31 +190,29 @@ def test_a_torchvision_style_resnet_passes_in_float64_without_a_name_map():
 
 
 @pytest.mark.slow
-def test_the_resnets_float32_failures_are_only_the_known_batchnorm_cancellation():
-    """A known defect, kept in view: the correct float32 port fails for some of torch's
-    inits, on a BatchNorm's weight or bias (its gradient, or the step it takes), judged
-    by the RMS error against float64 (max abs 2-8e-8): those gradients cancel to small
-    sums, and the judgement's floor (4 ulps of the result's RMS) is not the summands'
-    scale. WHICH inits fail moves with the machine (here seeds 2 and 3 of 0-5 on MKL's
-    AUTO path, 1, 3 and 4 on COMPATIBLE), so the test asserts the failure's kind, on
-    every machine: anything else failing, or failing by more, is a new defect."""
+def test_the_resnet_passes_in_float32_for_every_init():
+    """Its BatchNorms' weight and bias gradients cancel to ~2e-3 of the largest gradient,
+    and torch's CPU BatchNorm sums in double: jaxport's error was 10-26 x torch's, and
+    this test asserted that known false failure (seeds 2 and 3 of 0-5 on MKL's AUTO
+    path, 1, 3 and 4 on COMPATIBLE) until the judgement's floor became the summands'
+    scale (port_exact.summand_scales). A planted BatchNorm eps still fails in float32
+    (test_resnet_planted_bugs_are_located_at_their_full_path)."""
     x, y = zr.digits()
     for seed in range(6):
         torch.manual_seed(seed)
         report = check_port(zr.TorchResNet(), zr.NnxResNet(), x, y, dtype="float32", rungs=(2, 3, 4, 5),
                             keep_going=True, locate=False, **RESNET)
-        for f in report.failures:
-            assert f["rung"] in (4, 5) and "RMS error against torch float64" in f["quantity"], (seed, f)
-            assert (f["layer"] or "").rsplit(".", 1)[-1] in ("bn1", "bn2") and f["max_abs"] < 1e-7, (seed, f)
+        assert report.passed, (seed, report.failures)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("bug, layer", [("eps", "layer1.0.bn1"), ("no_residual_relu", "layer1.1")])
-def test_resnet_planted_bugs_are_located_at_their_full_path(bug, layer):
+def test_resnet_planted_bugs_are_located_at_their_full_path(bug, layer, dtype):
     """Before the torch hooks handed the model a copy, the in-place ReLU after the stem's
     bn1 rewrote its recorded output, and both bugs were blamed on `bn1`."""
     torch.manual_seed(0)
     x, y = zr.digits()
-    report = check_port(zr.TorchResNet(), zr.NnxResNet(bugs=(bug,)), x, y, dtype="float64", **RESNET)
+    report = check_port(zr.TorchResNet(), zr.NnxResNet(bugs=(bug,)), x, y, dtype=dtype, **RESNET)
     assert not report.passed and report.first_failure["rung"] == 2
     assert report.located["layer"] == layer, report.located

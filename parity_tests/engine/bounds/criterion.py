@@ -248,18 +248,20 @@ def step_error_judgement(j, t, exact, members) -> tuple:
             Bound(allowed, f"{ERROR_MULTIPLE:g} x the largest error of torch's float32 runs against float64, per step"))
 
 
-def error_judgement(j, t, exact, members=()) -> tuple:
+def error_judgement(j, t, exact, members=(), scale=0.0) -> tuple:
     """float32, per tensor: RMS(jaxport - exact) <= ERROR_MULTIPLE x max(RMS(torch -
-    exact), 4 ulps of RMS(exact)): two float32 implementations that sum in other orders
-    (convolutions, attention, XLA's elementwise functions) are each about as far from
-    the float64 result, while a bug moves one of them orders of magnitude further.
+    exact), 4 ulps of max(RMS(exact), scale)): two float32 implementations that sum in
+    other orders (convolutions, attention, XLA's elementwise functions) are each about
+    as far from the float64 result, while a bug moves one of them orders of magnitude
+    further. `scale`: the size of the terms a sum that cancels was made of
+    (port_exact.summand_scales), where its own RMS is no measure of its rounding.
     After a whole run, torch's float32 error is that of every equally correct run, its
     ensemble's `members` too: a run's own float32 error is one draw of it (the gru
     example's final step loss: torch's own 4.5e-6 relative from float64, its members'
     up to 2.2e-5, jaxport's 4.7e-5, its XLA tanh and logistic a few ulps from torch's
     at every one of 690 steps; torch's alone would have failed it at 1.31)."""
     own = max([rms(t, exact), *(rms(m, exact) for m in members)])
-    theirs, floor = rms(j, exact), RESULT_ULPS * 2.0 ** -24 * rms(exact, 0.0)
+    theirs, floor = rms(j, exact), RESULT_ULPS * 2.0 ** -24 * max(rms(exact, 0.0), scale)
     whose = "torch float32's own" if not members else "torch float32's (its run and ensemble)"
     return (theirs, 0.0, ", RMS error against torch float64 from the same start",
             Bound(ERROR_MULTIPLE * max(own, floor),
