@@ -61,10 +61,10 @@ def summand_scales(tensors: dict) -> dict:
     """The largest RMS among the tensors of each kind (the gradients, the parameters,
     each optimizer moment: "w (exp_avg_sq)"), by kind. A tensor whose sum cancels is
     rounded at the size of its terms, not of what is left: a ResNet BatchNorm's bias
-    gradient sums N x H x W terms of the network's gradient size to 2e-3 of it (jaxport's
-    error 10-26 x torch's, whose CPU BatchNorm sums in double, but 0.3 x 4 ulps of the
+    gradient sums N x H x W terms of the network's gradient size to 1-2% of it (jaxport's
+    error 10-26 x torch's, whose CPU BatchNorm sums in double, but 0.8 x 4 ulps of the
     largest gradient); an attention's key bias has a zero gradient (softmax ignores a
-    shift), and its exp_avg_sq squares that residue (AVX2: 66 x torch's, 1e-10 x 4 ulps
+    shift), and its exp_avg_sq squares that residue (AVX2: 66 x torch's, 1e-13 x 4 ulps
     of the largest exp_avg_sq)."""
     scales: dict = {}
     for k, v in tensors.items():
