@@ -9,7 +9,8 @@ import pytest
 
 from examples.own_port import NnxMLP, TorchMLP, make_data
 from parity_tests.tests import harness_models as hm
-from parity_tests.engine.bounds import step_noise
+from parity_tests.engine.bounds import port_exact, step_noise
+from parity_tests.engine.bounds.criterion import Bound, fits
 from parity_tests.harness import check_port
 
 PORTS = {
@@ -52,3 +53,41 @@ def test_planted_bugs_fail_on_their_error_against_float64(bug, no_measured_bound
     assert not report.passed and report.first_failure["rung"] == 2
     worst = max(r.used for r in report.rows if "error against torch float64" in r.quantity)
     assert worst > 2, report.markdown()             # > 16 x torch's own error
+
+
+class _Verdicts:
+    """The part of a PortRun that port_exact.check_against_float64 reports to."""
+    def __init__(self):
+        self.failed = []
+
+    def check(self, actual, expected, *, quantity, tol, **_):
+        ok = fits(actual, expected, tol)
+        self.failed += [] if ok else [quantity]
+        return ok
+
+
+def _judge(bias_error: float, other_module_scale: float = 0.0) -> list:
+    """A gradient step: a Linear's weight (~1e-2) held within the bound, and its bias,
+    whose exact gradient is 0 (an attention's key bias), outside it with torch's
+    rounding residue 1e-12 and the candidate's `bias_error`; `other_module_scale`: a
+    larger tensor elsewhere in the model."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(0, 1e-2, (8, 8))
+    exact = {"attn.k_proj.weight": weight, "attn.k_proj.bias": np.zeros(8),
+             "head.weight": np.full((4, 8), other_module_scale)}
+    torch_side = {**exact, "attn.k_proj.bias": np.full(8, 1e-12)}
+    candidate = {**exact, "attn.k_proj.bias": np.full(8, bias_error)}
+    bound = Bound(0.0, "the measured step bound, held only where equal")
+    run = _Verdicts()
+    port_exact.check_against_float64(run, 4, [("gradients", candidate, torch_side, bound, exact)], step=0)
+    return run.failed
+
+
+def test_a_zero_gradient_is_judged_at_its_layers_scale_not_its_own():
+    """66 x torch's residue (the AVX2 attention case) passes: the floor is 4 ulps of the
+    weight's RMS (1e-2), 2.4e-9, and 8 x that is allowed; a bias error of 1e-7, 5 x
+    that, fails, and a large tensor in another module does not lift the floor (with 4
+    ulps of the bias's own RMS, the old floor, the residue failed)."""
+    assert _judge(6.6e-11) == []
+    assert _judge(1e-7) == ["gradients: attn.k_proj.bias, RMS error against torch float64 from the same start"]
+    assert _judge(1e-7, other_module_scale=1.0) != []

@@ -253,8 +253,9 @@ def error_judgement(j, t, exact, members=(), scale=0.0) -> tuple:
     exact), 4 ulps of max(RMS(exact), scale)): two float32 implementations that sum in
     other orders (convolutions, attention, XLA's elementwise functions) are each about
     as far from the float64 result, while a bug moves one of them orders of magnitude
-    further. `scale`: the size of the terms a sum that cancels was made of
-    (port_exact: the largest tensor of its kind), where its own RMS is no measure of its rounding.
+    further. `scale`: the size of the terms a sum that cancels was made of (port_exact:
+    the largest tensor of its module and kind), where its own RMS is no measure of its
+    rounding.
     After a whole run, torch's float32 error is that of every equally correct run, its
     ensemble's `members` too: a run's own float32 error is one draw of it (the gru
     example's final step loss: torch's own 4.5e-6 relative from float64, its members'
