@@ -58,7 +58,7 @@ def check_against_float64(run, rung: int, quantities: list, step) -> bool:
                 # AVX2 path its exp_avg_sq (the residue squared) was 66 x torch's, 4e-4 x 4 ulps of
                 # the key weight's. Not the whole model's largest tensor: that let a LayerNorm eps of
                 # 1e-6 pass in a Transformer encoder (its gradients 10-39 x torch's error, as large as
-                # a ResNet BatchNorm's legitimate ones against torch's double sums).
+                # a correct ResNet's BatchNorm gradients against torch's: test_harness_trees.py).
                 scale = max(rms(v, 0.0) for n, v in e64.items() if _layer(n) == _layer(k))
                 ok &= by_error(f"{name}: {k}", actual[k], expected[k], e64[k], scale, entry=k)
     return ok
