@@ -50,17 +50,17 @@ def check_against_float64(run, rung: int, quantities: list, step) -> bool:
         if inside:
             ok &= run.check({k: actual[k] for k in inside}, {k: expected[k] for k in inside}, rung=rung, quantity=name,
                             tol=tol, step=step)
-        for k in expected:
-            if k not in inside:
-                # A bias's gradient sums the terms its layer's weight gradient sums times the
-                # inputs: rounded at their size, not at what is left where they cancel. An
-                # attention's key bias has a zero gradient (softmax ignores a shift), and under MKL's
-                # AVX2 path its exp_avg_sq (the residue squared) was 66 x torch's, 4e-4 x 4 ulps of
-                # the key weight's. Not the whole model's largest tensor: that let a LayerNorm eps of
-                # 1e-6 pass in a Transformer encoder (its gradients 10-39 x torch's error, as large as
-                # a correct ResNet's BatchNorm gradients against torch's: test_harness_trees.py).
-                scale = max(rms(v, 0.0) for n, v in e64.items() if _layer(n) == _layer(k))
-                ok &= by_error(f"{name}: {k}", actual[k], expected[k], e64[k], scale, entry=k)
+        outside = [k for k in expected if k not in inside]
+        # A bias's gradient sums the terms its layer's weight gradient sums times the inputs:
+        # rounded at their size, not at what is left where they cancel. An attention's key bias
+        # has a zero gradient (softmax ignores a shift), and under MKL's AVX2 path its exp_avg_sq
+        # (the residue squared) was 66 x torch's, 4e-4 x 4 ulps of the key weight's. Not the whole
+        # model's largest tensor: that let a LayerNorm eps of 1e-6 pass in a Transformer encoder
+        # (its gradients 10-39 x torch's error, as large as a correct ResNet's BatchNorm gradients
+        # against torch's: test_harness_trees.py). Each layer's scale once, not per tensor outside.
+        scales = {key: max(rms(v, 0.0) for n, v in e64.items() if _layer(n) == key) for key in map(_layer, outside)}
+        for k in outside:
+            ok &= by_error(f"{name}: {k}", actual[k], expected[k], e64[k], scales[_layer(k)], entry=k)
     return ok
 
 
