@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from flax.nnx.nn.normalization import _compute_stats, _normalize
 
 from portcore import dropout_hash as dh
+from jaxport.batch_norm import batch_norm_train
 from jaxport.layers import uniform_symmetric
 from jaxport.matmul import matmul
 from jaxport.recurrent import gru_sequence, lstm_sequence
@@ -125,15 +125,15 @@ class TorchBatchNorm(nnx.BatchNorm):
     def __call__(self, x, *, mask=None):                      # x (N, H, W, C), mask (N,)
         if self.use_running_average:
             return super().__call__(x)
-        axes = tuple(range(x.ndim - 1))
-        where = None if mask is None else jnp.broadcast_to(mask.reshape((-1,) + (1,) * (x.ndim - 1)), x.shape)
-        mean, var = _compute_stats(x, axes, dtype=self.dtype, use_fast_variance=False, mask=where)
-        n = (x.size // x.shape[-1]) if mask is None else jnp.sum(where[..., 0]).astype(x.dtype)
+        # the statistics and their gradients summed per image, then over the batch
+        # (jaxport/batch_norm.py: one float32 reduction over N x H x W strays from torch)
+        y, mean, var = batch_norm_train(x, self.scale[...], self.bias[...], mask, self.epsilon)
+        n = (x.size // x.shape[-1]) if mask is None else jnp.sum(mask) * (x.size // (x.shape[0] * x.shape[-1]))
+        n = jnp.asarray(n, x.dtype)
         m = self.momentum
         self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
         self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * var * (n / (n - 1)))
-        return _normalize(x, mean, var, self.scale[...], self.bias[...], axes, (x.ndim - 1,),
-                          self.dtype, self.epsilon)
+        return y
 
 
 class DropoutStep(nnx.Variable):
