@@ -82,11 +82,17 @@ def _windows(x):
 
 def _max_pool_fwd(x):
     v = _windows(x)
-    m = v.max(axis=(2, 4))
-    # the first of equal maxima in scan order (0, 0), (0, 1), (1, 0), (1, 1)
-    first = jnp.where(v[:, :, 0, :, 0] == m, 0, jnp.where(v[:, :, 0, :, 1] == m, 1,
-                                                          jnp.where(v[:, :, 1, :, 0] == m, 2, 3)))
-    return m, first.astype(jnp.int8)
+    # The first of equal maxima in scan order (0, 0), (0, 1), (1, 0), (1, 1), by a
+    # tournament whose comparisons give the maximum too. Not `v == max(v)`: XLA may
+    # compute v (a fused producer, such as BatchNorm's output) once for the max and again
+    # for the comparison, an ulp apart, and then no entry equals the max (the cnn's
+    # gradients at init went to the wrong entries with a BatchNorm summed in two stages).
+    top_right, bottom_right = v[:, :, 0, :, 1] > v[:, :, 0, :, 0], v[:, :, 1, :, 1] > v[:, :, 1, :, 0]
+    top = jnp.where(top_right, v[:, :, 0, :, 1], v[:, :, 0, :, 0])
+    bottom = jnp.where(bottom_right, v[:, :, 1, :, 1], v[:, :, 1, :, 0])
+    below = bottom > top
+    first = jnp.where(below, jnp.where(bottom_right, 3, 2), jnp.where(top_right, 1, 0))
+    return jnp.where(below, bottom, top), first.astype(jnp.int8)
 
 
 def _max_pool_bwd(first, g):                                  # g (N, H/2, W/2, C)
