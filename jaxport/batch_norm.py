@@ -16,6 +16,7 @@ one reduction.
 x is (N, ..., C) with channels last; mask (N,) or None marks the rows that count (the
 compiled loop pads the last partial batch). Rows outside the mask get no gradient and
 are assumed to carry none (the loop's loss weighs them 0).
+Twin: torch's nn.BatchNorm2d itself (torchref/cnn.py).
 """
 from __future__ import annotations
 

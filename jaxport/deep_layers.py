@@ -3,7 +3,8 @@ only where Flax computes something else or has no slot for one of torch's parame
 
 - torch_conv: nnx.Conv (NHWC, kernel (H, W, I, O)) with nn.Conv2d's U(+-1/sqrt(fan_in)).
 - max_pool_2x2: nnx.max_pool's 2x2 window, stride 2, without lax.reduce_window.
-- TorchBatchNorm: nnx.BatchNorm updating its running statistics as torch does.
+- TorchBatchNorm: nnx.BatchNorm updating its running statistics as torch does, and
+  summing its statistics and gradients in torch's order (jaxport/batch_norm.py).
 - SharedDropout: nnx.Dropout with portcore/dropout_hash.py's mask instead of a JAX key.
 - TorchLSTMCell / TorchGRUCell: nnx.LSTMCell / nnx.GRUCell given the biases torch has,
   and a whole sequence at once (`sequence`, jaxport/recurrent.py) as torch's CPU kernel.
@@ -112,9 +113,11 @@ def flax_momentum(torch_momentum: float) -> float:
 
 
 class TorchBatchNorm(nnx.BatchNorm):
-    """nn.BatchNorm2d's training-mode update in nnx.BatchNorm's slots (scale, bias, mean,
-    var). Flax updates the running variance with the biased batch variance; torch with
-    the unbiased one, var * n / (n - 1), n the values per channel. Normalising uses the
+    """nn.BatchNorm2d's training mode in nnx.BatchNorm's slots (scale, bias, mean, var):
+    the batch's statistics and their gradients summed as torch sums them
+    (jaxport/batch_norm.py; one float32 reduction strays 10-26x further from float64).
+    Flax updates the running variance with the biased batch variance; torch with the
+    unbiased one, var * n / (n - 1), n the values per channel. Normalising uses the
     biased one in both. mask: the compiled loop pads the last partial batch with rows
     that must not count in the batch's statistics (torch never sees them)."""
 

@@ -16,7 +16,7 @@ batch_first=True).
 - conv1d, conv2d, torch_conv   nn.Conv1d, nn.Conv2d  torch's init, numeric padding, groups, dilation
 - conv_transpose2d             nn.ConvTranspose2d    the flipped kernel, padding d*(k-1)-p
 - max_pool2d, max_pool_2x2     F.max_pool2d          -inf padding, ties' gradient to the first maximum
-- TorchBatchNorm               nn.BatchNorm2d        torch's momentum and unbiased running variance
+- TorchBatchNorm               nn.BatchNorm2d        torch's momentum, unbiased running variance, summation order
 - LayerNorm, GroupNorm         nn.LayerNorm, nn.GroupNorm   eps 1e-5, two-pass variance, bias=False
 - Embedding                    nn.Embedding          N(0, 1) init, padding_idx's zero gradient
 - gelu                         F.gelu                exact erf (jax.nn.gelu defaults to tanh)

@@ -57,7 +57,8 @@ def check_against_float64(run, rung: int, quantities: list, step) -> bool:
         # (the residue squared) was 66 x torch's, 4e-4 x 4 ulps of the key weight's. Not the whole
         # model's largest tensor: that let a LayerNorm eps of 1e-6 pass in a Transformer encoder
         # (its gradients 10-39 x torch's error, as large as a correct ResNet's BatchNorm gradients
-        # against torch's: test_harness_trees.py). Each layer's scale once, not per tensor outside.
+        # were before jaxport's BatchNorm summed as torch's: jaxport/batch_norm.py). Each layer's
+        # scale once, not per tensor outside.
         scales = {key: max(rms(v, 0.0) for n, v in e64.items() if _layer(n) == key) for key in map(_layer, outside)}
         for k in outside:
             ok &= by_error(f"{name}: {k}", actual[k], expected[k], e64[k], scales[_layer(k)], entry=k)
