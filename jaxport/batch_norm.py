@@ -54,7 +54,8 @@ def _double_float_sum(rows):
     return hi[0] + lo[0]
 
 
-def _count(x, mask):
+def count(x, mask):
+    """The values per channel that the statistics average: n of torch's n / (n - 1)."""
     per_row = x.size // (x.shape[0] * x.shape[-1])
     rows = x.shape[0] if mask is None else jnp.sum(mask)
     return jnp.asarray(rows * per_row, x.dtype)
@@ -68,7 +69,7 @@ def batch_norm_train(x, scale, bias, mask, eps):
 
 
 def _forward(x, scale, bias, mask, eps):
-    n = _count(x, mask)
+    n = count(x, mask)
     mean = _sum_rows(x, mask) / n
     centred = x - mean
     var = _sum_rows(centred * centred, mask) / n
@@ -91,4 +92,4 @@ def _backward(eps, residuals, cotangents):
     return dx, dscale, dbias, None                          # None: the mask has no gradient
 
 
-batch_norm_train.defvjp(lambda x, scale, bias, mask, eps: _forward(x, scale, bias, mask, eps), _backward)
+batch_norm_train.defvjp(_forward, _backward)

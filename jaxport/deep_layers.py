@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from portcore import dropout_hash as dh
-from jaxport.batch_norm import batch_norm_train
+from jaxport.batch_norm import batch_norm_train, count
 from jaxport.layers import uniform_symmetric
 from jaxport.matmul import matmul
 from jaxport.recurrent import gru_sequence, lstm_sequence
@@ -137,8 +137,7 @@ class TorchBatchNorm(nnx.BatchNorm):
         # the statistics and their gradients summed per image, then over the batch
         # (jaxport/batch_norm.py: one float32 reduction over N x H x W strays from torch)
         y, mean, var = batch_norm_train(x, self.scale[...], self.bias[...], mask, self.epsilon)
-        n = (x.size // x.shape[-1]) if mask is None else jnp.sum(mask) * (x.size // (x.shape[0] * x.shape[-1]))
-        n = jnp.asarray(n, x.dtype)
+        n = count(x, mask)
         m = self.momentum
         self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
         self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * var * (n / (n - 1)))
