@@ -61,10 +61,11 @@ def _x(a, b) -> str:
 
 def caption(report: dict, forced_at: float | None) -> str:
     v = report["versions"]
+    one_core = f" ({report['peak_1core_gflops']:.0f} on one core)" if report.get("peak_1core_gflops") else ""
     loads = [report["load_average"][0], report["load_average"][1]] + [x for r in report["results"] for x in r["load"]]
     text = (f"{report['dtype']}, {report['device']}, {time.strftime('%Y-%m-%d')}; median of {report['repeats']} "
             f"after a warm-up; torch {v['torch']} on {report['torch_threads']} thread(s), jax {v['jax']}, "
-            f"flax {v['flax']}, optax {v['optax']}; matmul peak {report['peak_gflops']:.0f} GFLOP/s; "
+            f"flax {v['flax']}, optax {v['optax']}; matmul peak {report['peak_gflops']:.0f} GFLOP/s{one_core}; "
             f"load average {min(loads):.2f}-{max(loads):.2f} around the figures")
     if forced_at is not None:
         text += f" (**measured under load {forced_at:.1f}, written with --force**: read ratios with care)"
@@ -73,24 +74,27 @@ def caption(report: dict, forced_at: float | None) -> str:
 
 def compact(report: dict) -> list[str]:
     out = ["| example | size | torch eager (s) | torch.compile (s) | jaxport (s) | eager / jaxport | "
-           "torch.compile / jaxport | jaxport / floor |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "torch.compile / jaxport | jaxport / floor | jaxport / one-core floor |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["results"]:
         out.append(f"| `{r['example']}` | {r['size']} | {_s(r['torch_eager_s'])} | {_s(r['torch_compile_s'])} | "
                    f"{_s(r['jax_s'])} | {_x(r['torch_eager_s'], r['jax_s'])} | "
-                   f"{_x(r['torch_compile_s'], r['jax_s'])} | {_x(r['jax_s'], r['floor_s'])} |")
+                   f"{_x(r['torch_compile_s'], r['jax_s'])} | {_x(r['jax_s'], r['floor_s'])} | "
+                   f"{_x(r['jax_s'], r.get('floor_1core_s'))} |")
     return out
 
 
 def full(report: dict) -> list[str]:
     out = ["| example | size | steps | batch | torch eager (s) | torch.compile (s) | torch.compile compile (s) | "
-           "jaxport (s) | jaxport compile (s) | FLOP floor (s) | eager / jaxport | torch.compile / jaxport | "
-           "jaxport / floor | load before, after |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-           "---: | ---: | ---: | ---: | --- |"]
+           "jaxport (s) | jaxport compile (s) | FLOP floor (s) | one-core floor (s) | eager / jaxport | "
+           "torch.compile / jaxport | jaxport / floor | jaxport / one-core floor | load before, after |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in report["results"]:
         out.append(f"| `{r['example']}` | {r['size']} | {r['steps']} | {r['batch_size']} | {_s(r['torch_eager_s'])} | "
                    f"{_s(r['torch_compile_s'])} | {_s(r['torch_compile_compile_s'])} | {_s(r['jax_s'])} | "
-                   f"{_s(r['jax_compile_s'])} | {_s(r['floor_s'])} | {_x(r['torch_eager_s'], r['jax_s'])} | "
-                   f"{_x(r['torch_compile_s'], r['jax_s'])} | {_x(r['jax_s'], r['floor_s'])} | "
+                   f"{_s(r['jax_compile_s'])} | {_s(r['floor_s'])} | {_s(r.get('floor_1core_s'))} | "
+                   f"{_x(r['torch_eager_s'], r['jax_s'])} | {_x(r['torch_compile_s'], r['jax_s'])} | "
+                   f"{_x(r['jax_s'], r['floor_s'])} | {_x(r['jax_s'], r.get('floor_1core_s'))} | "
                    f"{r['load'][0]:.2f}, {r['load'][1]:.2f} |")
     return out
 

@@ -3,8 +3,11 @@ the same process so that contention or clock changes touch all of them."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
@@ -38,6 +41,43 @@ def peak_flops(dtype: str, device: str, repeats: int = 3) -> float:
         fn()                                                 # warm-up: threads, pages, clocks
         best = min(best, *(_elapsed(fn) for _ in range(repeats)))
     return 2 * PEAK_N ** 3 / best
+
+
+# Run in a child process pinned to one CPU before numpy, torch and jax start their
+# threads: however many they start, they share that core.
+_ONE_CORE_PROBE = """
+import os, sys, time
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+import numpy as np, torch, jax
+n, dtype, repeats = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(1)
+a = np.random.default_rng(0).random((n, n)).astype(dtype)
+t, j, mm = torch.from_numpy(a), jax.device_put(a, jax.devices("cpu")[0]), jax.jit(lambda v: v @ v)
+best = float("inf")
+for fn in (lambda: a @ a, lambda: t @ t, lambda: mm(j).block_until_ready()):
+    fn()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+print(2 * n ** 3 / best)
+"""
+
+
+def one_core_peak_flops(dtype: str, repeats: int = 3) -> float | None:
+    """FLOP/s of the best large matmul on one core (numpy's, torch's or XLA's), or None
+    where a process cannot be pinned. Why: XLA:CPU runs a compiled training loop's ops
+    one after another on one thread (it hands ops to another thread only when more than
+    8 are ready at once), so one core's matmul speed bounds what jaxport's runs of these
+    small models can reach, while the machine's peak counts every core."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        done = subprocess.run([sys.executable, "-c", _ONE_CORE_PROBE, str(PEAK_N), dtype, str(repeats)],
+                              capture_output=True, text=True, timeout=COMPILE_BUDGET_S)
+        return float(done.stdout.split()[-1]) if done.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
 
 
 def time_torch_eager(example, params, x, y, order, config, dtype, device, repeats):

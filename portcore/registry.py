@@ -104,7 +104,7 @@ def _row_reader(name: str, rnn) -> Example:
         loss="cross_entropy", metric="class_accuracy", ladder="deep", labels="int",
         plot=PlotStyle(f"{kind} over the rows of 8x8 digits", "", "", (), (), (), draws="curves"),
         held_out=lambda seed: digits.make_digits(seed, held_out=True, shape=(8, 8)),
-        input_shapes={"rnn": (8, 8)})
+        input_shapes={"rnn": (8, 8)}, speed_target=(3.0, None))
 
 
 RECORDS = (
@@ -137,7 +137,7 @@ RECORDS = (
             plot=PlotStyle("CNN on 8x8 digits", "", "", (), (), (), draws="digits"),
             data_parallel=False,
             held_out=lambda seed: digits.make_digits(seed, held_out=True, shape=(1, 8, 8)),
-            input_shapes={"conv1": (1, 8, 8), "conv2": (16, 4, 4), "bn": (32, 4, 4)}),
+            input_shapes={"conv1": (1, 8, 8), "conv2": (16, 4, 4), "bn": (32, 4, 4)}, speed_target=(3.0, None)),
     _row_reader("lstm", LSTM(8, 64, flax_input_bias=True)),
     _row_reader("gru", GRU(8, 64)),
     Example("tensor_interop", "numpy <-> torch.Tensor <-> jax.Array, with and without copies",

@@ -29,8 +29,21 @@ def test_bench_writes_a_complete_report(tmp_path, capsys, monkeypatch):
     [row] = report["results"]
     assert (row["example"], row["size"], row["steps"]) == ("linear_regression", "tutorial", 100)
     assert row["torch_compile_s"] is None                              # --no-compile
-    for key in ("torch_eager_s", "jax_s", "jax_compile_s", "floor_s"):
+    for key in ("torch_eager_s", "jax_s", "jax_compile_s", "floor_s", "floor_1core_s"):
         assert isinstance(row[key], float) and row[key] > 0, (key, row[key])
+    # one core's peak, from a pinned child process, is at most the machine's (with slack
+    # for the two measurements' noise on a one-core machine)
+    assert 0 < report["peak_1core_gflops"] <= 1.5 * report["peak_gflops"]
+    assert row["floor_1core_s"] >= row["floor_s"] / 1.5
+
+
+def test_a_target_under_one_cores_matmul_time_is_called_beyond_one_core():
+    from examples.bench import beyond_one_core
+    row = dict(torch_eager_s=0.8, floor_1core_s=0.12)
+    assert beyond_one_core(row, 8.0) == ("; 8x needs jax <= 0.1 s, under the matmuls' 0.12 s at one core's "
+                                         "peak: beyond one core")
+    assert beyond_one_core(row, 6.0) == ""              # 0.133 s: within one core's reach
+    assert beyond_one_core(dict(row, floor_1core_s=None), 8.0) == ""      # no pinned peak (GPU, macOS)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -91,9 +104,10 @@ from examples import bench_tables  # noqa: E402
 
 def _report(load_during=(0.3, 0.4)):
     row = dict(example="cnn", size="tutorial", steps=460, batch_size=64, torch_eager_s=2.0, torch_compile_s=1.0,
-               torch_compile_compile_s=12.0, jax_s=0.5, jax_compile_s=3.0, floor_s=0.1, load=list(load_during))
+               torch_compile_compile_s=12.0, jax_s=0.5, jax_compile_s=3.0, floor_s=0.1, floor_1core_s=0.2,
+               load=list(load_during))
     return {"results": [row], "device": "a CPU, 2 cores", "dtype": "float32", "repeats": 3, "torch_threads": 1,
-            "peak_gflops": 200.0, "load_average": [0.2, 0.3],
+            "peak_gflops": 200.0, "peak_1core_gflops": 100.0, "load_average": [0.2, 0.3],
             "versions": {"torch": "2.13.0", "jax": "0.10.2", "flax": "0.12.8", "optax": "0.2.8"}}
 
 
@@ -110,8 +124,13 @@ def test_tables_are_written_between_the_markers_from_a_quiet_machine(tmp_path, m
     assert bench_tables.write(_report(), force=False, files=(readme, speed)) is None
     text = readme.read_text()
     assert "old" not in text and text.endswith("<!-- speed-table:end -->\nafter\n")
-    assert "| `cnn` | tutorial | 2 | 1 | 0.5 | 4.0x | 2.0x | 5.0x |" in text and "load average 0.20-0.40" in text
-    assert "| `cnn` | tutorial | 460 | 64 |" in speed.read_text() and "0.30, 0.40 |" in speed.read_text()
+    assert "| `cnn` | tutorial | 2 | 1 | 0.5 | 4.0x | 2.0x | 5.0x | 2.5x |" in text and "load average 0.20-0.40" in text
+    assert "matmul peak 200 GFLOP/s (100 on one core)" in text
+    full = speed.read_text().splitlines()
+    row = next(line for line in full if line.startswith("| `cnn` | tutorial | 460 | 64 |"))
+    assert "| 0.1 | 0.2 | 4.0x | 2.0x | 5.0x | 2.5x | 0.30, 0.40 |" in row
+    head = full.index(row) - 2            # the header, its separator, the row: one column count
+    assert len({line.count("|") for line in full[head:head + 3]}) == 1
 
 
 def test_a_busy_machine_writes_no_table_unless_forced(tmp_path, monkeypatch):
