@@ -143,7 +143,8 @@ def command(args) -> int:
         r["floor_1core_s"] = r["flops"] / peak_1 if peak_1 else None
     report = {"results": results, "device": device_name(args.device), "versions": versions(),
               "dtype": args.dtype, "device_kind": args.device, "repeats": args.repeats,
-              "peak_gflops": peak / 1e9, "peak_1core_gflops": peak_1 and peak_1 / 1e9, "torch_threads": args.torch_threads or threads,
+              "peak_gflops": peak / 1e9, "peak_1core_gflops": peak_1 and peak_1 / 1e9,
+              "torch_threads": args.torch_threads or threads,
               "load_average": [load, os.getloadavg()[0]]}
     print(table(report))
     if args.json:

@@ -88,7 +88,7 @@ def full(report: dict) -> list[str]:
     out = ["| example | size | steps | batch | torch eager (s) | torch.compile (s) | torch.compile compile (s) | "
            "jaxport (s) | jaxport compile (s) | FLOP floor (s) | one-core floor (s) | eager / jaxport | "
            "torch.compile / jaxport | jaxport / floor | jaxport / one-core floor | load before, after |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+           "| --- | --- " + "| ---: " * 13 + "| --- |"]
     for r in report["results"]:
         out.append(f"| `{r['example']}` | {r['size']} | {r['steps']} | {r['batch_size']} | {_s(r['torch_eager_s'])} | "
                    f"{_s(r['torch_compile_s'])} | {_s(r['torch_compile_compile_s'])} | {_s(r['jax_s'])} | "
