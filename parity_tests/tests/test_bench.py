@@ -16,7 +16,6 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here: no one-core peak")
 def test_bench_writes_a_complete_report(tmp_path, capsys, monkeypatch):
     # The smoke run needs the floor's arithmetic, not a precise peak: a small matmul.
     monkeypatch.setattr(bench_timing, "PEAK_N", 256)
@@ -31,12 +30,15 @@ def test_bench_writes_a_complete_report(tmp_path, capsys, monkeypatch):
     [row] = report["results"]
     assert (row["example"], row["size"], row["steps"]) == ("linear_regression", "tutorial", 100)
     assert row["torch_compile_s"] is None                              # --no-compile
-    for key in ("torch_eager_s", "jax_s", "jax_compile_s", "floor_s", "floor_1core_s"):
+    for key in ("torch_eager_s", "jax_s", "jax_compile_s", "floor_s"):
         assert isinstance(row[key], float) and row[key] > 0, (key, row[key])
-    # one core's peak, from a child process pinned to one CPU (Linux: sched_setaffinity),
-    # is at most the machine's, with slack for two measurements' noise on a 1-core machine
+    if not hasattr(os, "sched_setaffinity"):          # no pinned child, no one-core peak
+        assert row["floor_1core_s"] is None and report["peak_1core_gflops"] is None
+        return
+    # one core's peak, from a child process pinned to one CPU, is at most the machine's,
+    # with slack for two measurements' noise on a 1-core machine
     assert 0 < report["peak_1core_gflops"] <= 1.5 * report["peak_gflops"]
-    assert row["floor_1core_s"] >= row["floor_s"] / 1.5
+    assert isinstance(row["floor_1core_s"], float) and row["floor_1core_s"] >= row["floor_s"] / 1.5
 
 
 def test_a_target_under_one_cores_matmul_time_is_called_beyond_one_core():
