@@ -25,42 +25,39 @@ def _elapsed(fn) -> float:
     return time.perf_counter() - start
 
 
-def peak_flops(dtype: str, device: str, repeats: int = 3) -> float:
-    """FLOP/s of the best large matmul: numpy's and torch's BLAS on CPU, torch on GPU."""
+def peak_flops(dtype: str, device: str, repeats: int = 3, n: int | None = None, with_jax: bool = False) -> float:
+    """FLOP/s of the best large (n x n, default PEAK_N) matmul: numpy's and torch's BLAS
+    on CPU (and XLA's, with_jax), torch on GPU."""
     import torch
     from torchref.numerics import torch_device, torch_dtype
+    n = n or PEAK_N
     if device == "cpu":
-        a = np.random.default_rng(0).random((PEAK_N, PEAK_N)).astype(dtype)
+        a = np.random.default_rng(0).random((n, n)).astype(dtype)
         t = torch.from_numpy(a)
-        fns = (lambda: a @ a, lambda: t @ t)
+        fns = [lambda: a @ a, lambda: t @ t]
+        if with_jax:
+            import jax
+            j, mm = jax.device_put(a, jax.devices("cpu")[0]), jax.jit(lambda v: v @ v)
+            fns.append(lambda: mm(j).block_until_ready())
     else:
-        t = torch.rand(PEAK_N, PEAK_N, dtype=torch_dtype(dtype), device=torch_device(device))
-        fns = (lambda: (t @ t, torch.cuda.synchronize()),)
+        t = torch.rand(n, n, dtype=torch_dtype(dtype), device=torch_device(device))
+        fns = [lambda: (t @ t, torch.cuda.synchronize())]
     best = float("inf")
     for fn in fns:
         fn()                                                 # warm-up: threads, pages, clocks
         best = min(best, *(_elapsed(fn) for _ in range(repeats)))
-    return 2 * PEAK_N ** 3 / best
+    return 2 * n ** 3 / best
 
 
-# Run in a child process pinned to one CPU before numpy, torch and jax start their
-# threads: however many they start, they share that core.
+# peak_flops in a child process pinned to one CPU before numpy, torch and jax start
+# their threads: however many they start, they share that core.
 _ONE_CORE_PROBE = """
-import os, sys, time
+import os, sys
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-import numpy as np, torch, jax
-n, dtype, repeats = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+import torch
 torch.set_num_threads(1)
-a = np.random.default_rng(0).random((n, n)).astype(dtype)
-t, j, mm = torch.from_numpy(a), jax.device_put(a, jax.devices("cpu")[0]), jax.jit(lambda v: v @ v)
-best = float("inf")
-for fn in (lambda: a @ a, lambda: t @ t, lambda: mm(j).block_until_ready()):
-    fn()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-print(2 * n ** 3 / best)
+from examples.bench_timing import peak_flops
+print(peak_flops(sys.argv[2], "cpu", int(sys.argv[3]), n=int(sys.argv[1]), with_jax=True))
 """
 
 
