@@ -122,10 +122,8 @@ class TorchBatchNorm(nnx.BatchNorm):
     that must not count in the batch's statistics (torch never sees them)."""
 
     def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5, rngs, dtype):
-        # use_fast_variance=False: mean((x - mean)^2) like torch's two passes, not
-        # E[x^2] - E[x]^2, which cancels badly in float32
         super().__init__(num_features, momentum=flax_momentum(momentum), epsilon=eps,
-                         use_fast_variance=False, dtype=dtype, param_dtype=dtype, rngs=rngs)
+                         dtype=dtype, param_dtype=dtype, rngs=rngs)
         # nnx.BatchNorm keeps its statistics in float32 whatever param_dtype says; in
         # float64 they would lose the bits that the weights round trip must keep.
         self.mean = nnx.BatchStat(jnp.zeros((num_features,), dtype))
