@@ -1,19 +1,35 @@
-"""x @ w whose weight gradient XLA:CPU hands to YNNPACK instead of Eigen.
+"""x @ w whose weight gradient x^T dy runs in the faster of XLA:CPU's two dot libraries.
 
 Why: the weight gradient of x @ w is x^T dy, a dot that contracts both operands over
 their rows (the batch). XLA:CPU sends a dot to YNNPACK only when its left operand is
-contracted over its last dimension, so this one runs in Eigen, and folds any
-transpose written before it back into the dot's dimensions. Materialising x^T behind
-an optimization barrier keeps the transpose a copy, and the dot becomes a plain
-(K, rows) x (rows, N) product: on this 2-core CPU a (100, 200)^T (100, 100) weight
-gradient took 52 us in Eigen and 31 us as the copy plus YNNPACK's dot, inside a
-compiled loop. Only float32: YNNPACK has no float64 dot, where the copy would only
-cost. The sum is the same; its order is the library's.
+contracted over its last dimension, so this one runs in Eigen, and folds any transpose
+written before it back into the dot's dimensions. Materialising x^T behind an
+optimization barrier keeps the transpose a copy, and the dot becomes a plain (K, rows) x
+(rows, N) product in YNNPACK: on this 2-core CPU a (100, 200)^T (100, 100) weight
+gradient took 52 us in Eigen and 31 us as the copy plus YNNPACK's dot, inside a compiled
+loop. Over many rows Eigen wins instead: it splits the long contraction over XLA's
+threads, and x needs no transposed copy (for the cnn's conv2, 1024 rows, the copy of its
+(1024, 144) patches alone is ~590 KB). The cnn's default run, both convolutions' weight
+gradients in Eigen: 0.314-0.316 s -> 0.298-0.302 s (AMD EPYC, 2 cores, one process per
+variant, alternating, median of 5 each, 5 rounds; docs/speed.md). So Eigen from 1024
+rows on, unless the output is narrow (a 10-class head's (K, 10), where Eigen took 87 us
+against 68). At 512 rows neither won everywhere: the gru's gradients over its 8 x 64
+rows made its default run faster in Eigen (0.455 -> 0.423 s), the lstm's per-step ones
+at batch 512 made its large run slower (0.685 -> 0.79 s), so those stay in YNNPACK.
+`python -m examples.bench_weight_grad` times both libraries on the examples' shapes; the
+dots a library splits over threads there vary by up to 2x from run to run, and the loops
+of whole runs decided. Only float32: YNNPACK has no float64 dot, where the copy would
+only cost. The sum is the same; its order is the library's.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+
+# From here on Eigen's weight gradient beats the copy plus YNNPACK's (see above).
+EIGEN_MIN_ROWS = 1024
+EIGEN_MIN_COLUMNS = 16
 
 
 def _rows(a):
@@ -23,9 +39,9 @@ def _rows(a):
 def weight_grad(x, dy):
     """x^T dy over every row of x (..., K) and dy (..., N): (K, N)."""
     x, dy = _rows(x), _rows(dy)
-    if x.dtype == jnp.float32:
-        return jax.lax.optimization_barrier(x.T) @ dy
-    return x.T @ dy
+    if x.dtype == jnp.float32 and (x.shape[0] < EIGEN_MIN_ROWS or dy.shape[1] < EIGEN_MIN_COLUMNS):
+        return jax.lax.optimization_barrier(x.T) @ dy         # the copy, then YNNPACK
+    return x.T @ dy                                           # Eigen, over the rows
 
 
 @jax.custom_vjp
