@@ -10,7 +10,7 @@ gradient took 52 us in Eigen and 31 us as the copy plus YNNPACK's dot, inside a 
 loop. Over many rows Eigen wins instead: it splits the long contraction over XLA's
 threads, and x needs no transposed copy (for the cnn's conv2, 1024 rows, the copy of its
 (1024, 144) patches alone is ~590 KB). The cnn's default run, both convolutions' weight
-gradients in Eigen: 0.314-0.316 s -> 0.298-0.302 s (AMD EPYC, 2 cores, one process per
+gradients in Eigen: 0.314-0.316 s -> 0.297-0.302 s (AMD EPYC, 2 cores, one process per
 variant, alternating, median of 5 each, 5 rounds; docs/speed.md). So Eigen from 1024
 rows on, unless the output is narrow (a 10-class head's (K, 10), where Eigen took 87 us
 against 68). At 512 rows neither won everywhere: the gru's gradients over its 8 x 64

@@ -29,7 +29,7 @@ def test_weight_grad_is_x_transpose_dy_in_the_chosen_library(rows, k, n, library
     # products included (Higham, Accuracy and Stability, (3.5)); typical errors are ~sqrt(rows) u
     bound = rows * EPS32 * (np.abs(x).astype(np.float64).T @ np.abs(dy).astype(np.float64))
     assert np.all(np.abs(got - exact) <= bound)
-    # and a wrong gradient (one row left out) is far outside it
+    # and a wrong gradient (one row left out) falls outside it
     wrong = x[1:].astype(np.float64).T @ dy[1:].astype(np.float64)
     assert np.any(np.abs(wrong - exact) > bound)
     # jax.grad of x @ w through `matmul` hands its weight gradient to weight_grad (x an
