@@ -12,7 +12,8 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
+
+from jaxport.matmul import weight_grad_eigen, weight_grad_ynnpack
 
 # rows, K (x's columns), N (dy's columns): the examples' weight gradients, tutorial size
 # and large (batch 512): the network's hidden_2, the lstm's per step, the cnn's fc, the
@@ -21,14 +22,6 @@ SHAPES = ((100, 200, 100), (64, 73, 256), (64, 128, 10), (512, 128, 10), (512, 8
           (512, 64, 192), (512, 73, 256), (1024, 144, 32), (4096, 9, 16), (8192, 144, 32),
           (32768, 9, 16))
 STEPS = 300
-
-
-def _ynnpack(x, dy):
-    return jax.lax.optimization_barrier(x.T) @ dy
-
-
-def _eigen(x, dy):
-    return jax.lax.dot_general(x, dy, (((0,), (0,)), ((), ())))
 
 
 def time_per_step(grad, rows: int, k: int, n: int) -> tuple[float, float, float, float]:
@@ -61,7 +54,7 @@ def _cell(t) -> str:
 def main() -> None:
     print(f"{'rows x K, N':>18}  {'copy + YNNPACK':>28}  {'Eigen':>28}")
     for rows, k, n in SHAPES:
-        cells = (_cell(time_per_step(grad, rows, k, n)) for grad in (_ynnpack, _eigen))
+        cells = (_cell(time_per_step(grad, rows, k, n)) for grad in (weight_grad_ynnpack, weight_grad_eigen))
         print(f"{rows:>6} x {k:>3}, {n:>3}  " + "  ".join(f"{c:>28}" for c in cells), flush=True)
 
 

@@ -40,8 +40,18 @@ def weight_grad(x, dy):
     """x^T dy over every row of x (..., K) and dy (..., N): (K, N)."""
     x, dy = _rows(x), _rows(dy)
     if x.dtype == jnp.float32 and (x.shape[0] < EIGEN_MIN_ROWS or dy.shape[1] < EIGEN_MIN_COLUMNS):
-        return jax.lax.optimization_barrier(x.T) @ dy         # the copy, then YNNPACK
-    return x.T @ dy                                           # Eigen, over the rows
+        return weight_grad_ynnpack(x, dy)
+    return weight_grad_eigen(x, dy)
+
+
+def weight_grad_ynnpack(x, dy):
+    """x (rows, K), dy (rows, N): x^T copied behind a barrier, then YNNPACK's plain dot."""
+    return jax.lax.optimization_barrier(x.T) @ dy
+
+
+def weight_grad_eigen(x, dy):
+    """x (rows, K), dy (rows, N): one dot over the rows, which XLA:CPU runs in Eigen."""
+    return x.T @ dy
 
 
 @jax.custom_vjp
