@@ -27,7 +27,7 @@ from jaxport.matmul import matmul
 from jaxport.recurrent import gru_sequence, lstm_sequence
 
 
-def torch_conv(in_ch: int, out_ch: int, kernel: int, padding: int, *, rngs, dtype) -> nnx.Conv:
+def torch_conv(in_ch: int, out_ch: int, kernel: int, padding: int, *, rngs, dtype=jnp.float32) -> nnx.Conv:
     """nnx.Conv like nn.Conv2d(in_ch, out_ch, kernel, padding=padding): kaiming_uniform(a=sqrt(5))
     is U(+-1/sqrt(fan_in)) with fan_in = in_ch * kernel**2, the bias's bound too."""
     bound = 1.0 / math.sqrt(in_ch * kernel * kernel)
@@ -121,7 +121,7 @@ class TorchBatchNorm(nnx.BatchNorm):
     biased one in both. mask: the compiled loop pads the last partial batch with rows
     that must not count in the batch's statistics (torch never sees them)."""
 
-    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5, rngs, dtype):
+    def __init__(self, num_features: int, *, momentum: float = 0.1, eps: float = 1e-5, rngs, dtype=jnp.float32):
         super().__init__(num_features, momentum=flax_momentum(momentum), epsilon=eps,
                          dtype=dtype, param_dtype=dtype, rngs=rngs)
         # nnx.BatchNorm keeps its statistics in float32 whatever param_dtype says; in
@@ -191,7 +191,7 @@ class TorchLSTMCell(nnx.LSTMCell):
     a saved torch model could not come back bit for bit (b_ih + b_hh cannot be split
     again), and torch adds them in this order: (W_ih x + b_ih) + (W_hh h + b_hh)."""
 
-    def __init__(self, in_features: int, hidden: int, *, rngs, dtype):
+    def __init__(self, in_features: int, hidden: int, *, rngs, dtype=jnp.float32):
         init = _torch_rnn_init(hidden)
         super().__init__(in_features, hidden, kernel_init=init, recurrent_kernel_init=init,
                          bias_init=init, dtype=dtype, param_dtype=dtype, rngs=rngs)
@@ -241,7 +241,7 @@ class TorchGRUCell(nnx.GRUCell):
     product, where Flax has no slot. With the bias, dense_h(h) is torch's W_hh h + b_hh
     and GRUCell's own __call__ is torch's cell; both split the gates in the order r, z, n."""
 
-    def __init__(self, in_features: int, hidden: int, *, rngs, dtype):
+    def __init__(self, in_features: int, hidden: int, *, rngs, dtype=jnp.float32):
         init = _torch_rnn_init(hidden)
         super().__init__(in_features, hidden, kernel_init=init, recurrent_kernel_init=init,
                          bias_init=init, dtype=dtype, param_dtype=dtype, rngs=rngs)

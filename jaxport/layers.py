@@ -8,6 +8,7 @@ without initial weights starts from the same distribution as torch's.
 import math
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxport import matmul
@@ -20,7 +21,7 @@ def uniform_symmetric(bound: float):
     return init
 
 
-def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype) -> nnx.Linear:
+def torch_linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Linear:
     """nnx.Linear(in, out) initialised like torch.nn.Linear(in, out).
 
     Its kernel is (in, out), the transpose of torch's weight (out, in). Its dot is

@@ -2,6 +2,7 @@
 gradients with respect to inputs and parameters, torch's weights copied through the
 layer kinds (nn_pairs.compare: float64 to 1e-10 relative, float32 to torch.testing's
 defaults). Convolutions, norms and pooling are in test_nn_layers_grid.py."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -115,3 +116,19 @@ def test_unsupported_options_raise_one_clear_line(make, match):
     with pytest.raises(ValueError, match=match) as info:
         make()
     assert "jaxport.nn." in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("make", [
+    lambda r: jnn.torch_linear(3, 4, rngs=r), lambda r: jnn.torch_conv(3, 4, 3, 1, rngs=r),
+    lambda r: jnn.conv2d(3, 4, 3, rngs=r), lambda r: jnn.TorchBatchNorm(4, rngs=r),
+    lambda r: jnn.LayerNorm(4, rngs=r), lambda r: jnn.TorchLSTMCell(3, 4, rngs=r),
+    lambda r: jnn.TorchGRUCell(3, 4, rngs=r), lambda r: jnn.LSTM(3, 4, rngs=r),
+    lambda r: jnn.MultiheadAttention(8, 2, rngs=r),
+], ids=["torch_linear", "torch_conv", "conv2d", "TorchBatchNorm", "LayerNorm", "TorchLSTMCell", "TorchGRUCell",
+        "LSTM", "MultiheadAttention"])
+def test_layers_default_to_float32_as_torchs_do(make):
+    """Built as torch's are, from sizes alone: float32 unless a dtype is given (a held-out
+    MobileNetV2 port found TorchBatchNorm demanding one where conv2d did not)."""
+    from flax import nnx
+    params = jax.tree.leaves(nnx.state(make(nnx.Rngs(0)), nnx.Param))
+    assert params and all(p.dtype == jnp.float32 for p in params)
