@@ -154,6 +154,7 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
     failures = []                                      # (step, order, message) of each failing leaf
     for order, name in enumerate(exp):
         label = name or quantity
+        prefix = name or ""                            # a lone tensor: the quantity already names it
         if name not in act:
             problems.append(f"{label} missing from jaxport's result")
             continue
@@ -185,9 +186,11 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
             at_step = index[0] + (step or 0) if step_axis else step
             kind = "NaN in only one backend" if nan_mismatch[index] else \
                 f"|diff| {d[index]:.3g} > allowed {allowed[index]:.3g}"
-            message = (f"{label}" + (f" at step {at_step}" if at_step is not None else "")
-                       + f", index {tuple(int(i) for i in index)}: jaxport {float(a[index])!r}, "
-                       f"torch {float(e[index])!r} ({kind})")
+            values = (f"jaxport's {a[index]:.3g} > allowed {allowed[index]:.3g}" if getattr(tol, "error_form", False)
+                      else f"jaxport {float(a[index])!r}, torch {float(e[index])!r} ({kind})")
+            where_in = " ".join(([prefix] if prefix else []) + ([f"at step {at_step}"] if at_step is not None else [])
+                                + ([f"index {tuple(int(i) for i in index)}"] if a.ndim else []))
+            message = (where_in + ": " if where_in else "") + values
             failures.append((at_step or 0, order, message))
     extra = sorted(set(act) - set(exp))
     if extra:
@@ -200,10 +203,11 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
     active().add(row)
     if problems:
         raise ParityError(
-            f"parity failure: {row.example}/{row.form} {row.dtype} on {row.device} "
-            f"[config {row.config}], rung {rung} ({RUNG_NAMES.get(rung, rung)}), {quantity}: "
+            f"parity failure: {row.example}" + (f"/{row.form}" if row.form else "") + f" {row.dtype} on {row.device}"
+            + (f" [config {row.config}]" if row.config else "") + f", rung {rung} ({RUNG_NAMES.get(rung, rung)}), {quantity}: "
             + "; ".join(problems)
-            + f". Over all entries: max abs {max_abs:.3g}, max rel {max_rel:.3g}; tolerance {tol}")
+            + (f". Tolerance: {tol}" if getattr(tol, "error_form", False) else
+               f". Over all entries: max abs {max_abs:.3g}, max rel {max_rel:.3g}; tolerance {tol}"))
     return row
 
 

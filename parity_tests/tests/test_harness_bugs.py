@@ -56,6 +56,11 @@ def test_planted_bug_in_float32_is_located_by_check_port_itself(bug):
     assert report.first_failure["layer"] == layer and report.located["layer"] == layer
     assert report.located["max_over_largest"] > LOCATE_RTOL["float32"]
     assert f"Located: the output of `{layer}` differs first" in report.markdown()
+    # judged by its error against float64: the message gives that error, once, not a
+    # "torch 0.0" (the error's expected value) nor the harness's empty config
+    message = report.first_failure["message"]
+    assert "RMS error against torch float64" in message and message.count(report.first_failure["quantity"]) == 1
+    assert "jaxport's " in message and "torch 0.0" not in message and "[config" not in message
 
 
 CORRECT = {"mlp": (MLP, NnxMLP, {}), "lstm": (LSTM, hm.NnxLSTMClassifier, {}), "cnn": (CNN, hm.NnxCNN, {}),

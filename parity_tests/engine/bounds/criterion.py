@@ -59,6 +59,7 @@ class Bound:
     quantity), for parity.check."""
     allowed_values: object
     text: str
+    error_form: bool = False           # checks an error against float64 (its "expected" is 0)
 
     def allowed(self, expected, name=None, step_axis=False):
         return np.asarray(self.allowed_values, dtype=np.float64)
@@ -245,7 +246,8 @@ def step_error_judgement(j, t, exact, members) -> tuple:
     own = np.max(np.abs(np.vstack([t, *members]).astype(np.float64) - e), axis=0)
     allowed = ERROR_MULTIPLE * np.maximum(own, RESULT_ULPS * 2.0 ** -24 * np.abs(e))
     return (np.abs(np.asarray(j, np.float64) - e), np.zeros_like(e), ", error against torch float64 from the same start",
-            Bound(allowed, f"{ERROR_MULTIPLE:g} x the largest error of torch's float32 runs against float64, per step"))
+            Bound(allowed, f"{ERROR_MULTIPLE:g} x the largest error of torch's float32 runs against float64, per step",
+                  error_form=True))
 
 
 def error_judgement(j, t, exact, members=(), scale=0.0) -> tuple:
@@ -266,4 +268,4 @@ def error_judgement(j, t, exact, members=(), scale=0.0) -> tuple:
     whose = "torch float32's own" if not members else "torch float32's (its run and ensemble)"
     return (theirs, 0.0, ", RMS error against torch float64 from the same start",
             Bound(ERROR_MULTIPLE * max(own, floor),
-                  f"{ERROR_MULTIPLE:g} x {whose} largest RMS error against float64, {own:.3g}"))
+                  f"{ERROR_MULTIPLE:g} x {whose} largest RMS error against float64, {own:.3g}", error_form=True))

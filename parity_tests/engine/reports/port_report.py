@@ -32,7 +32,7 @@ class PortReport:
                f"on {s['rows']} rows, device {s['device']}; "
                + (f"free-run horizon: step {self.horizon} of {self.steps}" if self.horizon is not None else "")
                + ("" if self.horizon is None or self.horizon < self.steps else " (never: judged per step to the end)")
-               + f"; {self.seconds:.1f} s.", ""]
+               + ("; " if self.horizon is not None else "") + f"{self.seconds:.1f} s.", ""]
         if self.first_failure:
             f = self.first_failure
             out += [f"First failure: rung {f['rung']} ({f['rung_name']}), {f['quantity']}"

@@ -102,7 +102,8 @@ class PortRun:
                 d = np.abs(a - e) if comparable and a.size else None
                 out.update(layer=self.cand.layer_of(name) if name is not None else None, entry=label,
                            max_abs=float(np.max(d)) if d is not None else float("inf"),
-                           max_rel=float(np.max(d / np.maximum(np.abs(e), 1e-300))) if d is not None else float("inf"))
+                           max_rel=float("inf") if d is None or getattr(tol, "error_form", False) else
+                           float(np.max(np.divide(d, np.abs(e), out=np.where(d > 0, np.inf, 0.0), where=e != 0))))
                 break
         return out
 
