@@ -77,7 +77,11 @@ def to_flax(layers: Layers, arrays: Mapping[str, np.ndarray], flax_paths=None) -
         if not sub:
             continue
         head = _prefix(path, flax_paths)
-        out.update({head + rel: v for rel, v in kind.to_flax(sub).items()})
+        try:
+            converted = kind.to_flax(sub)
+        except ValueError as error:            # name the layer: a model may hold several of a kind
+            raise ValueError(f"torch layer {path!r}: {error}") from None
+        out.update({head + rel: v for rel, v in converted.items()})
     return out
 
 
