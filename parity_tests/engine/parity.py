@@ -188,8 +188,8 @@ def check(actual, expected, *, where: dict, rung, quantity: str, tol, step: int 
                 f"|diff| {d[index]:.3g} > allowed {allowed[index]:.3g}"
             values = (f"jaxport's {a[index]:.3g} > allowed {allowed[index]:.3g}" if getattr(tol, "error_form", False)
                       else f"jaxport {float(a[index])!r}, torch {float(e[index])!r} ({kind})")
-            where_in = " ".join(([prefix] if prefix else []) + ([f"at step {at_step}"] if at_step is not None else [])
-                                + ([f"index {tuple(int(i) for i in index)}"] if a.ndim else []))
+            where_in = (prefix + (f" at step {at_step}" if at_step is not None else "")
+                        + (f", index {tuple(int(i) for i in index)}" if a.ndim else "")).strip(" ,")
             message = (where_in + ": " if where_in else "") + values
             failures.append((at_step or 0, order, message))
     extra = sorted(set(act) - set(exp))
