@@ -250,7 +250,7 @@ def step_error_judgement(j, t, exact, members) -> tuple:
                   error_form=True))
 
 
-def error_judgement(j, t, exact, members=(), scale=0.0) -> tuple:
+def error_judgement(j, t, exact, members=(), scale=0.0, members_are="ensemble") -> tuple:
     """float32, per tensor: RMS(jaxport - exact) <= ERROR_MULTIPLE x max(RMS(torch -
     exact), 4 ulps of max(RMS(exact), scale)): two float32 implementations that sum in
     other orders (convolutions, attention, XLA's elementwise functions) are each about
@@ -265,7 +265,7 @@ def error_judgement(j, t, exact, members=(), scale=0.0) -> tuple:
     at every one of 690 steps; torch's alone would have failed it at 1.31)."""
     own = max([rms(t, exact), *(rms(m, exact) for m in members)])
     theirs, floor = rms(j, exact), RESULT_ULPS * 2.0 ** -24 * max(rms(exact, 0.0), scale)
-    whose = "torch float32's own" if not members else "torch float32's (its run and ensemble)"
+    whose = "torch float32's own" if not members else f"torch float32's (its run and {len(members)} {members_are})"
     return (theirs, 0.0, ", RMS error against torch float64 from the same start",
             Bound(ERROR_MULTIPLE * max(own, floor),
                   f"{ERROR_MULTIPLE:g} x {whose} largest RMS error against float64, {own:.3g}", error_form=True))

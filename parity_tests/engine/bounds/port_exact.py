@@ -34,17 +34,19 @@ def exact_step(side, state: tuple, x, y) -> tuple:
 
 
 def check_against_float64(run, rung: int, quantities: list, step) -> bool:
-    """quantities: (quantity name, actual, expected, tolerance, torch float64's value) of
-    one float32 step. Tensors within `tolerance` are checked with it, together; each
-    other one by its error against float64."""
-    def by_error(quantity, actual, expected, e64, scale=0.0, entry=None) -> bool:
-        a, e, suffix, bound = error_judgement(actual, expected, e64, scale=scale)
+    """quantities: (quantity name, actual, expected, tolerance, torch float64's value[,
+    the quantity in each member of the step bound]) of one float32 step. Tensors within
+    `tolerance` are checked with it, together; each other one by its error against
+    float64, at most ERROR_MULTIPLE x the largest of torch's own and its members'."""
+    def by_error(quantity, actual, expected, e64, members, scale=0.0, entry=None) -> bool:
+        a, e, suffix, bound = error_judgement(actual, expected, e64, members, scale=scale, members_are="members")
         return run.check(a, e, rung=rung, quantity=quantity + suffix, tol=bound, step=step, entry=entry)
     ok = True
-    for name, actual, expected, tol, e64 in quantities:
+    for name, actual, expected, tol, e64, *rest in quantities:
+        members = rest[0] if rest else ()
         if not isinstance(expected, dict):
             ok &= (run.check(actual, expected, rung=rung, quantity=name, tol=tol, step=step)
-                   if fits(actual, expected, tol) else by_error(name, actual, expected, e64))
+                   if fits(actual, expected, tol) else by_error(name, actual, expected, e64, members))
             continue
         inside = [k for k in expected if fits({k: actual[k]}, {k: expected[k]}, tol)]
         if inside:
@@ -61,7 +63,8 @@ def check_against_float64(run, rung: int, quantities: list, step) -> bool:
         # scale once, not per tensor outside.
         scales = {key: max(rms(v, 0.0) for n, v in e64.items() if _layer(n) == key) for key in map(_layer, outside)}
         for k in outside:
-            ok &= by_error(f"{name}: {k}", actual[k], expected[k], e64[k], scales[_layer(k)], entry=k)
+            ok &= by_error(f"{name}: {k}", actual[k], expected[k], e64[k], [m[k] for m in members if k in m],
+                           scales[_layer(k)], entry=k)
     return ok
 
 
@@ -72,9 +75,10 @@ def _layer(name: str) -> tuple:
     return tensor.rpartition(".")[0], kind
 
 
-def check_one(run, rung: int, name: str, actual, expected, tol, exact, step=None) -> bool:
+def check_one(run, rung: int, name: str, actual, expected, tol, exact, step=None, members=()) -> bool:
     """One quantity: in float32, what `tol` does not hold is judged against `exact()`
-    (torch's float64 value, computed only then); else checked with `tol` as it is."""
+    (torch's float64 value, computed only then), beside `members` (the quantity in each
+    member of the step bound `tol`); else checked with `tol` as it is."""
     if run.dtype != "float32" or not run.float64_fallback or fits(actual, expected, tol):
         return run.check(actual, expected, rung=rung, quantity=name, tol=tol, step=step)
-    return check_against_float64(run, rung, [(name, actual, expected, tol, exact())], step)
+    return check_against_float64(run, rung, [(name, actual, expected, tol, exact(), members)], step)

@@ -13,10 +13,11 @@ from parity_tests.engine.bounds.step_noise import NOISE_MULTIPLE, StepBound
 from parity_tests.engine.sides.port_torch import float64_spread, step_spread
 
 
-def step_tolerances(run, state, xb, yb, t, members) -> tuple:
+def step_tolerances(run, state, xb, yb, t, members, keep: list | None = None) -> tuple:
     """(loss, grads, params, moments) tolerances of one step: float64 the table's
     (members None), or the table's plus the measured row-order noise; float32
-    StepBound with `members` measured members (0: the result term alone)."""
+    StepBound with `members` measured members (0: the result term alone), each
+    member's step appended to `keep`."""
     if run.dtype == "float64":
         s = None if members is None else float64_spread(run.side, state, xb, yb, t, members=members)
         # None: the table alone (a one-row batch has no other order)
@@ -24,7 +25,7 @@ def step_tolerances(run, state, xb, yb, t, members) -> tuple:
     expected = candidate_view(run, t)
     if members == 0:
         return tuple(StepBound(0.0, e) for e in expected)
-    s = step_spread(run.side, state, xb, yb, t, members=members)
+    s = step_spread(run.side, state, xb, yb, t, members=members, keep=keep)
     return tuple(map(StepBound, candidate_view(run, s), expected))     # sums of spreads where NNX sums
 
 

@@ -21,8 +21,8 @@ import numpy as np
 from parity_tests.engine import parity
 from parity_tests.engine.bounds.criterion import fits
 from parity_tests.engine.bounds.port_exact import check_one, exact_step
-from parity_tests.engine.bounds.step_bounds import step_tolerances
-from parity_tests.engine.bounds.step_noise import MEMBERS, StepBound
+from parity_tests.engine.bounds.step_bounds import candidate_view, step_tolerances
+from parity_tests.engine.bounds.step_noise import MEMBERS, MORE_MEMBERS, StepBound
 from parity_tests.engine.rungs.step_compare import CHUNK, compare_step, flush
 from parity_tests.engine.sides.port_models import Port, path_text
 from parity_tests.engine.sides.port_nnx import NnxRunner
@@ -54,6 +54,7 @@ class PortRun:
     settings: dict = field(default_factory=dict)   # what the report's header says
     at_init: tuple = ()                # rung 2's (torch step, candidate step), for rung 3
     exact_at_init: tuple | None = None  # torch's float64 step from the float32 start (port_exact.py)
+    members_at_init: dict = field(default_factory=dict)  # loss 0, gradients 1: in the members of their bound
     free: dict | None = None           # the free runs and the ensemble (rungs 6 and 7 share them)
     objective: object = None           # port_losses.Objective: the loss on both sides
     port: Port | None = None
@@ -116,7 +117,8 @@ def rung2_loss_at_init(run: PortRun) -> None:
     t_out = side.predict(init, xs)
     j_out = run.cand.outputs(xs)
     t, j = _at_init(run)
-    check_one(run, 2, "loss", j[0], t[0], _tolerance_at_init(run, 0), lambda: _exact_at_init(run)[0])
+    check_one(run, 2, "loss", j[0], t[0], _tolerance_at_init(run, 0), lambda: _exact_at_init(run)[0],
+              members=run.members_at_init[0])
     tol_out = (parity.FLOAT64 if run.dtype == "float64" else
                StepBound(output_spread(side, init, xs, t_out), t_out))
     check_one(run, 2, "model output (eval mode) on the data", j_out, t_out, tol_out,
@@ -139,9 +141,12 @@ def _tolerance_at_init(run: PortRun, which: int):
     table (float64) or the result term alone (float32) where it holds, else the
     measured one with MEMBERS members (measured only then)."""
     t, j = run.at_init
-    for members in (None if run.dtype == "float64" else 0, MEMBERS):
-        tol = step_tolerances(run, (run.port_init, {}, 0), run.x, run.y, t, members)[which]
-        if members == MEMBERS or fits(j[which], t[which], tol):
+    plan = (None, MEMBERS) if run.dtype == "float64" else (0, MEMBERS, MORE_MEMBERS)
+    for members in plan:
+        kept = []
+        tol = step_tolerances(run, (run.port_init, {}, 0), run.x, run.y, t, members, kept)[which]
+        run.members_at_init[which] = [candidate_view(run, m)[which] for m in kept]
+        if members == plan[-1] or fits(j[which], t[which], tol):
             return tol
 
 
@@ -154,7 +159,8 @@ def _exact_at_init(run: PortRun) -> tuple:
 
 def rung3_gradients_at_init(run: PortRun) -> None:
     t, j = _at_init(run)
-    check_one(run, 3, "gradients", j[1], t[1], _tolerance_at_init(run, 1), lambda: _exact_at_init(run)[1])
+    check_one(run, 3, "gradients", j[1], t[1], _tolerance_at_init(run, 1), lambda: _exact_at_init(run)[1],
+              members=run.members_at_init[1])
 
 
 def rung4_one_step(run: PortRun) -> None:

@@ -24,15 +24,18 @@ def compare_step(run, rung: int, prefix: str, state, xb, yb, t, j, step) -> bool
     expected = candidate_view(run, t)
     plan = (0 if run.dtype == "float32" else None, MEMBERS, MORE_MEMBERS)
     for members in plan:
-        tols = step_tolerances(run, state, xb, yb, t, members)
+        kept = []
+        tols = step_tolerances(run, state, xb, yb, t, members, kept)
         fit = _all_fit(j, expected, tols)
         if fit or members == plan[-1]:
             break
     names = [prefix + name for name in quantity_names(run)]
     if run.dtype == "float32" and not fit and run.float64_fallback:   # port_exact.py
         exact = candidate_view(run, exact_step(run.side, state, xb, yb))
+        # the bound's members are correct float32 steps too (port_exact.py): per quantity
+        members = list(zip(*(candidate_view(run, m) for m in kept))) or [()] * len(names)
         # (an empty quantity, no running statistics or no moments, has nothing to check there)
-        return check_against_float64(run, rung, list(zip(names, j, expected, tols, exact)), step)
+        return check_against_float64(run, rung, list(zip(names, j, expected, tols, exact, members)), step)
     ok = True
     for name, a, e, tol in zip(names, j, expected, tols):
         if _not_empty(e):

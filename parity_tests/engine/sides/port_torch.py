@@ -155,22 +155,26 @@ class Teacher:
         return self.side.step(self.model, self.opt, x, y)
 
 
-def _step_diff(side: TorchSide, state: tuple, x, y, reference: tuple, dtype: str | None = None) -> tuple:
+def _step_diff(side: TorchSide, state: tuple, x, y, reference: tuple, dtype: str | None = None,
+               keep: list | None = None) -> tuple:
     """|a torch step in `dtype` (None: the run's) from `state` - reference| per quantity
-    (loss, grads, params after, moments after)."""
+    (loss, grads, params after, moments after); the step itself appended to `keep`."""
     arrays, moments, count = state
     model = side.model(arrays, dtype)
     r = side.step(model, side.optimizer(model, moments, count), x, y)
+    if keep is not None:
+        keep.append(r)
     return (abs(r[0] - reference[0]), _absdiff(r[1], reference[1]), _absdiff(r[2], reference[2]),
             {k: _absdiff(d, reference[3].get(k, {})) for k, d in r[3].items()})
 
 
 def _member_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int, seed: int, stream: int,
-                   move, dtype):
+                   move, dtype, keep: list | None = None):
     """The largest |member - reference| per quantity of a step (loss, grads, params
     after, moments after) over `members` torch steps in `dtype` from `state`, every
     float array and input moved by `move` (one ulp, in a random direction, drawn from
-    the rng of [seed, stream]), merged with row_order_spread's."""
+    the rng of [seed, stream]), merged with row_order_spread's. keep: a list that gets
+    every member's step (port_exact.py judges with them)."""
     arrays, moments, count = state
     rng = np.random.default_rng([seed, stream])
     targets = np.asarray(y, np.float64) if np.issubdtype(np.asarray(y).dtype, np.floating) else y
@@ -180,16 +184,17 @@ def _member_spread(side: TorchSide, state: tuple, x, y, reference: tuple, member
         moved_m = {k: {n: np.abs(move(v, rng)) if k in NON_NEGATIVE else move(v, rng) for n, v in d.items()}
                    for k, d in moments.items()}
         xm = _moved_inputs(x, rng, move)
-        spreads = _merge(spreads, _step_diff(side, (moved, moved_m, count), xm, targets, reference, dtype))
-    return _merge(spreads, row_order_spread(side, state, x, y, reference, members, seed))
+        spreads = _merge(spreads, _step_diff(side, (moved, moved_m, count), xm, targets, reference, dtype, keep))
+    return _merge(spreads, row_order_spread(side, state, x, y, reference, members, seed, keep))
 
 
-def step_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
+def step_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0,
+                keep: list | None = None):
     """Per quantity of a float32 step, the spread of `members` float64 steps from
-    `state` moved by one float32 ulp, one member at a time."""
+    `state` moved by one float32 ulp, one member at a time (each appended to `keep`)."""
     # The float64 members model one rounding per product; the row-order members model
     # the float32 batch sums themselves (a conv bias's gradient sums N x H x W terms).
-    return _member_spread(side, state, x, y, reference, members, seed, 7, moved_one_ulp, "float64")
+    return _member_spread(side, state, x, y, reference, members, seed, 7, moved_one_ulp, "float64", keep)
 
 
 def float64_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
@@ -204,7 +209,8 @@ def float64_spread(side: TorchSide, state: tuple, x, y, reference: tuple, member
                           lambda v, rng: moved_one_ulp(v, rng, np.float64), None)
 
 
-def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0):
+def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, members: int = MEMBERS, seed: int = 0,
+                     keep: list | None = None):
     """The same spread over torch steps in the run's own dtype, from the state itself,
     with the batch's rows in another order: the same mean, summed in another order.
     In float64 this is the reference's only noise that matters: Adam divides a gradient
@@ -219,7 +225,7 @@ def row_order_spread(side: TorchSide, state: tuple, x, y, reference: tuple, memb
     spreads = None
     for _ in range(members if len(np.atleast_1d(y)) > 1 else 0):
         perm = rng.permutation(len(y))
-        spreads = _merge(spreads, _step_diff(side, state, x[perm], np.asarray(y)[perm], reference))
+        spreads = _merge(spreads, _step_diff(side, state, x[perm], np.asarray(y)[perm], reference, keep=keep))
     return spreads
 
 
