@@ -48,12 +48,14 @@ def test_planted_bug_fails_and_is_located(bug):
 @pytest.mark.parametrize("bug", ["layernorm eps 1e-6", "tanh gelu"])
 def test_planted_bug_in_float32_is_located_by_check_port_itself(bug):
     """float32 too: the eps bug moves the norm's output by 1.9e-5 of its largest entry,
-    4.7x the float32 tolerance; check_port's report names the layer from the locator."""
+    4.7x the float32 tolerance; check_port's report names the layer from the locator,
+    which looks in float64 first."""
     case, nnx_factory, extra, layer, note = BUGS[bug]
     x, y = case["data"]()
     report = check_port(case["torch"](), nnx_factory(), x, y, steps=4, batch_size=len(x), dtype="float32")
     assert not report.passed
     assert report.first_failure["layer"] == layer and report.located["layer"] == layer
+    assert report.located["dtype"] == "float64"            # found there first, clear of float32's rounding
     assert report.located["max_over_largest"] > LOCATE_RTOL["float32"]
     assert f"Located: the output of `{layer}` differs first" in report.markdown()
     # judged by its error against float64: the message gives that error, once, not a

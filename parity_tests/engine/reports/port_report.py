@@ -43,8 +43,10 @@ class PortReport:
             out += [f"Not located: {self.located.get('note', 'no module differs')}.", ""]
         elif self.located:
             loc = self.located
-            out += [f"Located: the {loc['quantity']} of `{loc['layer']}` differs first (max abs {_fmt(loc['max_abs'])}, "
-                    f"max rel {_fmt(loc['max_rel'])})" + (f"; {loc['note']}" if loc.get("note") else "") + ".", ""]
+            out += [f"Located: the {loc['quantity']} of `{loc['layer']}` differs first"
+                    + (" (found in float64)" if loc.get("dtype") else "")
+                    + f" (max abs {_fmt(loc['max_abs'])}, max rel {_fmt(loc['max_rel'])})"
+                    + (f"; {loc['note']}" if loc.get("note") else "") + ".", ""]
         out += rows_table(self.rows)
         out += ["", "*used* is the largest |NNX - torch| / allowed of the comparison (over every step for "
                 "rung 5); rungs 6-7 are judged against an ensemble of torch runs moved one ulp per update "
