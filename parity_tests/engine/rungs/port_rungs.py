@@ -139,7 +139,9 @@ def _at_init(run: PortRun) -> tuple:
 def _tolerance_at_init(run: PortRun, which: int):
     """The tolerance of quantity `which` (0 loss, 1 gradients) of the step at init: the
     table (float64) or the result term alone (float32) where it holds, else the
-    measured one with MEMBERS members (measured only then)."""
+    measured one with MEMBERS members, in float32 MORE_MEMBERS where those are
+    exceeded (measured only then), as rungs 4-5 do; the members' values of the
+    quantity are kept for the judgement against float64 (run.members_at_init)."""
     t, j = run.at_init
     plan = (None, MEMBERS) if run.dtype == "float64" else (0, MEMBERS, MORE_MEMBERS)
     for members in plan:
