@@ -77,3 +77,18 @@ def test_correct_ports_agree_within_half_the_locators_tolerance(port, dtype="flo
     x, y = case["data"]()
     assert locate_divergence(case["torch"](), nnx_factory(), x, y, dtype=dtype, rtol=LOCATE_RTOL[dtype] / 2,
                              **dict(case["kw"], **extra)) is None
+
+
+def test_a_float32_location_is_sought_in_float64_first(monkeypatch):
+    """The float32 run's pair as a float64 run is searched first; a finding only float32
+    makes carries the note that it may be rounding at a kink (a held-out MobileNetV2's
+    momentum bug was blamed on a ReLU6 kink elsewhere)."""
+    from parity_tests.engine.rungs import harness as engine
+    run32, run64 = object(), object()
+    monkeypatch.setattr(engine, "_locate", lambda run, rtol=None: dict(layer="norm", quantity="output"))
+    assert engine._locate_or_say_why(run32, lambda: run64) == dict(layer="norm", quantity="output", dtype="float64")
+    monkeypatch.setattr(engine, "_locate",
+                        lambda run, rtol=None: None if run is run64 else dict(layer="fc", quantity="gradient"))
+    found = engine._locate_or_say_why(run32, lambda: run64)
+    assert found["layer"] == "fc" and "dtype" not in found and "only in float32" in found["note"]
+    assert engine._locate_or_say_why(run32) == dict(layer="fc", quantity="gradient")     # float64 runs: no note
