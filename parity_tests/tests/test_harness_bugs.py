@@ -79,16 +79,27 @@ def test_correct_ports_agree_within_half_the_locators_tolerance(port, dtype="flo
                              **dict(case["kw"], **extra)) is None
 
 
-def test_a_float32_location_is_sought_in_float64_first(monkeypatch):
-    """The float32 run's pair as a float64 run is searched first; a finding only float32
-    makes carries the note that it may be rounding at a kink (a held-out MobileNetV2's
-    momentum bug was blamed on a ReLU6 kink elsewhere)."""
-    from parity_tests.engine.rungs import harness as engine
-    run32, run64 = object(), object()
-    monkeypatch.setattr(engine, "_locate", lambda run, rtol=None: dict(layer="norm", quantity="output"))
-    assert engine._locate_or_say_why(run32, lambda: run64) == dict(layer="norm", quantity="output", dtype="float64")
-    monkeypatch.setattr(engine, "_locate",
-                        lambda run, rtol=None: None if run is run64 else dict(layer="fc", quantity="gradient"))
-    found = engine._locate_or_say_why(run32, lambda: run64)
-    assert found["layer"] == "fc" and "dtype" not in found and "only in float32" in found["note"]
-    assert engine._locate_or_say_why(run32) == dict(layer="fc", quantity="gradient")     # float64 runs: no note
+
+@pytest.mark.parametrize("in_float64", [True, False])
+def test_a_float32_location_is_sought_in_float64_first(in_float64, monkeypatch):
+    """check_port in float32 runs the locator on the pair cast to float64 first; a finding
+    only float32 makes carries the note that it may be rounding at a kink (a held-out
+    MobileNetV2's momentum bug was blamed on a ReLU6 kink elsewhere). The locator is
+    stubbed: what float64 finds (`norm`, or nothing) and what float32 finds (`out`)."""
+    from parity_tests.engine.locator import locate as locate_module
+    calls = []
+
+    def stub(port, *rest):
+        calls.append(port)
+        if len(calls) == 1:                       # the first search: the float64 pair's
+            return dict(layer="norm", quantity="output") if in_float64 else None
+        return dict(layer="out", quantity="gradient")
+    monkeypatch.setattr(locate_module, "locate", stub)
+    case, nnx_factory, *_ = BUGS["layernorm eps 1e-6"]
+    x, y = case["data"]()
+    located = check_port(case["torch"](), nnx_factory(), x, y, steps=4, batch_size=len(x), dtype="float32").located
+    if in_float64:
+        assert len(calls) == 1 and located == dict(layer="norm", quantity="output", dtype="float64")
+    else:                                         # then the float32 run's own pair
+        assert len(calls) == 2 and calls[0] is not calls[1]
+        assert located["layer"] == "out" and "dtype" not in located and "only in float32" in located["note"]
